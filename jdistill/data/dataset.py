@@ -1,0 +1,38 @@
+"""The in-memory data set every loader returns."""
+
+import dataclasses
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Images as float32 NHWC in [0, 1] and integer labels, split into train and test."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    def __post_init__(self):
+        for split in ("train", "test"):
+            x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
+            if x.ndim != 4 or y.shape != (x.shape[0],):
+                raise ValueError(f"{self.name}: x_{split} must be [N, H, W, C] with y_{split} [N]; "
+                                 f"got {x.shape} and {y.shape}")
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+    def holdout(self, fraction: float, *, seed: int = 0) -> "Dataset":
+        """Move a random ``fraction`` of the training set into the test split (for model choice
+        without touching the real test set)."""
+        order = np.random.default_rng(seed).permutation(len(self.y_train))
+        n_held = int(round(fraction * len(order)))
+        held, kept = order[:n_held], order[n_held:]
+        return dataclasses.replace(self, name=f"{self.name}[holdout {fraction:g}]",
+                                   x_train=self.x_train[kept], y_train=self.y_train[kept],
+                                   x_test=self.x_train[held], y_test=self.y_train[held])

@@ -1,0 +1,29 @@
+"""Checkpoints of a run's TrainState with orbax ``CheckpointManager``."""
+
+import pathlib
+
+import jax
+import orbax.checkpoint as ocp
+
+from jdistill.train.state import TrainState
+
+
+def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
+    return ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
+                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+
+def save(mngr: ocp.CheckpointManager, epoch: int, state: TrainState) -> None:
+    """Save ``state`` as checkpoint number ``epoch`` (epochs completed) and wait for it."""
+    mngr.save(epoch, args=ocp.args.StandardSave(state))
+    mngr.wait_until_finished()
+
+
+def restore(mngr: ocp.CheckpointManager, like: TrainState, epoch: int | None = None) -> TrainState:
+    """Restore checkpoint ``epoch`` (default: the latest) into the structure, shapes and
+    shardings of ``like``."""
+    epoch = mngr.latest_step() if epoch is None else epoch
+    if epoch is None:
+        raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))

@@ -1,0 +1,60 @@
+"""One configuration for every run: teacher training (no teacher, method ``ce``) or distillation."""
+
+import dataclasses
+import json
+from collections.abc import Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's result. Saved as ``config.json`` in the run directory.
+
+    Distillation runs name a ``teacher`` run directory and ``methods``; the objective is
+    ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
+    (see :mod:`jdistill.train.methods`). ``weights`` overrides the methods' default weights.
+    The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
+    over the run) or ``constant``.
+    """
+
+    model: str
+    dataset: str
+    epochs: int
+    seed: int = 0
+    data_dir: str | None = None
+    batch_size: int = 128
+    optimizer: str = "sgd"
+    learning_rate: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    max_shift: int = 0
+    teacher: str | None = None
+    methods: tuple[str, ...] = ("ce",)
+    weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    temperature: float = 4.0
+    labelled_fraction: float = 1.0
+    checkpoint_every: int = 1
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be positive; got {self.epochs}, {self.batch_size}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.schedule not in ("cosine", "constant"):
+            raise ValueError(f"schedule: choose 'cosine' or 'constant', got {self.schedule!r}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if self.teacher is None and tuple(self.methods) != ("ce",):
+            raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
+        object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "weights", dict(self.weights))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunConfig":
+        return cls(**json.loads(text))

@@ -1,0 +1,29 @@
+"""Data parallelism with ``jax.sharding``: a one-axis mesh, batches split along it, state
+replicated. jit inserts the cross-device reductions."""
+
+from collections.abc import Sequence
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A mesh with one ``data`` axis over ``devices`` (default: all visible devices)."""
+    return Mesh(np.array(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def check_batch_size(batch_size: int, mesh: Mesh) -> None:
+    n = mesh.shape[DATA_AXIS]
+    if batch_size % n:
+        raise ValueError(f"batch_size {batch_size} must be a multiple of the number of devices ({n})")

@@ -1,0 +1,66 @@
+"""A run directory: ``config.json`` (configuration and library version), ``metrics.jsonl`` (one
+line per epoch), ``summary.json`` (written when the run finishes) and ``checkpoints/``."""
+
+import json
+import pathlib
+
+import jdistill
+from jdistill.train.config import RunConfig
+
+
+class RunDir:
+    def __init__(self, path: str | pathlib.Path):
+        self.path = pathlib.Path(path)
+
+    @property
+    def config_file(self) -> pathlib.Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_file(self) -> pathlib.Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def summary_file(self) -> pathlib.Path:
+        return self.path / "summary.json"
+
+    def claim(self, config: RunConfig) -> None:
+        """Create the directory for ``config``, or accept it if it already holds the same
+        configuration (a resumed run). A different configuration is refused."""
+        if self.config_file.exists():
+            previous = RunConfig(**json.loads(self.config_file.read_text())["config"])
+            if previous != config:
+                changed = sorted(k for k, v in vars(config).items() if vars(previous)[k] != v)
+                raise ValueError(f"{self.path} already holds a run with a different configuration "
+                                 f"(differs in: {', '.join(changed)}); use another --out directory")
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        record = {"config": json.loads(config.to_json()), "jdistill_version": jdistill.__version__}
+        self.config_file.write_text(json.dumps(record, indent=2) + "\n")
+
+    def config(self) -> RunConfig:
+        if not self.config_file.exists():
+            raise FileNotFoundError(f"{self.path} is not a jdistill run directory (no config.json)")
+        return RunConfig(**json.loads(self.config_file.read_text())["config"])
+
+    def metrics(self) -> list[dict]:
+        if not self.metrics_file.exists():
+            return []
+        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+
+    def keep_metrics_until(self, epoch: int) -> None:
+        """Drop metric lines after ``epoch`` (written after the checkpoint a resumed run starts from)."""
+        kept = [m for m in self.metrics() if m["epoch"] <= epoch]
+        self.metrics_file.write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    def append_metrics(self, record: dict) -> None:
+        with self.metrics_file.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def write_summary(self, summary: dict) -> None:
+        self.summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+
+    def summary(self) -> dict:
+        if not self.summary_file.exists():
+            raise FileNotFoundError(f"{self.path} holds no finished run (no summary.json)")
+        return json.loads(self.summary_file.read_text())

@@ -1,0 +1,92 @@
+"""Jitted train and eval steps: pure functions of state pytrees.
+
+``hparams`` is a pytree of float32 scalars ``{"learning_rate", "temperature", "weights":
+{term: w}}`` passed as an argument, so new values never trigger a recompilation.
+The teacher runs in inference mode under ``stop_gradient`` and is never donated or updated.
+"""
+
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from jdistill.losses import cross_entropy
+from jdistill.train.state import TrainState
+
+
+def step_key(state: TrainState, stream: int) -> jax.Array:
+    """A PRNG key determined by the run's seed, the step and the stream (0: dropout)."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(state.seed), state.step), stream)
+
+
+def _apply_gradients(state, grads, new_rest, hparams, tx, schedule):
+    direction, opt_state = tx.update(grads, state.opt_state, state.params)
+    lr = hparams["learning_rate"] * schedule(state.step)
+    params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
+    return state.replace(step=state.step + 1, params=params, rest=new_rest, opt_state=opt_state), lr
+
+
+def _objective(graphdef, methods, state, params, images, labels, teacher_out, hparams, key):
+    """Weighted sum of the methods' terms; returns (total, (terms, student logits, new rest))."""
+    trainable = nnx.merge(graphdef, params, state.rest)
+    student_out = trainable.model(images, train=True, dropout_key=key)
+    terms = {}
+    for method in methods:
+        terms.update(method.loss(student_out, teacher_out, labels, trainable.extras.get(method.name, {}), hparams))
+    terms = {name: jnp.mean(value) for name, value in terms.items()}
+    total = sum(hparams["weights"][name] * value for name, value in terms.items())
+    new_rest = nnx.split(trainable, nnx.Param, ...)[2].to_pure_dict()
+    return total, (terms, student_out[0], new_rest)
+
+
+def teacher_forward(teacher_graphdef, teacher_vars, images):
+    """The teacher's ``(logits, features)`` in inference mode, outside the gradient."""
+    teacher = nnx.merge(teacher_graphdef, *teacher_vars).model
+    return jax.lax.stop_gradient(teacher(images, train=False))
+
+
+def make_train_step(graphdef, methods: Sequence, tx: optax.GradientTransformation,
+                    schedule: Callable, teacher_graphdef=None, *, donate: bool = True) -> Callable:
+    """``step(state, teacher_vars, batch, hparams) -> (state, metrics)``, jitted.
+
+    With ``teacher_graphdef=None`` it trains on hard labels (``methods`` is just ``ce``) and
+    ``teacher_vars`` must be ``None``. ``teacher_vars`` is ``(params, rest)`` of the teacher.
+    """
+
+    def step(state: TrainState, teacher_vars, batch, hparams):
+        images, labels = batch["image"], batch["label"]
+        teacher_out = None if teacher_graphdef is None else teacher_forward(teacher_graphdef, teacher_vars, images)
+        grad_fn = jax.value_and_grad(
+            lambda p: _objective(graphdef, methods, state, p, images, labels, teacher_out, hparams,
+                                 step_key(state, 0)), has_aux=True)
+        (total, (terms, logits, new_rest)), grads = grad_fn(state.params)
+        new_state, lr = _apply_gradients(state, grads, new_rest, hparams, tx, schedule)
+        metrics = {"loss": total, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
+                   "learning_rate": lr, **{f"loss/{k}": v for k, v in terms.items()}}
+        if teacher_out is not None:
+            metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_out[0], -1))
+        return new_state, metrics
+
+    return jax.jit(step, donate_argnums=(0,) if donate else ())
+
+
+def make_eval_step(graphdef, teacher_graphdef=None) -> Callable:
+    """``eval(params, rest, teacher_vars, batch, mask) -> sums`` of correct predictions,
+    cross-entropy, teacher agreement and counted examples over the unmasked rows, so that a
+    padded last batch and many devices still give exact averages."""
+
+    def evaluate(params, rest, teacher_vars, batch, mask):
+        model = nnx.merge(graphdef, params, rest).model
+        logits, _ = model(batch["image"], train=False)
+        predictions = jnp.argmax(logits, -1)
+        sums = {"correct": jnp.sum(mask * (predictions == batch["label"])),
+                "ce": jnp.sum(mask * cross_entropy(logits, batch["label"])),
+                "count": jnp.sum(mask)}
+        if teacher_graphdef is not None:
+            teacher_logits = teacher_forward(teacher_graphdef, teacher_vars, batch["image"])[0]
+            sums["agree"] = jnp.sum(mask * (predictions == jnp.argmax(teacher_logits, -1)))
+        return sums
+
+    return jax.jit(evaluate)
