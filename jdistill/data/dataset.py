@@ -4,6 +4,8 @@ import dataclasses
 
 import numpy as np
 
+UNLABELLED = -1  # label of a training example whose label is hidden
+
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
@@ -20,12 +22,33 @@ class Dataset:
         for split in ("train", "test"):
             x, y = getattr(self, f"x_{split}"), getattr(self, f"y_{split}")
             if x.ndim != 4 or y.shape != (x.shape[0],):
-                raise ValueError(f"{self.name}: x_{split} must be [N, H, W, C] with y_{split} [N]; "
-                                 f"got {x.shape} and {y.shape}")
+                raise ValueError(
+                    f"{self.name}: x_{split} must be [N, H, W, C] with y_{split} [N]; "
+                    f"got {x.shape} and {y.shape}"
+                )
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
+
+    def hide_labels(self, labelled_fraction: float, *, seed: int = 0) -> "Dataset":
+        """Keep the labels of a random ``labelled_fraction`` of the training set (stratified, so
+        every class keeps labels) and set the others to ``UNLABELLED``: the images remain as an
+        unlabelled transfer set."""
+        if labelled_fraction == 1.0:
+            return self
+        rng = np.random.default_rng(seed)
+        y = np.full_like(self.y_train, UNLABELLED)
+        for c in np.unique(self.y_train):
+            members = rng.permutation(np.flatnonzero(self.y_train == c))
+            keep = members[: max(1, int(round(labelled_fraction * len(members))))]
+            y[keep] = self.y_train[keep]
+        return dataclasses.replace(self, y_train=y)
+
+    def labelled(self) -> "Dataset":
+        """Only the training examples whose label is known."""
+        keep = self.y_train != UNLABELLED
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
 
     def holdout(self, fraction: float, *, seed: int = 0) -> "Dataset":
         """Move a random ``fraction`` of the training set into the test split (for model choice
@@ -33,6 +56,11 @@ class Dataset:
         order = np.random.default_rng(seed).permutation(len(self.y_train))
         n_held = int(round(fraction * len(order)))
         held, kept = order[:n_held], order[n_held:]
-        return dataclasses.replace(self, name=f"{self.name}[holdout {fraction:g}]",
-                                   x_train=self.x_train[kept], y_train=self.y_train[kept],
-                                   x_test=self.x_train[held], y_test=self.y_train[held])
+        return dataclasses.replace(
+            self,
+            name=f"{self.name}[holdout {fraction:g}]",
+            x_train=self.x_train[kept],
+            y_train=self.y_train[kept],
+            x_test=self.x_train[held],
+            y_test=self.y_train[held],
+        )

@@ -32,18 +32,24 @@ def read_idx(path: pathlib.Path, expected_rank: int) -> np.ndarray:
     except (OSError, EOFError) as e:
         raise ValueError(f"{path}: not a readable gzip file ({e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _MAGIC_UBYTE or raw[3] != expected_rank:
-        raise ValueError(f"{path}: not an IDX file of unsigned bytes with {expected_rank} dimension(s) "
-                         f"(header {raw[:4].hex()}, expected 000008{expected_rank:02x})")
+        raise ValueError(
+            f"{path}: not an IDX file of unsigned bytes with {expected_rank} dimension(s) "
+            f"(header {raw[:4].hex()}, expected 000008{expected_rank:02x})"
+        )
     header_end = 4 + 4 * expected_rank
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(expected_rank))
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(expected_rank))
     if len(raw) != header_end + int(np.prod(shape)):
-        raise ValueError(f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes of data) "
-                         f"but the file holds {len(raw) - header_end}; the file is truncated or corrupt")
+        raise ValueError(
+            f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes of data) "
+            f"but the file holds {len(raw) - header_end}; the file is truncated or corrupt"
+        )
     if OFFICIAL_MD5.get(path.name) and shape[0] in OFFICIAL_COUNT.values():
         digest = hashlib.md5(raw).hexdigest()
         if digest != OFFICIAL_MD5[path.name]:
-            raise ValueError(f"{path}: md5 of the uncompressed content is {digest}, the official "
-                             f"file's is {OFFICIAL_MD5[path.name]}; the file is corrupt")
+            raise ValueError(
+                f"{path}: md5 of the uncompressed content is {digest}, the official "
+                f"file's is {OFFICIAL_MD5[path.name]}; the file is corrupt"
+            )
     return np.frombuffer(raw, dtype=np.uint8, offset=header_end).reshape(shape)
 
 
@@ -51,18 +57,24 @@ def load_mnist_dir(data_dir: str | pathlib.Path) -> Dataset:
     """Load MNIST from ``data_dir`` holding the four IDX ``.gz`` files under their official names."""
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"MNIST data directory {str(data_dir)!r} does not exist; expected a "
-                                f"directory holding {', '.join(FILES.values())}")
+        raise FileNotFoundError(
+            f"MNIST data directory {str(data_dir)!r} does not exist; expected a "
+            f"directory holding {', '.join(FILES.values())}"
+        )
     missing = [f for f in FILES.values() if not (data_dir / f).is_file()]
     if missing:
-        raise FileNotFoundError(f"MNIST data directory {str(data_dir)!r} lacks {', '.join(missing)}; "
-                                f"expected the four IDX files {', '.join(FILES.values())}")
+        raise FileNotFoundError(
+            f"MNIST data directory {str(data_dir)!r} lacks {', '.join(missing)}; "
+            f"expected the four IDX files {', '.join(FILES.values())}"
+        )
     arrays = {key: read_idx(data_dir / name, 3 if key.startswith("x") else 1) for key, name in FILES.items()}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.shape[0] != y.shape[0]:
-            raise ValueError(f"{data_dir}: {FILES['x_' + split]} holds {x.shape[0]} images but "
-                             f"{FILES['y_' + split]} holds {y.shape[0]} labels")
+            raise ValueError(
+                f"{data_dir}: {FILES['x_' + split]} holds {x.shape[0]} images but "
+                f"{FILES['y_' + split]} holds {y.shape[0]} labels"
+            )
         if y.size and y.max() > 9:
             raise ValueError(f"{data_dir}: {FILES['y_' + split]} has label {y.max()}, expected 0-9")
     return Dataset(

@@ -20,7 +20,8 @@ def load_digits(*, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     x = (bunch.images[..., None] / 16.0).astype(np.float32)
     y = bunch.target.astype(np.int32)
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_fraction, random_state=seed, stratify=y)
+        x, y, test_size=test_fraction, random_state=seed, stratify=y
+    )
     return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10)
 
 
@@ -33,12 +34,16 @@ def load_tfds(name: str) -> Dataset:
         builder = tfds.builder(name)
         splits = {split: tfds.data_source(name, split=split) for split in ("train", "test")}
     except Exception as e:  # tfds raises many types: missing name, no network, unprepared data
-        raise ValueError(f"tensorflow-datasets could not provide {name!r} ({type(e).__name__}: {e}); "
-                         f"pass --data-dir with the files instead") from e
+        raise ValueError(
+            f"tensorflow-datasets could not provide {name!r} ({type(e).__name__}: {e}); "
+            f"pass --data-dir with the files instead"
+        ) from e
     arrays = {}
     for split, source in splits.items():
         examples = [source[i] for i in range(len(source))]
-        arrays[f"x_{split}"] = (np.stack([ex["image"] for ex in examples]) / np.float32(255)).astype(np.float32)
+        arrays[f"x_{split}"] = (np.stack([ex["image"] for ex in examples]) / np.float32(255)).astype(
+            np.float32
+        )
         arrays[f"y_{split}"] = np.array([ex["label"] for ex in examples], dtype=np.int32)
     return Dataset(name, num_classes=builder.info.features["label"].num_classes, **arrays)
 
@@ -48,7 +53,9 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     tensorflow-datasets)."""
     if name == "digits":
         if data_dir is not None:
-            raise ValueError("digits: the data set is bundled with scikit-learn; do not pass a data directory")
+            raise ValueError(
+                "digits: the data set is bundled with scikit-learn; do not pass a data directory"
+            )
         return load_digits()
     if name == "mnist":
         return load_mnist_dir(data_dir) if data_dir is not None else load_tfds("mnist")

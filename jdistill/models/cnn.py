@@ -23,9 +23,15 @@ class LeNet5(nnx.Module):
     Features: ``conv1``, ``conv2`` (post-ReLU maps, before pooling), ``fc1``, ``embedding``.
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *,
-                 channels: Sequence[int] = (6, 16), fc: Sequence[int] = (120, 84),
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        channels: Sequence[int] = (6, 16),
+        fc: Sequence[int] = (120, 84),
+        rngs: nnx.Rngs,
+    ):
         height, width, in_channels = input_shape
         if (height, width) not in ((28, 28), (32, 32)):
             raise ValueError(f"LeNet5: input_shape must be 28x28xC or 32x32xC, got {tuple(input_shape)}")
@@ -37,8 +43,9 @@ class LeNet5(nnx.Module):
         self.fc2 = nnx.Linear(f1, f2, rngs=rngs)
         self.head = nnx.Linear(f2, num_classes, rngs=rngs)
 
-    def __call__(self, images: jax.Array, *, train: bool = False,
-                 dropout_key: jax.Array | None = None) -> Output:
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
+    ) -> Output:
         del train, dropout_key  # no dropout in LeNet-5
         c1 = jax.nn.relu(self.conv1(images))
         c2 = jax.nn.relu(self.conv2(_max_pool(c1)))
@@ -57,9 +64,16 @@ class SmallCNN(nnx.Module):
     Features: ``conv{i}`` (post-ReLU maps, before pooling) and ``embedding`` (the fc output).
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *,
-                 channels: Sequence[int] = (32, 64), hidden: int = 128, dropout: float = 0.0,
-                 rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        channels: Sequence[int] = (32, 64),
+        hidden: int = 128,
+        dropout: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
         in_channels = input_shape[-1]
         sizes = [in_channels, *channels]
         self.convs = nnx.List([nnx.Conv(a, b, (3, 3), rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
@@ -67,8 +81,9 @@ class SmallCNN(nnx.Module):
         self.dropout = nnx.Dropout(dropout)
         self.head = nnx.Linear(hidden, num_classes, rngs=rngs)
 
-    def __call__(self, images: jax.Array, *, train: bool = False,
-                 dropout_key: jax.Array | None = None) -> Output:
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
+    ) -> Output:
         features = {}
         h = images
         for i, conv in enumerate(self.convs, start=1):

@@ -14,8 +14,7 @@ from flax import nnx
 Output: TypeAlias = tuple[jax.Array, dict[str, jax.Array]]
 
 
-def dropout_or_identity(layer: nnx.Dropout, x: jax.Array, train: bool,
-                        key: jax.Array | None) -> jax.Array:
+def dropout_or_identity(layer: nnx.Dropout, x: jax.Array, train: bool, key: jax.Array | None) -> jax.Array:
     """Apply ``layer`` when training with a nonzero rate; a missing key is an error then."""
     if not train or layer.rate == 0.0:
         return x

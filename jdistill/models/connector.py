@@ -19,11 +19,13 @@ class Connector(nnx.Module):
         if len(student_shape) != len(teacher_shape) or len(student_shape) not in (1, 3):
             raise ValueError(
                 f"Connector: student and teacher features must both be vectors [D] or both maps "
-                f"[H, W, C]; got student {list(student_shape)} and teacher {list(teacher_shape)}")
+                f"[H, W, C]; got student {list(student_shape)} and teacher {list(teacher_shape)}"
+            )
         if len(student_shape) == 3 and student_shape[:2] != teacher_shape[:2]:
             raise ValueError(
                 f"Connector: a 1x1 convolution cannot change the spatial size; student feature is "
-                f"{list(student_shape)}, teacher feature is {list(teacher_shape)} (H, W must match)")
+                f"{list(student_shape)}, teacher feature is {list(teacher_shape)} (H, W must match)"
+            )
         if len(student_shape) == 1:
             self.map = nnx.Linear(student_shape[0], teacher_shape[0], rngs=rngs)
         else:

@@ -4,7 +4,6 @@ from collections.abc import Sequence
 import math
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from jdistill.models.common import Output, dropout_or_identity
@@ -20,8 +19,16 @@ class MLP(nnx.Module):
     ``embedding`` (the last hidden layer, input of the classifier).
     """
 
-    def __init__(self, input_shape: Sequence[int], num_classes: int, *, widths: Sequence[int],
-                 dropout: float = 0.0, input_dropout: float = 0.0, rngs: nnx.Rngs):
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        widths: Sequence[int],
+        dropout: float = 0.0,
+        input_dropout: float = 0.0,
+        rngs: nnx.Rngs,
+    ):
         if not widths:
             raise ValueError("MLP: widths must name at least one hidden layer")
         sizes = [math.prod(input_shape), *widths]
@@ -30,8 +37,9 @@ class MLP(nnx.Module):
         self.input_dropout = nnx.Dropout(input_dropout)
         self.dropout = nnx.Dropout(dropout)
 
-    def __call__(self, images: jax.Array, *, train: bool = False,
-                 dropout_key: jax.Array | None = None) -> Output:
+    def __call__(
+        self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
+    ) -> Output:
         keys = _split_or_none(dropout_key, len(self.hidden) + 1)
         h = images.reshape(images.shape[0], -1)
         h = dropout_or_identity(self.input_dropout, h, train, keys[0])

@@ -13,6 +13,21 @@ from jdistill.train.rundir import RunDir
 from jdistill.train.state import Trainable, TrainState, create_state, split_module
 from jdistill.train.steps import make_eval_step, make_train_step, teacher_forward
 
-__all__ = ["RunConfig", "RunDir", "Teacher", "TrainState", "Trainable", "METHODS", "create_state",
-           "fit", "load_teacher", "make_eval_step", "make_mesh", "make_train_step", "parse_methods",
-           "resolve_weights", "split_module", "teacher_forward"]
+__all__ = [
+    "RunConfig",
+    "RunDir",
+    "Teacher",
+    "TrainState",
+    "Trainable",
+    "METHODS",
+    "create_state",
+    "fit",
+    "load_teacher",
+    "make_eval_step",
+    "make_mesh",
+    "make_train_step",
+    "parse_methods",
+    "resolve_weights",
+    "split_module",
+    "teacher_forward",
+]

@@ -9,8 +9,10 @@ from jdistill.train.state import TrainState
 
 
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
-    return ocp.CheckpointManager((run_dir / "checkpoints").absolute(),
-                                 options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+    return ocp.CheckpointManager(
+        (run_dir / "checkpoints").absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+    )
 
 
 def save(mngr: ocp.CheckpointManager, epoch: int, state: TrainState) -> None:

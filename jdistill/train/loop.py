@@ -41,8 +41,9 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     run.summary()  # refuses unfinished runs
     if config.dataset != dataset.name.split("[")[0]:
         raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
-    module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes,
-                                    rngs=nnx.Rngs(0)), {})
+    module = Trainable(
+        create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)), {}
+    )
     shapes = feature_shapes(module.model, dataset.input_shape)
     graphdef, like = create_state(module, optim.direction(config), config.seed)
     state = checkpoint.restore(checkpoint.manager(run.path), like)
@@ -51,8 +52,11 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
 
 def _hparams(config: RunConfig, weights: dict) -> dict:
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return {"learning_rate": f32(config.learning_rate), "temperature": f32(config.temperature),
-            "weights": {k: f32(v) for k, v in weights.items()}}
+    return {
+        "learning_rate": f32(config.learning_rate),
+        "temperature": f32(config.temperature),
+        "weights": {k: f32(v) for k, v in weights.items()},
+    }
 
 
 def _make_batch_fn(max_shift: int, sharding):
@@ -83,18 +87,30 @@ class _Evaluator:
         pad = nb * batch - n
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
         x = np.concatenate([dataset.x_test, np.zeros((pad, *dataset.input_shape), np.float32)])
-        self.batches = jax.device_put({
-            "image": x.reshape(nb, batch, *dataset.input_shape),
-            "label": np.concatenate([dataset.y_test, np.zeros(pad, np.int32)]).reshape(nb, batch)}, sharding)
-        self.mask = jax.device_put(np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32).reshape(nb, batch),
-                                   sharding)
+        self.batches = jax.device_put(
+            {
+                "image": x.reshape(nb, batch, *dataset.input_shape),
+                "label": np.concatenate([dataset.y_test, np.zeros(pad, np.int32)]).reshape(nb, batch),
+            },
+            sharding,
+        )
+        self.mask = jax.device_put(
+            np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32).reshape(nb, batch), sharding
+        )
         self.teacher_vars = None if teacher is None else teacher.variables
         self.eval_step = make_eval_step(graphdef, None if teacher is None else teacher.graphdef)
 
     def __call__(self, state) -> dict:
-        sums = [self.eval_step(state.params, state.rest, self.teacher_vars,
-                               jax.tree.map(lambda a: a[i], self.batches), self.mask[i])
-                for i in range(len(self.mask))]
+        sums = [
+            self.eval_step(
+                state.params,
+                state.rest,
+                self.teacher_vars,
+                jax.tree.map(lambda a: a[i], self.batches),
+                self.mask[i],
+            )
+            for i in range(len(self.mask))
+        ]
         total = jax.device_get(jax.tree.map(lambda *v: sum(v), *sums))
         out = {"accuracy": total["correct"] / total["count"], "loss": total["ce"] / total["count"]}
         if "agree" in total:
@@ -102,13 +118,24 @@ class _Evaluator:
         return {k: float(v) for k, v in out.items()}
 
 
-def fit(config: RunConfig, out_dir: str, *, dataset: Dataset | None = None, devices=None,
-        progress: bool = True, label: str | None = None) -> dict:
+def fit(
+    config: RunConfig,
+    out_dir: str,
+    *,
+    dataset: Dataset | None = None,
+    devices=None,
+    progress: bool = True,
+    label: str | None = None,
+) -> dict:
     """Train (or distil) as ``config`` says, into the run directory ``out_dir``; resume from its
     last checkpoint if it holds the same configuration. Returns the summary."""
     run = RunDir(out_dir)
     run.claim(config)
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
+    # Few labels: without a teacher, train on the labelled examples; with one, on every image.
+    dataset = dataset.hide_labels(config.labelled_fraction)
+    if config.teacher is None:
+        dataset = dataset.labelled()
     mesh = parallel.make_mesh(devices)
     parallel.check_batch_size(config.batch_size, mesh)
     teacher = None if config.teacher is None else load_teacher(config.teacher, dataset)
@@ -118,7 +145,9 @@ def fit(config: RunConfig, out_dir: str, *, dataset: Dataset | None = None, devi
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
     student_shapes = feature_shapes(model, dataset.input_shape)
     extra_rngs = nnx.Rngs(config.seed + 1)
-    extras = {m.name: m.modules(student_shapes, teacher.shapes if teacher else {}, extra_rngs) for m in methods}
+    extras = {
+        m.name: m.modules(student_shapes, teacher.shapes if teacher else {}, extra_rngs) for m in methods
+    }
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
     tx = optim.direction(config)
     steps_per_epoch = len(dataset.y_train) // config.batch_size
@@ -136,18 +165,27 @@ def fit(config: RunConfig, out_dir: str, *, dataset: Dataset | None = None, devi
     teacher_vars = None if teacher is None else jax.device_put(teacher.variables, replicated)
     step_fn = make_train_step(graphdef, methods, tx, schedule, None if teacher is None else teacher.graphdef)
     make_batch = _make_batch_fn(config.max_shift, parallel.batch_sharded(mesh))
-    evaluate = _Evaluator(dataset, graphdef, teacher and dataclasses.replace(teacher, variables=teacher_vars), mesh)
+    evaluate = _Evaluator(
+        dataset, graphdef, teacher and dataclasses.replace(teacher, variables=teacher_vars), mesh
+    )
     x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), replicated)
     hparams = jax.device_put(_hparams(config, weights), replicated)
 
-    bar = tqdm(total=config.epochs * steps_per_epoch * config.batch_size, initial=start_epoch * steps_per_epoch *
-               config.batch_size, unit="img", unit_scale=True, desc=label or config.model, disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch * config.batch_size,
+        initial=start_epoch * steps_per_epoch * config.batch_size,
+        unit="img",
+        unit_scale=True,
+        desc=label or config.model,
+        disable=not progress,
+        dynamic_ncols=True,
+    )
     train_seconds = 0.0
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
-        order = epoch_indices(jax.random.fold_in(jax.random.key(config.seed), epoch), len(dataset.y_train),
-                              config.batch_size)
+        order = epoch_indices(
+            jax.random.fold_in(jax.random.key(config.seed), epoch), len(dataset.y_train), config.batch_size
+        )
         history = []
         for i in range(steps_per_epoch):
             batch = make_batch(x_train, y_train, order, i, state.seed, state.step)
@@ -158,22 +196,38 @@ def fit(config: RunConfig, out_dir: str, *, dataset: Dataset | None = None, devi
         if bad is not None:
             raise FloatingPointError(
                 f"non-finite {bad[1]} at step {epoch * steps_per_epoch + bad[0] + 1} (epoch {epoch + 1}); "
-                f"stopped; the last good checkpoint (epoch {mngr.latest_step() or 0}) is kept in {run.path}")
-        train = {k: float(v) for k, v in jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)).items()}
+                f"stopped; the last good checkpoint (epoch {mngr.latest_step() or 0}) is kept in {run.path}"
+            )
+        train = {
+            k: float(v)
+            for k, v in jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)).items()
+        }
         train_seconds += time.perf_counter() - started
         test = evaluate(state)
-        run.append_metrics({"epoch": epoch + 1, "step": (epoch + 1) * steps_per_epoch,
-                            **{f"train/{k}": v for k, v in train.items()}, **{f"test/{k}": v for k, v in test.items()}})
+        run.append_metrics(
+            {
+                "epoch": epoch + 1,
+                "step": (epoch + 1) * steps_per_epoch,
+                **{f"train/{k}": v for k, v in train.items()},
+                **{f"test/{k}": v for k, v in test.items()},
+            }
+        )
         bar.set_postfix(epoch=epoch + 1, loss=f"{train['loss']:.4f}", test_acc=f"{test['accuracy']:.4f}")
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
             checkpoint.save(mngr, epoch + 1, state)
     bar.close()
 
     final = run.metrics()[-1]
-    summary = {"model": config.model, "methods": list(config.methods), "epochs": config.epochs,
-               "seed": config.seed, "params": count_params(model),
-               "extra_params": count_params(trainable) - count_params(model),
-               "devices": mesh.size, "train_seconds_this_session": round(train_seconds, 2),
-               **{k: v for k, v in final.items() if k.startswith("test/")}}
+    summary = {
+        "model": config.model,
+        "methods": list(config.methods),
+        "epochs": config.epochs,
+        "seed": config.seed,
+        "params": count_params(model),
+        "extra_params": count_params(trainable) - count_params(model),
+        "devices": mesh.size,
+        "train_seconds_this_session": round(train_seconds, 2),
+        **{k: v for k, v in final.items() if k.startswith("test/")},
+    }
     run.write_summary(summary)
     return summary

@@ -17,9 +17,11 @@ import dataclasses
 from collections.abc import Mapping
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from jdistill import losses
+from jdistill.data import UNLABELLED
 from jdistill.models import Connector, Output
 
 Shapes = Mapping[str, tuple[int, ...]]
@@ -33,7 +35,8 @@ def _feature(shapes: Shapes, name: str, who: str) -> tuple[int, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class HardLabels:
-    """Cross-entropy with the true labels."""
+    """Cross-entropy with the true labels, averaged over the labelled examples of the batch
+    (label ``UNLABELLED`` = -1 marks an image of the transfer set without a label)."""
 
     name: str = "ce"
     terms: tuple[str, ...] = ("ce",)
@@ -43,7 +46,10 @@ class HardLabels:
         return {}
 
     def loss(self, student: Output, teacher: Output | None, labels, modules, hparams) -> dict:
-        return {"ce": losses.cross_entropy(student[0], labels)}
+        labelled = labels != UNLABELLED
+        ce = losses.cross_entropy(student[0], jnp.where(labelled, labels, 0))
+        # Scaled so that the trainer's batch mean is the mean over labelled examples.
+        return {"ce": jnp.where(labelled, ce, 0.0) * labels.shape[0] / jnp.maximum(labelled.sum(), 1)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,8 +104,10 @@ class AttentionMaps:
         for s_name, t_name in self.layers:
             s, t = _feature(student_shapes, s_name, "student"), _feature(teacher_shapes, t_name, "teacher")
             if len(s) != 3 or len(t) != 3 or s[:2] != t[:2]:
-                raise ValueError(f"at: student feature {s_name!r} {list(s)} and teacher feature "
-                                 f"{t_name!r} {list(t)} must be NHWC maps of the same height and width")
+                raise ValueError(
+                    f"at: student feature {s_name!r} {list(s)} and teacher feature "
+                    f"{t_name!r} {list(t)} must be NHWC maps of the same height and width"
+                )
         return {}
 
     def loss(self, student: Output, teacher: Output, labels, modules, hparams) -> dict:
@@ -114,7 +122,8 @@ class Relational:
     name: str = "rkd"
     terms: tuple[str, ...] = ("rkd_distance", "rkd_angle")
     default_weights: Mapping[str, float] = dataclasses.field(
-        default_factory=lambda: {"rkd_distance": 25.0, "rkd_angle": 50.0})
+        default_factory=lambda: {"rkd_distance": 25.0, "rkd_angle": 50.0}
+    )
 
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
         _feature(student_shapes, self.layer, "student")
@@ -153,8 +162,10 @@ def resolve_weights(methods, overrides: Mapping[str, float]) -> dict[str, float]
     weights = default_weights(methods)
     unknown = sorted(set(overrides) - set(weights))
     if unknown:
-        raise ValueError(f"--weight names unknown term(s) {', '.join(unknown)}; the terms of this "
-                         f"objective are: {', '.join(weights)}")
+        raise ValueError(
+            f"--weight names unknown term(s) {', '.join(unknown)}; the terms of this "
+            f"objective are: {', '.join(weights)}"
+        )
     return {**weights, **{k: float(v) for k, v in overrides.items()}}
 
 

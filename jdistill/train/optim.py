@@ -15,8 +15,10 @@ from jdistill.train.config import RunConfig
 def direction(config: RunConfig) -> optax.GradientTransformation:
     """SGD (coupled weight decay, momentum, optional Nesterov) or Adam (decoupled, AdamW)."""
     if config.optimizer == "sgd":
-        return optax.chain(optax.add_decayed_weights(config.weight_decay),
-                           optax.trace(decay=config.momentum, nesterov=config.nesterov))
+        return optax.chain(
+            optax.add_decayed_weights(config.weight_decay),
+            optax.trace(decay=config.momentum, nesterov=config.nesterov),
+        )
     return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(config.weight_decay))
 
 

@@ -31,8 +31,10 @@ class RunDir:
             previous = RunConfig(**json.loads(self.config_file.read_text())["config"])
             if previous != config:
                 changed = sorted(k for k, v in vars(config).items() if vars(previous)[k] != v)
-                raise ValueError(f"{self.path} already holds a run with a different configuration "
-                                 f"(differs in: {', '.join(changed)}); use another --out directory")
+                raise ValueError(
+                    f"{self.path} already holds a run with a different configuration "
+                    f"(differs in: {', '.join(changed)}); use another --out directory"
+                )
             return
         self.path.mkdir(parents=True, exist_ok=True)
         record = {"config": json.loads(config.to_json()), "jdistill_version": jdistill.__version__}

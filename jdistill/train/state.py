@@ -41,5 +41,10 @@ def split_module(module: nnx.Module):
 def create_state(module: nnx.Module, tx: optax.GradientTransformation, seed: int):
     """``(graphdef, TrainState)`` for ``module`` at step 0."""
     graphdef, params, rest = split_module(module)
-    return graphdef, TrainState(step=jnp.zeros((), jnp.int32), params=params, rest=rest,
-                                opt_state=tx.init(params), seed=jnp.asarray(seed, jnp.int32))
+    return graphdef, TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        rest=rest,
+        opt_state=tx.init(params),
+        seed=jnp.asarray(seed, jnp.int32),
+    )

@@ -34,7 +34,9 @@ def _objective(graphdef, methods, state, params, images, labels, teacher_out, hp
     student_out = trainable.model(images, train=True, dropout_key=key)
     terms = {}
     for method in methods:
-        terms.update(method.loss(student_out, teacher_out, labels, trainable.extras.get(method.name, {}), hparams))
+        terms.update(
+            method.loss(student_out, teacher_out, labels, trainable.extras.get(method.name, {}), hparams)
+        )
     terms = {name: jnp.mean(value) for name, value in terms.items()}
     total = sum(hparams["weights"][name] * value for name, value in terms.items())
     new_rest = nnx.split(trainable, nnx.Param, ...)[2].to_pure_dict()
@@ -47,8 +49,15 @@ def teacher_forward(teacher_graphdef, teacher_vars, images):
     return jax.lax.stop_gradient(teacher(images, train=False))
 
 
-def make_train_step(graphdef, methods: Sequence, tx: optax.GradientTransformation,
-                    schedule: Callable, teacher_graphdef=None, *, donate: bool = True) -> Callable:
+def make_train_step(
+    graphdef,
+    methods: Sequence,
+    tx: optax.GradientTransformation,
+    schedule: Callable,
+    teacher_graphdef=None,
+    *,
+    donate: bool = True,
+) -> Callable:
     """``step(state, teacher_vars, batch, hparams) -> (state, metrics)``, jitted.
 
     With ``teacher_graphdef=None`` it trains on hard labels (``methods`` is just ``ce``) and
@@ -57,14 +66,25 @@ def make_train_step(graphdef, methods: Sequence, tx: optax.GradientTransformatio
 
     def step(state: TrainState, teacher_vars, batch, hparams):
         images, labels = batch["image"], batch["label"]
-        teacher_out = None if teacher_graphdef is None else teacher_forward(teacher_graphdef, teacher_vars, images)
+        teacher_out = (
+            None if teacher_graphdef is None else teacher_forward(teacher_graphdef, teacher_vars, images)
+        )
         grad_fn = jax.value_and_grad(
-            lambda p: _objective(graphdef, methods, state, p, images, labels, teacher_out, hparams,
-                                 step_key(state, 0)), has_aux=True)
+            lambda p: _objective(
+                graphdef, methods, state, p, images, labels, teacher_out, hparams, step_key(state, 0)
+            ),
+            has_aux=True,
+        )
         (total, (terms, logits, new_rest)), grads = grad_fn(state.params)
         new_state, lr = _apply_gradients(state, grads, new_rest, hparams, tx, schedule)
-        metrics = {"loss": total, "accuracy": jnp.mean(jnp.argmax(logits, -1) == labels),
-                   "learning_rate": lr, **{f"loss/{k}": v for k, v in terms.items()}}
+        labelled = labels >= 0
+        correct = jnp.sum(labelled & (jnp.argmax(logits, -1) == labels))
+        metrics = {
+            "loss": total,
+            "accuracy": correct / jnp.maximum(labelled.sum(), 1),
+            "learning_rate": lr,
+            **{f"loss/{k}": v for k, v in terms.items()},
+        }
         if teacher_out is not None:
             metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_out[0], -1))
         return new_state, metrics
@@ -81,9 +101,11 @@ def make_eval_step(graphdef, teacher_graphdef=None) -> Callable:
         model = nnx.merge(graphdef, params, rest).model
         logits, _ = model(batch["image"], train=False)
         predictions = jnp.argmax(logits, -1)
-        sums = {"correct": jnp.sum(mask * (predictions == batch["label"])),
-                "ce": jnp.sum(mask * cross_entropy(logits, batch["label"])),
-                "count": jnp.sum(mask)}
+        sums = {
+            "correct": jnp.sum(mask * (predictions == batch["label"])),
+            "ce": jnp.sum(mask * cross_entropy(logits, batch["label"])),
+            "count": jnp.sum(mask),
+        }
         if teacher_graphdef is not None:
             teacher_logits = teacher_forward(teacher_graphdef, teacher_vars, batch["image"])[0]
             sums["agree"] = jnp.sum(mask * (predictions == jnp.argmax(teacher_logits, -1)))
