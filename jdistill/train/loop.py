@@ -179,8 +179,8 @@ def fit(
         desc=label or config.model,
         disable=not progress,
         dynamic_ncols=True,
+        mininterval=0.5,
     )
-    train_seconds = 0.0
     for epoch in range(start_epoch, config.epochs):
         started = time.perf_counter()
         order = epoch_indices(
@@ -202,12 +202,13 @@ def fit(
             k: float(v)
             for k, v in jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)).items()
         }
-        train_seconds += time.perf_counter() - started
+        seconds = time.perf_counter() - started
         test = evaluate(state)
         run.append_metrics(
             {
                 "epoch": epoch + 1,
                 "step": (epoch + 1) * steps_per_epoch,
+                "seconds": round(seconds, 3),
                 **{f"train/{k}": v for k, v in train.items()},
                 **{f"test/{k}": v for k, v in test.items()},
             }
@@ -217,7 +218,8 @@ def fit(
             checkpoint.save(mngr, epoch + 1, state)
     bar.close()
 
-    final = run.metrics()[-1]
+    history = run.metrics()
+    final = history[-1]
     summary = {
         "model": config.model,
         "methods": list(config.methods),
@@ -226,7 +228,7 @@ def fit(
         "params": count_params(model),
         "extra_params": count_params(trainable) - count_params(model),
         "devices": mesh.size,
-        "train_seconds_this_session": round(train_seconds, 2),
+        "train_seconds": round(sum(m["seconds"] for m in history), 2),
         **{k: v for k, v in final.items() if k.startswith("test/")},
     }
     run.write_summary(summary)

@@ -1,0 +1,151 @@
+"""The ``jdistill`` command: ``demo``, ``train-teacher``, ``distill``, ``models``."""
+
+import argparse
+import json
+import sys
+import time
+
+DATASET_HELP = "data set: 'digits' (bundled with scikit-learn) or 'mnist'"
+DATA_DIR_HELP = ("directory holding the data set's files (for mnist: the four IDX .gz files); "
+                 "without it, mnist comes through tensorflow-datasets")
+
+
+def _add_training_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--epochs", type=int, required=True, help="passes over the training set")
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, dropout, jitter")
+    p.add_argument("--out", required=True,
+                   help="run directory (config.json, metrics.jsonl, checkpoints/, summary.json); "
+                        "re-running the same command there resumes from the last checkpoint")
+    p.add_argument("--batch-size", type=int, default=128, help="global batch, split over all devices")
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
+                   help="sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled weight decay)")
+    p.add_argument("--lr", type=float, default=0.05, help="base learning rate")
+    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
+                   help="learning-rate schedule over the whole run")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
+    p.add_argument("--max-shift", type=int, default=0,
+                   help="random translation of each training image by up to this many pixels (input jitter)")
+    p.add_argument("--labelled-fraction", type=float, default=1.0,
+                   help="keep the labels of this fraction of the training set (stratified, fixed); "
+                        "teacher runs train on those, distillation on every image")
+    p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parse_weights(items: list[str]) -> dict[str, float]:
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise SystemExit(f"jdistill: --weight expects NAME=NUMBER (e.g. kd=0.9), got {item!r}")
+    return weights
+
+
+def _common_config(args) -> dict:
+    return dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
+                batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
+                schedule=args.schedule, momentum=args.momentum, weight_decay=args.weight_decay,
+                max_shift=args.max_shift, labelled_fraction=args.labelled_fraction,
+                checkpoint_every=args.checkpoint_every)
+
+
+def cmd_train_teacher(args) -> None:
+    from jdistill.train import RunConfig, fit
+
+    summary = fit(RunConfig(model=args.model, **_common_config(args)), args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_distill(args) -> None:
+    from jdistill.train import RunConfig, fit, parse_methods
+
+    config = RunConfig(model=args.student, teacher=args.teacher, methods=parse_methods(args.method),
+                       weights=_parse_weights(args.weight), temperature=args.temperature,
+                       **_common_config(args))
+    summary = fit(config, args.out, progress=not args.quiet)
+    print(json.dumps(summary, indent=2))
+
+
+def cmd_models(args) -> None:
+    from flax import nnx
+
+    from jdistill.models import MODELS, count_params, create_model
+
+    shape = tuple(int(d) for d in args.input_shape.split("x"))
+    for name in MODELS:
+        try:
+            model = create_model(name, shape, args.num_classes, rngs=nnx.Rngs(0))
+            print(f"{name:14s} {count_params(model):>12,}")
+        except ValueError as e:
+            print(f"{name:14s} {'-':>12}  ({e})")
+
+
+def cmd_demo(args) -> None:
+    from jdistill.demo import run_demo
+
+    started = time.perf_counter()
+    out = args.out or time.strftime("runs/demo-%Y%m%d-%H%M%S")
+    table = run_demo(out, seeds=args.seeds, progress=not args.quiet)
+    print()
+    print(table)
+    print(f"Wrote {out}/table.md, results.jsonl, learning_curves.png and one run directory per run "
+          f"({time.perf_counter() - started:.0f} s).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jdistill.train.methods import METHODS
+
+    parser = argparse.ArgumentParser(prog="jdistill", description="Knowledge distillation in JAX/Flax.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="teacher, student alone and distilled students on bundled digits (~2 min)",
+                       description="Train a teacher, a student alone and distilled students on scikit-learn's "
+                                   "digits (no download) and print a table; see jdistill/demo.py.")
+    p.add_argument("--out", default=None, help="output directory (default runs/demo-TIMESTAMP)")
+    p.add_argument("--seeds", type=int, default=5, help="seeds per student row (at least 3 for a spread)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train-teacher", help="train a model on hard labels (a teacher, or a baseline)",
+                       description="Train a model with cross-entropy; its run directory can then be "
+                                   "passed to 'jdistill distill --teacher'.")
+    p.add_argument("--model", required=True, help="built-in model name (see 'jdistill models')")
+    _add_training_options(p)
+    p.set_defaults(func=cmd_train_teacher)
+
+    p = sub.add_parser("distill", help="train a student from a finished teacher run",
+                       description="Distil a teacher into a student. The objective is the weighted sum of "
+                                   "the named loss terms of the chosen methods, always including 'ce' "
+                                   "(hard labels; --weight ce=0 removes it).")
+    p.add_argument("--teacher", required=True, help="run directory of a finished 'train-teacher' run")
+    p.add_argument("--student", required=True, help="built-in model name of the student")
+    p.add_argument("--method", required=True,
+                   help=f"methods joined by '+', e.g. kd or kd+fitnet; built-in: {', '.join(METHODS)}")
+    p.add_argument("--weight", action="append", default=[], metavar="TERM=W",
+                   help="weight of a loss term, repeatable (terms: ce, kd, fitnet, at, rkd_distance, "
+                        "rkd_angle); defaults: ce=1, kd=1, fitnet=1, at=1000, rkd_distance=25, rkd_angle=50")
+    p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the kd term")
+    _add_training_options(p)
+    p.set_defaults(func=cmd_distill)
+
+    p = sub.add_parser("models", help="list built-in models with their parameter counts",
+                       description="List every built-in model with its number of trainable parameters.")
+    p.add_argument("--num-classes", type=int, default=10, help="number of classes")
+    p.add_argument("--input-shape", default="28x28x1", help="input image shape HxWxC")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+        sys.exit(f"jdistill {args.command}: error: {e}")

@@ -1,0 +1,57 @@
+"""Tables and plots of finished runs: markdown tables, learning curves from ``metrics.jsonl``."""
+
+import pathlib
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from jdistill.train.rundir import RunDir
+
+
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+    """``"97.12 +- 0.34"`` (population std over seeds; scaled to percent by default); a single
+    value is shown without a spread."""
+    values = np.asarray(values, dtype=np.float64) * scale
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} +- {values.std():.{digits}f}"
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_learning_curves(groups: Mapping[str, Sequence[str | pathlib.Path]], path: str | pathlib.Path,
+                         *, metric: str = "test/accuracy", title: str = "",
+                         zoom: float | None = None) -> None:
+    """One line per group (label -> run directories): ``metric`` (a fraction, plotted in %)
+    against training step, mean over the group's runs with a band of +- one standard
+    deviation. ``zoom``: show only ``zoom`` points below the lowest final value and above."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    finals = []
+    for label, run_dirs in groups.items():
+        curves = [RunDir(d).metrics() for d in run_dirs]
+        steps = np.array([m["step"] for m in curves[0]])
+        values = np.array([[m[metric] for m in c] for c in curves]) * 100
+        mean, std = values.mean(0), values.std(0)
+        ax.plot(steps, mean, label=f"{label} (n={len(curves)})")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+        finals.append(mean[-1])
+    if zoom:  # the end of training, where runs differ, fills the plot
+        ax.set_ylim(min(finals) - zoom, min(100.0, max(finals) + zoom / 2))
+    ax.set_xlabel("training step")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
