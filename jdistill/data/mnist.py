@@ -4,6 +4,8 @@ import gzip
 import hashlib
 import pathlib
 
+import zlib
+
 import numpy as np
 
 from jdistill.data.dataset import Dataset
@@ -21,7 +23,12 @@ OFFICIAL_MD5 = {
     "t10k-images-idx3-ubyte.gz": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte.gz": "27ae3e4e09519cfbb04c329615203637",
 }
-OFFICIAL_COUNT = {"x_train": 60000, "y_train": 60000, "x_test": 10000, "y_test": 10000}
+OFFICIAL_COUNT = {
+    "train-images-idx3-ubyte.gz": 60000,
+    "train-labels-idx1-ubyte.gz": 60000,
+    "t10k-images-idx3-ubyte.gz": 10000,
+    "t10k-labels-idx1-ubyte.gz": 10000,
+}
 _MAGIC_UBYTE = 0x08  # IDX type code for unsigned bytes
 
 
@@ -29,7 +36,7 @@ def read_idx(path: pathlib.Path, expected_rank: int) -> np.ndarray:
     """Parse one gzip-compressed IDX file of unsigned bytes into an array."""
     try:
         raw = gzip.decompress(path.read_bytes())
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise ValueError(f"{path}: not a readable gzip file ({e})") from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != _MAGIC_UBYTE or raw[3] != expected_rank:
         raise ValueError(
@@ -43,7 +50,7 @@ def read_idx(path: pathlib.Path, expected_rank: int) -> np.ndarray:
             f"{path}: header says shape {shape} ({int(np.prod(shape))} bytes of data) "
             f"but the file holds {len(raw) - header_end}; the file is truncated or corrupt"
         )
-    if OFFICIAL_MD5.get(path.name) and shape[0] in OFFICIAL_COUNT.values():
+    if path.name in OFFICIAL_MD5 and shape[0] == OFFICIAL_COUNT[path.name]:
         digest = hashlib.md5(raw).hexdigest()
         if digest != OFFICIAL_MD5[path.name]:
             raise ValueError(
