@@ -6,8 +6,10 @@ import sys
 import time
 
 DATASET_HELP = "data set: 'digits' (bundled with scikit-learn) or 'mnist'"
-DATA_DIR_HELP = ("directory holding the data set's files (for mnist: the four IDX .gz files); "
-                 "without it, mnist comes through tensorflow-datasets")
+DATA_DIR_HELP = (
+    "directory holding the data set's files (for mnist: the four IDX .gz files); "
+    "without it, mnist comes through tensorflow-datasets"
+)
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
@@ -15,22 +17,41 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     p.add_argument("--epochs", type=int, required=True, help="passes over the training set")
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, dropout, jitter")
-    p.add_argument("--out", required=True,
-                   help="run directory (config.json, metrics.jsonl, checkpoints/, summary.json); "
-                        "re-running the same command there resumes from the last checkpoint")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run directory (config.json, metrics.jsonl, checkpoints/, summary.json); "
+        "re-running the same command there resumes from the last checkpoint",
+    )
     p.add_argument("--batch-size", type=int, default=128, help="global batch, split over all devices")
-    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd",
-                   help="sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled weight decay)")
+    p.add_argument(
+        "--optimizer",
+        choices=("sgd", "adam"),
+        default="sgd",
+        help="sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled weight decay)",
+    )
     p.add_argument("--lr", type=float, default=0.05, help="base learning rate")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine",
-                   help="learning-rate schedule over the whole run")
+    p.add_argument(
+        "--schedule",
+        choices=("cosine", "constant"),
+        default="cosine",
+        help="learning-rate schedule over the whole run",
+    )
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
     p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
-    p.add_argument("--max-shift", type=int, default=0,
-                   help="random translation of each training image by up to this many pixels (input jitter)")
-    p.add_argument("--labelled-fraction", type=float, default=1.0,
-                   help="keep the labels of this fraction of the training set (stratified, fixed); "
-                        "teacher runs train on those, distillation on every image")
+    p.add_argument(
+        "--max-shift",
+        type=int,
+        default=0,
+        help="random translation of each training image by up to this many pixels (input jitter)",
+    )
+    p.add_argument(
+        "--labelled-fraction",
+        type=float,
+        default=1.0,
+        help="keep the labels of this fraction of the training set (stratified, fixed); "
+        "teacher runs train on those, distillation on every image",
+    )
     p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -49,11 +70,21 @@ def _parse_weights(items: list[str]) -> dict[str, float]:
 
 
 def _common_config(args) -> dict:
-    return dict(dataset=args.dataset, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed,
-                batch_size=args.batch_size, optimizer=args.optimizer, learning_rate=args.lr,
-                schedule=args.schedule, momentum=args.momentum, weight_decay=args.weight_decay,
-                max_shift=args.max_shift, labelled_fraction=args.labelled_fraction,
-                checkpoint_every=args.checkpoint_every)
+    return dict(
+        dataset=args.dataset,
+        data_dir=args.data_dir,
+        epochs=args.epochs,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        optimizer=args.optimizer,
+        learning_rate=args.lr,
+        schedule=args.schedule,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        max_shift=args.max_shift,
+        labelled_fraction=args.labelled_fraction,
+        checkpoint_every=args.checkpoint_every,
+    )
 
 
 def cmd_train_teacher(args) -> None:
@@ -66,9 +97,14 @@ def cmd_train_teacher(args) -> None:
 def cmd_distill(args) -> None:
     from jdistill.train import RunConfig, fit, parse_methods
 
-    config = RunConfig(model=args.student, teacher=args.teacher, methods=parse_methods(args.method),
-                       weights=_parse_weights(args.weight), temperature=args.temperature,
-                       **_common_config(args))
+    config = RunConfig(
+        model=args.student,
+        teacher=args.teacher,
+        methods=parse_methods(args.method),
+        weights=_parse_weights(args.weight),
+        temperature=args.temperature,
+        **_common_config(args),
+    )
     summary = fit(config, args.out, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
@@ -95,8 +131,10 @@ def cmd_demo(args) -> None:
     table = run_demo(out, seeds=args.seeds, progress=not args.quiet)
     print()
     print(table)
-    print(f"Wrote {out}/table.md, results.jsonl, learning_curves.png and one run directory per run "
-          f"({time.perf_counter() - started:.0f} s).")
+    print(
+        f"Wrote {out}/table.md, results.jsonl, learning_curves.png and one run directory per run "
+        f"({time.perf_counter() - started:.0f} s)."
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,38 +143,58 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jdistill", description="Knowledge distillation in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="teacher, student alone and distilled students on bundled digits (~2 min)",
-                       description="Train a teacher, a student alone and distilled students on scikit-learn's "
-                                   "digits (no download) and print a table; see jdistill/demo.py.")
+    p = sub.add_parser(
+        "demo",
+        help="teacher, student alone and distilled students on bundled digits (~2 min)",
+        description="Train a teacher, a student alone and distilled students on scikit-learn's "
+        "digits (no download) and print a table; see jdistill/demo.py.",
+    )
     p.add_argument("--out", default=None, help="output directory (default runs/demo-TIMESTAMP)")
     p.add_argument("--seeds", type=int, default=5, help="seeds per student row (at least 3 for a spread)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train-teacher", help="train a model on hard labels (a teacher, or a baseline)",
-                       description="Train a model with cross-entropy; its run directory can then be "
-                                   "passed to 'jdistill distill --teacher'.")
+    p = sub.add_parser(
+        "train-teacher",
+        help="train a model on hard labels (a teacher, or a baseline)",
+        description="Train a model with cross-entropy; its run directory can then be "
+        "passed to 'jdistill distill --teacher'.",
+    )
     p.add_argument("--model", required=True, help="built-in model name (see 'jdistill models')")
     _add_training_options(p)
     p.set_defaults(func=cmd_train_teacher)
 
-    p = sub.add_parser("distill", help="train a student from a finished teacher run",
-                       description="Distil a teacher into a student. The objective is the weighted sum of "
-                                   "the named loss terms of the chosen methods, always including 'ce' "
-                                   "(hard labels; --weight ce=0 removes it).")
+    p = sub.add_parser(
+        "distill",
+        help="train a student from a finished teacher run",
+        description="Distil a teacher into a student. The objective is the weighted sum of "
+        "the named loss terms of the chosen methods, always including 'ce' "
+        "(hard labels; --weight ce=0 removes it).",
+    )
     p.add_argument("--teacher", required=True, help="run directory of a finished 'train-teacher' run")
     p.add_argument("--student", required=True, help="built-in model name of the student")
-    p.add_argument("--method", required=True,
-                   help=f"methods joined by '+', e.g. kd or kd+fitnet; built-in: {', '.join(METHODS)}")
-    p.add_argument("--weight", action="append", default=[], metavar="TERM=W",
-                   help="weight of a loss term, repeatable (terms: ce, kd, fitnet, at, rkd_distance, "
-                        "rkd_angle); defaults: ce=1, kd=1, fitnet=1, at=1000, rkd_distance=25, rkd_angle=50")
+    p.add_argument(
+        "--method",
+        required=True,
+        help=f"methods joined by '+', e.g. kd or kd+fitnet; built-in: {', '.join(METHODS)}",
+    )
+    p.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="TERM=W",
+        help="weight of a loss term, repeatable (terms: ce, kd, fitnet, at, rkd_distance, "
+        "rkd_angle); defaults: ce=1, kd=1, fitnet=1, at=1000, rkd_distance=25, rkd_angle=50",
+    )
     p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the kd term")
     _add_training_options(p)
     p.set_defaults(func=cmd_distill)
 
-    p = sub.add_parser("models", help="list built-in models with their parameter counts",
-                       description="List every built-in model with its number of trainable parameters.")
+    p = sub.add_parser(
+        "models",
+        help="list built-in models with their parameter counts",
+        description="List every built-in model with its number of trainable parameters.",
+    )
     p.add_argument("--num-classes", type=int, default=10, help="number of classes")
     p.add_argument("--input-shape", default="28x28x1", help="input image shape HxWxC")
     p.set_defaults(func=cmd_models)

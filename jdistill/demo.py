@@ -29,8 +29,15 @@ SETTING = (
     "students see every training image with the teacher's soft targets (T=4) and the known labels."
 )
 
-BASE = RunConfig(model="mlp32", dataset="digits", epochs=400, batch_size=32, learning_rate=0.05,
-                 labelled_fraction=0.1, checkpoint_every=10_000)  # short runs: checkpoint only at the end
+BASE = RunConfig(
+    model="mlp32",
+    dataset="digits",
+    epochs=400,
+    batch_size=32,
+    learning_rate=0.05,
+    labelled_fraction=0.1,
+    checkpoint_every=10_000,
+)  # short runs: checkpoint only at the end
 TEACHER = dataclasses.replace(BASE, model="mlp1200")
 ROWS = {
     "student alone": {},
@@ -39,14 +46,17 @@ ROWS = {
 }
 
 
-def run_demo(out_dir: str | pathlib.Path, *, seeds: int = 5, progress: bool = True) -> str:
-    """Train the teacher and every student row for ``seeds`` seeds into ``out_dir``; write
-    ``table.md``, ``results.jsonl`` and ``learning_curves.png`` there; return the table."""
+def run_demo(out_dir: str | pathlib.Path, *, seeds: int = 5, progress: bool = True, devices=None) -> str:
+    """Train the teacher and every student row for ``seeds`` seeds into ``out_dir`` (on
+    ``devices``, default all); write ``table.md``, ``results.jsonl`` and ``learning_curves.png``
+    there; return the table."""
     out = pathlib.Path(out_dir)
     dataset = load_digits()
     print(SETTING, flush=True)
     teacher_dir = out / "teacher"
-    teacher = fit(TEACHER, teacher_dir, dataset=dataset, progress=progress, label="teacher mlp1200")
+    teacher = fit(
+        TEACHER, teacher_dir, dataset=dataset, progress=progress, label="teacher mlp1200", devices=devices
+    )
     results = [{"row": "teacher", "seed": TEACHER.seed, **teacher}]
     groups = {"teacher": [teacher_dir]}
     for row, changes in ROWS.items():
@@ -55,7 +65,14 @@ def run_demo(out_dir: str | pathlib.Path, *, seeds: int = 5, progress: bool = Tr
             run_dir = out / f"{row.split(' (')[0].replace(' ', '_').replace('+', 'plus')}" / f"seed{seed}"
             teacher_arg = {"teacher": str(teacher_dir.absolute())} if "methods" in changes else {}
             config = dataclasses.replace(BASE, seed=seed, **teacher_arg, **changes)
-            summary = fit(config, run_dir, dataset=dataset, progress=progress, label=f"{row}, seed {seed}")
+            summary = fit(
+                config,
+                run_dir,
+                dataset=dataset,
+                progress=progress,
+                label=f"{row}, seed {seed}",
+                devices=devices,
+            )
             results.append({"row": row, "seed": seed, **summary})
             groups[row].append(run_dir)
 
@@ -63,13 +80,35 @@ def run_demo(out_dir: str | pathlib.Path, *, seeds: int = 5, progress: bool = Tr
     for row in ["teacher", *ROWS]:
         runs = [r for r in results if r["row"] == row]
         agreement = [r["test/agreement"] for r in runs if "test/agreement" in r]
-        rows.append([row, runs[0]["model"], mean_std([r["test/accuracy"] for r in runs]),
-                     mean_std(agreement) if agreement else "-", len(runs), f"{runs[0]['params']:,}",
-                     f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f}"])
-    table = markdown_table(["run", "model", "test accuracy % (mean +- std)", "agreement with teacher %",
-                            "seeds", "params", "train s / run"], rows)
+        rows.append(
+            [
+                row,
+                runs[0]["model"],
+                mean_std([r["test/accuracy"] for r in runs]),
+                mean_std(agreement) if agreement else "-",
+                len(runs),
+                f"{runs[0]['params']:,}",
+                f"{sum(r['train_seconds'] for r in runs) / len(runs):.1f}",
+            ]
+        )
+    table = markdown_table(
+        [
+            "run",
+            "model",
+            "test accuracy % (mean +- std)",
+            "agreement with teacher %",
+            "seeds",
+            "params",
+            "train s / run",
+        ],
+        rows,
+    )
     (out / "table.md").write_text(SETTING + "\n\n" + table)
     (out / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in results))
-    plot_learning_curves(groups, out / "learning_curves.png",
-                         title="digits, 10% labels: test accuracy (mean +- std over seeds)", zoom=6.0)
+    plot_learning_curves(
+        groups,
+        out / "learning_curves.png",
+        title="digits, 10% labels: test accuracy (mean +- std over seeds)",
+        zoom=6.0,
+    )
     return table

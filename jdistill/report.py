@@ -23,9 +23,14 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_learning_curves(groups: Mapping[str, Sequence[str | pathlib.Path]], path: str | pathlib.Path,
-                         *, metric: str = "test/accuracy", title: str = "",
-                         zoom: float | None = None) -> None:
+def plot_learning_curves(
+    groups: Mapping[str, Sequence[str | pathlib.Path]],
+    path: str | pathlib.Path,
+    *,
+    metric: str = "test/accuracy",
+    title: str = "",
+    zoom: float | None = None,
+) -> None:
     """One line per group (label -> run directories): ``metric`` (a fraction, plotted in %)
     against training step, mean over the group's runs with a band of +- one standard
     deviation. ``zoom``: show only ``zoom`` points below the lowest final value and above."""

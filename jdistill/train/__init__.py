@@ -6,7 +6,7 @@
 """
 
 from jdistill.train.config import RunConfig
-from jdistill.train.loop import Teacher, fit, load_teacher
+from jdistill.train.loop import Setup, Teacher, fit, load_teacher, prepare
 from jdistill.train.methods import METHODS, parse_methods, resolve_weights
 from jdistill.train.parallel import make_mesh
 from jdistill.train.rundir import RunDir
@@ -16,6 +16,8 @@ from jdistill.train.steps import make_eval_step, make_train_step, teacher_forwar
 __all__ = [
     "RunConfig",
     "RunDir",
+    "Setup",
+    "prepare",
     "Teacher",
     "TrainState",
     "Trainable",

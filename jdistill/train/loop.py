@@ -5,10 +5,12 @@ checkpoint."""
 import dataclasses
 import math
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
@@ -18,7 +20,7 @@ from jdistill.train import checkpoint, optim, parallel
 from jdistill.train.config import RunConfig
 from jdistill.train.methods import METHODS, feature_shapes, resolve_weights
 from jdistill.train.rundir import RunDir
-from jdistill.train.state import Trainable, create_state
+from jdistill.train.state import Trainable, TrainState, create_state
 from jdistill.train.steps import make_eval_step, make_train_step
 
 EVAL_BATCH = 500
@@ -118,19 +120,29 @@ class _Evaluator:
         return {k: float(v) for k, v in out.items()}
 
 
-def fit(
-    config: RunConfig,
-    out_dir: str,
-    *,
-    dataset: Dataset | None = None,
-    devices=None,
-    progress: bool = True,
-    label: str | None = None,
-) -> dict:
-    """Train (or distil) as ``config`` says, into the run directory ``out_dir``; resume from its
-    last checkpoint if it holds the same configuration. Returns the summary."""
-    run = RunDir(out_dir)
-    run.claim(config)
+@dataclasses.dataclass
+class Setup:
+    """Everything a run needs, built from its configuration: the jitted step, the initial state
+    (replicated over the mesh), the frozen teacher and the traced hyperparameters."""
+
+    config: RunConfig
+    dataset: Dataset
+    mesh: jax.sharding.Mesh
+    teacher: Teacher | None
+    methods: tuple
+    graphdef: nnx.GraphDef
+    state: TrainState
+    tx: optax.GradientTransformation
+    schedule: Callable
+    step_fn: Callable
+    hparams: dict
+    steps_per_epoch: int
+    params: int
+    extra_params: int
+
+
+def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> Setup:
+    """Build the run ``config`` describes, at step 0, on ``devices`` (default: all)."""
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     # Few labels: without a teacher, train on the labelled examples; with one, on every image.
     dataset = dataset.hide_labels(config.labelled_fraction)
@@ -151,25 +163,60 @@ def fit(
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
     tx = optim.direction(config)
     steps_per_epoch = len(dataset.y_train) // config.batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"batch_size {config.batch_size} is larger than the training set "
+            f"({len(dataset.y_train)} examples)"
+        )
     schedule = optim.schedule(config, config.epochs * steps_per_epoch)
     graphdef, state = create_state(trainable, tx, config.seed)
-
     replicated = parallel.replicated(mesh)
-    state = jax.device_put(state, replicated)
+    if teacher is not None:
+        teacher = dataclasses.replace(teacher, variables=jax.device_put(teacher.variables, replicated))
+    return Setup(
+        config=config,
+        dataset=dataset,
+        mesh=mesh,
+        teacher=teacher,
+        methods=methods,
+        graphdef=graphdef,
+        state=jax.device_put(state, replicated),
+        tx=tx,
+        schedule=schedule,
+        step_fn=make_train_step(graphdef, methods, tx, schedule, teacher and teacher.graphdef),
+        hparams=jax.device_put(_hparams(config, weights), replicated),
+        steps_per_epoch=steps_per_epoch,
+        params=count_params(model),
+        extra_params=count_params(trainable) - count_params(model),
+    )
+
+
+def fit(
+    config: RunConfig,
+    out_dir: str,
+    *,
+    dataset: Dataset | None = None,
+    devices=None,
+    progress: bool = True,
+    label: str | None = None,
+) -> dict:
+    """Train (or distil) as ``config`` says, into the run directory ``out_dir``; resume from its
+    last checkpoint if it holds the same configuration. Returns the summary."""
+    run = RunDir(out_dir)
+    run.claim(config)
+    setup = prepare(config, dataset, devices)
+    dataset, mesh, teacher, steps_per_epoch = setup.dataset, setup.mesh, setup.teacher, setup.steps_per_epoch
+    state, step_fn, hparams = setup.state, setup.step_fn, setup.hparams
     mngr = checkpoint.manager(run.path)
     start_epoch = mngr.latest_step() or 0
     if start_epoch:
         state = checkpoint.restore(mngr, state)
     run.keep_metrics_until(start_epoch)
 
-    teacher_vars = None if teacher is None else jax.device_put(teacher.variables, replicated)
-    step_fn = make_train_step(graphdef, methods, tx, schedule, None if teacher is None else teacher.graphdef)
+    teacher_vars = None if teacher is None else teacher.variables
     make_batch = _make_batch_fn(config.max_shift, parallel.batch_sharded(mesh))
-    evaluate = _Evaluator(
-        dataset, graphdef, teacher and dataclasses.replace(teacher, variables=teacher_vars), mesh
-    )
-    x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), replicated)
-    hparams = jax.device_put(_hparams(config, weights), replicated)
+    evaluate = _Evaluator(dataset, setup.graphdef, teacher, mesh)
+    x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), parallel.replicated(mesh))
 
     bar = tqdm(
         total=config.epochs * steps_per_epoch * config.batch_size,
@@ -225,8 +272,8 @@ def fit(
         "methods": list(config.methods),
         "epochs": config.epochs,
         "seed": config.seed,
-        "params": count_params(model),
-        "extra_params": count_params(trainable) - count_params(model),
+        "params": setup.params,
+        "extra_params": setup.extra_params,
         "devices": mesh.size,
         "train_seconds": round(sum(m["seconds"] for m in history), 2),
         **{k: v for k, v in final.items() if k.startswith("test/")},

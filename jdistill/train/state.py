@@ -35,7 +35,7 @@ class TrainState:
 def split_module(module: nnx.Module):
     """``module -> (graphdef, params, rest)`` with params and rest as pure dicts."""
     graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-    return graphdef, params.to_pure_dict(), rest.to_pure_dict()
+    return graphdef, nnx.to_pure_dict(params), nnx.to_pure_dict(rest)
 
 
 def create_state(module: nnx.Module, tx: optax.GradientTransformation, seed: int):

@@ -39,7 +39,7 @@ def _objective(graphdef, methods, state, params, images, labels, teacher_out, hp
         )
     terms = {name: jnp.mean(value) for name, value in terms.items()}
     total = sum(hparams["weights"][name] * value for name, value in terms.items())
-    new_rest = nnx.split(trainable, nnx.Param, ...)[2].to_pure_dict()
+    new_rest = nnx.to_pure_dict(nnx.split(trainable, nnx.Param, ...)[2])
     return total, (terms, student_out[0], new_rest)
 
 
@@ -56,10 +56,12 @@ def make_train_step(
     schedule: Callable,
     teacher_graphdef=None,
     *,
-    donate: bool = True,
+    jit: bool = True,
 ) -> Callable:
     """``step(state, teacher_vars, batch, hparams) -> (state, metrics)``, jitted.
 
+    The state is donated (its buffers are reused), the teacher never is. ``jit=False`` returns
+    the plain function (to wrap it yourself, e.g. with ``chex.assert_max_traces``).
     With ``teacher_graphdef=None`` it trains on hard labels (``methods`` is just ``ce``) and
     ``teacher_vars`` must be ``None``. ``teacher_vars`` is ``(params, rest)`` of the teacher.
     """
@@ -89,7 +91,7 @@ def make_train_step(
             metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_out[0], -1))
         return new_state, metrics
 
-    return jax.jit(step, donate_argnums=(0,) if donate else ())
+    return jax.jit(step, donate_argnums=0) if jit else step
 
 
 def make_eval_step(graphdef, teacher_graphdef=None) -> Callable:

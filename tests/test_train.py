@@ -1,0 +1,241 @@
+"""The training loop: distillation learns, the teacher stays frozen, steps compile once,
+one device and four give the same trajectory, runs are deterministic and resumable."""
+
+import dataclasses
+import json
+import shutil
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jdistill.data import UNLABELLED, load_digits
+from jdistill.train import (
+    RunConfig,
+    fit,
+    load_teacher,
+    make_train_step,
+    parse_methods,
+    prepare,
+    resolve_weights,
+)
+from jdistill.train.methods import METHODS, AttentionMaps, FeatureHint, HardLabels, feature_shapes
+from jdistill.models import create_model
+from flax import nnx
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_digits()
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory, digits):
+    out = tmp_path_factory.mktemp("teacher")
+    fit(
+        RunConfig(model="mlp256", dataset="digits", epochs=4, batch_size=64),
+        out,
+        dataset=digits,
+        progress=False,
+    )
+    return str(out)
+
+
+def distill_config(teacher_dir, **changes):
+    config = RunConfig(
+        model="mlp32",
+        dataset="digits",
+        epochs=3,
+        batch_size=64,
+        teacher=teacher_dir,
+        methods=parse_methods("kd+fitnet"),
+        temperature=4.0,
+    )
+    return dataclasses.replace(config, **changes)
+
+
+def host_copy(tree):
+    return jax.tree.map(lambda a: np.array(a), tree)
+
+
+def test_teacher_learns(teacher_dir):
+    summary = json.load(open(f"{teacher_dir}/summary.json"))
+    assert summary["test/accuracy"] > 0.85, summary
+
+
+def test_distilled_student_learns_and_teacher_is_unchanged(teacher_dir, digits, tmp_path):
+    before = host_copy(load_teacher(teacher_dir, digits).variables)
+    summary = fit(distill_config(teacher_dir, epochs=6), tmp_path / "student", dataset=digits, progress=False)
+    assert summary["test/accuracy"] > 0.7, summary  # chance is 0.1
+    assert summary["test/agreement"] > 0.7, summary
+    assert summary["extra_params"] == 32 * 256 + 256  # the fitnet connector 32 -> 256
+    chex.assert_trees_all_equal(host_copy(load_teacher(teacher_dir, digits).variables), before)
+
+
+def test_step_leaves_teacher_buffers_alive_and_equal(teacher_dir, digits):
+    setup = prepare(distill_config(teacher_dir), digits)
+    before = host_copy(setup.teacher.variables)
+    state = setup.state
+    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
+    for _ in range(3):
+        state, _ = setup.step_fn(state, setup.teacher.variables, batch, setup.hparams)
+    # The teacher is not donated (its buffers are still readable) and not updated.
+    chex.assert_trees_all_equal(host_copy(setup.teacher.variables), before)
+    # The student and its connector are.
+    assert int(state.step) == 3
+
+
+def test_step_traces_once_for_new_hyperparameter_values(teacher_dir, digits):
+    setup = prepare(distill_config(teacher_dir), digits)
+    raw = make_train_step(
+        setup.graphdef, setup.methods, setup.tx, setup.schedule, setup.teacher.graphdef, jit=False
+    )
+    step = jax.jit(chex.assert_max_traces(raw, n=1))
+    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
+    kd_losses = []
+    for temperature, kd_weight, lr in [(1.0, 1.0, 0.1), (8.0, 0.5, 0.01), (20.0, 3.0, 0.0)]:
+        hparams = dict(
+            setup.hparams,
+            learning_rate=jnp.float32(lr),
+            temperature=jnp.float32(temperature),
+            weights=dict(setup.hparams["weights"], kd=jnp.float32(kd_weight)),
+        )
+        _, metrics = step(setup.state, setup.teacher.variables, batch, hparams)
+        kd_losses.append(float(metrics["loss/kd"]))
+    assert len(set(kd_losses)) == 3  # the temperature really changes the loss
+    # The library's own jitted step also holds a single compiled version.
+    state = setup.state
+    for lr in (0.1, 0.2):
+        state, _ = setup.step_fn(
+            state, setup.teacher.variables, batch, dict(setup.hparams, learning_rate=jnp.float32(lr))
+        )
+    assert setup.step_fn._cache_size() == 1
+
+
+def test_one_and_four_devices_give_the_same_trajectory(teacher_dir, digits, tmp_path):
+    assert jax.device_count() == 4, "conftest.py sets four CPU devices"
+    config = distill_config(teacher_dir, methods=parse_methods("kd+rkd"), max_shift=1)
+    one = fit(config, tmp_path / "one", dataset=digits, devices=jax.devices()[:1], progress=False)
+    four = fit(config, tmp_path / "four", dataset=digits, progress=False)
+    assert (one["devices"], four["devices"]) == (1, 4)
+    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
+    m4 = [json.loads(line) for line in open(tmp_path / "four" / "metrics.jsonl")]
+    for a, b in zip(m1, m4, strict=True):
+        for key in ("train/loss", "train/loss/kd", "train/loss/rkd_angle", "test/loss"):
+            np.testing.assert_allclose(a[key], b[key], rtol=2e-4, err_msg=key)
+
+
+def test_same_seed_same_metrics_other_seed_different(teacher_dir, digits, tmp_path):
+    def metrics(seed, name):
+        fit(
+            distill_config(teacher_dir, seed=seed, max_shift=1),
+            tmp_path / name,
+            dataset=digits,
+            progress=False,
+        )
+        return [
+            {k: v for k, v in json.loads(line).items() if k != "seconds"}
+            for line in open(tmp_path / name / "metrics.jsonl")
+        ]
+
+    first = metrics(0, "a")
+    assert metrics(0, "b") == first
+    assert metrics(1, "c") != first
+
+
+def test_resume_after_losing_the_last_epoch_matches_an_uninterrupted_run(teacher_dir, digits, tmp_path):
+    config = distill_config(teacher_dir, epochs=4)
+    full = fit(config, tmp_path / "full", dataset=digits, progress=False)
+    fit(config, tmp_path / "cut", dataset=digits, progress=False)
+    # As if the run had died during epoch 4: its checkpoint, summary and metric line are gone.
+    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "4")
+    (tmp_path / "cut" / "summary.json").unlink()
+    resumed = fit(config, tmp_path / "cut", dataset=digits, progress=False)
+    assert resumed["test/accuracy"] == full["test/accuracy"]
+    assert resumed["test/loss"] == pytest.approx(full["test/loss"], rel=1e-6)
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+
+
+def test_a_different_configuration_in_the_same_directory_is_refused(teacher_dir, digits, tmp_path):
+    fit(distill_config(teacher_dir, epochs=1), tmp_path / "run", dataset=digits, progress=False)
+    with pytest.raises(ValueError, match="different configuration.*learning_rate"):
+        fit(
+            distill_config(teacher_dir, epochs=1, learning_rate=0.5),
+            tmp_path / "run",
+            dataset=digits,
+            progress=False,
+        )
+    record = json.load(open(tmp_path / "run" / "config.json"))
+    assert record["jdistill_version"] and record["config"]["learning_rate"] == 0.05
+
+
+def test_non_finite_loss_names_the_step_and_term(digits, tmp_path):
+    config = RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64, learning_rate=1e12)
+    with pytest.raises(
+        FloatingPointError, match=r"non-finite loss.* at step \d+ \(epoch 1\).*checkpoint \(epoch 0\)"
+    ):
+        fit(config, tmp_path / "run", dataset=digits, progress=False)
+    assert not (tmp_path / "run" / "checkpoints" / "1").exists()
+
+
+def test_hard_labels_average_over_labelled_examples_only():
+    logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
+    labels = jnp.array([UNLABELLED, 1, UNLABELLED, 0])
+    terms = HardLabels().loss((logits, {}), None, labels, {}, {})
+    log_softmax = np.log(np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(1, keepdims=True))
+    expected = -(log_softmax[1, 1] + log_softmax[3, 0]) / 2
+    np.testing.assert_allclose(float(jnp.mean(terms["ce"])), expected, rtol=1e-6)
+
+
+def test_method_and_weight_errors_name_the_problem():
+    with pytest.raises(ValueError, match="unknown method 'nope'.*kd"):
+        parse_methods("kd+nope")
+    assert parse_methods("kd+fitnet") == ("ce", "kd", "fitnet")
+    methods = [METHODS[n]() for n in parse_methods("kd")]
+    with pytest.raises(ValueError, match="unknown term.*kdd.*ce, kd"):
+        resolve_weights(methods, {"kdd": 1.0})
+    assert resolve_weights(methods, {"ce": 0.0}) == {"ce": 0.0, "kd": 1.0}
+    with pytest.raises(ValueError, match="need a teacher"):
+        RunConfig(model="mlp32", dataset="digits", epochs=1, methods=("ce", "kd"))
+
+
+def test_feature_methods_check_the_models_features():
+    mlp = create_model("mlp32", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+    cnn = create_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+    mlp_shapes, cnn_shapes = feature_shapes(mlp, (8, 8, 1)), feature_shapes(cnn, (8, 8, 1))
+    with pytest.raises(ValueError, match="student model has no feature 'conv1'"):
+        AttentionMaps().modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
+    with pytest.raises(ValueError, match="teacher model has no feature 'nope'"):
+        FeatureHint(teacher_layer="nope").modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
+    assert FeatureHint().modules(cnn_shapes, cnn_shapes, nnx.Rngs(0)) == {}  # same shape: no connector
+    assert "connector" in FeatureHint().modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
+
+
+def test_teacher_must_be_finished_and_on_the_same_dataset(teacher_dir, digits, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a jdistill run directory"):
+        fit(distill_config(str(tmp_path / "nothing")), tmp_path / "a", dataset=digits, progress=False)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(teacher_dir, unfinished)
+    (unfinished / "summary.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no finished run"):
+        fit(distill_config(str(unfinished)), tmp_path / "b", dataset=digits, progress=False)
+    other = dataclasses.replace(digits, name="mnist")
+    with pytest.raises(ValueError, match="trained on 'digits'"):
+        prepare(distill_config(teacher_dir), other)
+
+
+def test_evaluation_is_exact_with_a_padded_last_batch(teacher_dir, digits):
+    from jdistill.train.loop import _Evaluator
+
+    setup = prepare(distill_config(teacher_dir), digits)
+    assert len(digits.y_test) % 500 != 0  # the last eval batch is padded
+    result = _Evaluator(digits, setup.graphdef, setup.teacher, setup.mesh)(setup.state)
+    model = nnx.merge(setup.graphdef, setup.state.params, setup.state.rest).model
+    teacher = nnx.merge(setup.teacher.graphdef, *setup.teacher.variables).model
+    predictions = np.asarray(jnp.argmax(model(jnp.asarray(digits.x_test))[0], -1))
+    teacher_predictions = np.asarray(jnp.argmax(teacher(jnp.asarray(digits.x_test))[0], -1))
+    assert result["accuracy"] == pytest.approx(np.mean(predictions == digits.y_test), abs=1e-6)
+    assert result["agreement"] == pytest.approx(np.mean(predictions == teacher_predictions), abs=1e-6)
