@@ -58,7 +58,6 @@ class Dataset:
         held, kept = order[:n_held], order[n_held:]
         return dataclasses.replace(
             self,
-            name=f"{self.name}[holdout {fraction:g}]",
             x_train=self.x_train[kept],
             y_train=self.y_train[kept],
             x_test=self.x_train[held],

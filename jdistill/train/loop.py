@@ -21,7 +21,7 @@ from jdistill.train.config import RunConfig
 from jdistill.train.methods import METHODS, feature_shapes, resolve_weights
 from jdistill.train.rundir import RunDir
 from jdistill.train.state import Trainable, TrainState, create_state
-from jdistill.train.steps import make_eval_step, make_train_step
+from jdistill.train.steps import AUGMENT, make_eval_step, make_train_step, step_key
 
 EVAL_BATCH = 500
 
@@ -41,7 +41,7 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     run = RunDir(run_dir)
     config = run.config()
     run.summary()  # refuses unfinished runs
-    if config.dataset != dataset.name.split("[")[0]:
+    if config.dataset != dataset.name:
         raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
     module = Trainable(
         create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)), {}
@@ -64,17 +64,18 @@ def _hparams(config: RunConfig, weights: dict) -> dict:
 def _make_batch_fn(max_shift: int, sharding):
     def make_batch(x, y, order, i, seed, step):
         idx = order[i]
-        key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), 1)
-        return {"image": random_shift(key, x[idx], max_shift), "label": y[idx]}
+        return {"image": random_shift(step_key(seed, step, AUGMENT), x[idx], max_shift), "label": y[idx]}
 
     return jax.jit(make_batch, out_shardings=sharding)
 
 
 def _first_nonfinite(history: list[dict]) -> tuple[int, str] | None:
     stacked = jax.device_get({k: jnp.stack([m[k] for m in history]) for k in history[0]})
+    # The terms ("loss/kd", ...) before their sum ("loss"), so that the culprit is named.
+    names = sorted((n for n in stacked if n.startswith("loss")), key=lambda n: n == "loss")
     for i in range(len(history)):
-        for name, values in stacked.items():
-            if name.startswith("loss") and not np.isfinite(values[i]):
+        for name in names:
+            if not np.isfinite(stacked[name][i]):
                 return i, name
     return None
 

@@ -16,9 +16,13 @@ from jdistill.losses import cross_entropy
 from jdistill.train.state import TrainState
 
 
-def step_key(state: TrainState, stream: int) -> jax.Array:
-    """A PRNG key determined by the run's seed, the step and the stream (0: dropout)."""
-    return jax.random.fold_in(jax.random.fold_in(jax.random.key(state.seed), state.step), stream)
+DROPOUT, AUGMENT = 0, 1  # random streams of a step
+
+
+def step_key(seed: jax.Array, step: jax.Array, stream: int) -> jax.Array:
+    """The PRNG key of ``stream`` at ``step`` of the run seeded ``seed``: a resumed run draws
+    the same numbers as an uninterrupted one."""
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), step), stream)
 
 
 def _apply_gradients(state, grads, new_rest, hparams, tx, schedule):
@@ -73,7 +77,15 @@ def make_train_step(
         )
         grad_fn = jax.value_and_grad(
             lambda p: _objective(
-                graphdef, methods, state, p, images, labels, teacher_out, hparams, step_key(state, 0)
+                graphdef,
+                methods,
+                state,
+                p,
+                images,
+                labels,
+                teacher_out,
+                hparams,
+                step_key(state.seed, state.step, DROPOUT),
             ),
             has_aux=True,
         )
