@@ -47,6 +47,7 @@ def main() -> None:
         batch_size=BATCH,
         learning_rate=0.05,
         checkpoint_every=10_000,
+        eval_every=10_000,  # evaluate and save at the end only,
     )
     results = []
     for fraction in (float(f) for f in args.fractions.split(",")):

@@ -53,6 +53,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "teacher runs train on those, distillation on every image",
     )
     p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
+    p.add_argument(
+        "--eval-every", type=int, default=1, help="evaluate on the test set every N epochs (and at the end)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -84,6 +87,7 @@ def _common_config(args) -> dict:
         max_shift=args.max_shift,
         labelled_fraction=args.labelled_fraction,
         checkpoint_every=args.checkpoint_every,
+        eval_every=args.eval_every,
     )
 
 

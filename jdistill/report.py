@@ -42,7 +42,7 @@ def plot_learning_curves(
     fig, ax = plt.subplots(figsize=(7, 4.5))
     finals = []
     for label, run_dirs in groups.items():
-        curves = [RunDir(d).metrics() for d in run_dirs]
+        curves = [[m for m in RunDir(d).metrics() if metric in m] for d in run_dirs]
         steps = np.array([m["step"] for m in curves[0]])
         values = np.array([[m[metric] for m in c] for c in curves]) * 100
         mean, std = values.mean(0), values.std(0)

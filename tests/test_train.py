@@ -10,8 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+from jdistill import losses
 from jdistill.data import UNLABELLED, load_digits
+from jdistill.models import create_model
 from jdistill.train import (
     RunConfig,
     fit,
@@ -22,8 +25,6 @@ from jdistill.train import (
     resolve_weights,
 )
 from jdistill.train.methods import METHODS, AttentionMaps, FeatureHint, HardLabels, feature_shapes
-from jdistill.models import create_model
-from flax import nnx
 
 
 @pytest.fixture(scope="module")
@@ -239,3 +240,43 @@ def test_evaluation_is_exact_with_a_padded_last_batch(teacher_dir, digits):
     teacher_predictions = np.asarray(jnp.argmax(teacher(jnp.asarray(digits.x_test))[0], -1))
     assert result["accuracy"] == pytest.approx(np.mean(predictions == digits.y_test), abs=1e-6)
     assert result["agreement"] == pytest.approx(np.mean(predictions == teacher_predictions), abs=1e-6)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogitMatching:
+    """Ba & Caruana 2014: regress the teacher's logits (a method defined outside the library)."""
+
+    name: str = "logit_mse"
+    default_weights: dict = dataclasses.field(default_factory=lambda: {"logit_mse": 0.5})
+
+    def modules(self, student_shapes, teacher_shapes, rngs):
+        return {}
+
+    def loss(self, student, teacher, labels, modules, hparams):
+        return {"logit_mse": losses.feature_mse(student[0], teacher[0])}
+
+
+@dataclasses.dataclass(frozen=True)
+class Mislabelled(LogitMatching):
+    def loss(self, student, teacher, labels, modules, hparams):
+        return {"something_else": losses.feature_mse(student[0], teacher[0])}
+
+
+def test_a_new_method_is_a_small_registered_class(monkeypatch, teacher_dir, digits, tmp_path):
+    monkeypatch.setitem(METHODS, "logit_mse", LogitMatching)
+    config = distill_config(teacher_dir, methods=parse_methods("logit_mse"), epochs=2)
+    fit(config, tmp_path / "run", dataset=digits, progress=False)
+    metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert metrics[1]["train/loss/logit_mse"] < metrics[0]["train/loss/logit_mse"]
+    total = metrics[0]["train/loss/ce"] + 0.5 * metrics[0]["train/loss/logit_mse"]
+    assert metrics[0]["train/loss"] == pytest.approx(total, rel=1e-4)  # the default weight is used
+
+
+def test_a_method_returning_undeclared_terms_is_refused(monkeypatch, teacher_dir, digits):
+    monkeypatch.setitem(METHODS, "logit_mse", Mislabelled)
+    setup = prepare(distill_config(teacher_dir, methods=parse_methods("logit_mse")), digits)
+    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
+    with pytest.raises(
+        ValueError, match="returned terms \\['something_else'\\] but declares \\['logit_mse'\\]"
+    ):
+        setup.step_fn(setup.state, setup.teacher.variables, batch, setup.hparams)

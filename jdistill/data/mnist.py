@@ -3,7 +3,6 @@
 import gzip
 import hashlib
 import pathlib
-
 import zlib
 
 import numpy as np

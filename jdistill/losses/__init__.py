@@ -22,15 +22,9 @@ They do not stop gradients: stop the teacher's yourself when it is frozen.
 Shape errors raise ``ValueError`` at trace time, naming the argument.
 """
 
-from jdistill.losses.features import attention_map
-from jdistill.losses.features import attention_transfer
-from jdistill.losses.features import feature_mse
-from jdistill.losses.logits import cross_entropy
-from jdistill.losses.logits import hinton
-from jdistill.losses.logits import kd
-from jdistill.losses.relational import rkd
-from jdistill.losses.relational import rkd_angle
-from jdistill.losses.relational import rkd_distance
+from jdistill.losses.features import attention_map, attention_transfer, feature_mse
+from jdistill.losses.logits import cross_entropy, hinton, kd
+from jdistill.losses.relational import rkd, rkd_angle, rkd_distance
 
 __all__ = [
     "attention_map",

@@ -1,7 +1,7 @@
 """Multi-layer perceptrons, as in Hinton et al. 2015 ("Distilling the Knowledge in a Neural Network")."""
 
-from collections.abc import Sequence
 import math
+from collections.abc import Sequence
 
 import jax
 from flax import nnx

@@ -1,7 +1,7 @@
 """Built-in models by name: ``create_model("mlp1200", (28, 28, 1), 10, rngs=nnx.Rngs(0))``."""
 
-from collections.abc import Callable, Sequence
 import functools
+from collections.abc import Callable, Sequence
 
 import jax
 from flax import nnx

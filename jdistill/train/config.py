@@ -35,10 +35,12 @@ class RunConfig:
     temperature: float = 4.0
     labelled_fraction: float = 1.0
     checkpoint_every: int = 1
+    eval_every: int = 1
 
     def __post_init__(self):
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError(f"epochs and batch_size must be positive; got {self.epochs}, {self.batch_size}")
+        for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):

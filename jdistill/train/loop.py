@@ -251,7 +251,8 @@ def fit(
             for k, v in jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)).items()
         }
         seconds = time.perf_counter() - started
-        test = evaluate(state)
+        last = epoch + 1 == config.epochs
+        test = evaluate(state) if (epoch + 1) % config.eval_every == 0 or last else {}
         run.append_metrics(
             {
                 "epoch": epoch + 1,
@@ -261,8 +262,9 @@ def fit(
                 **{f"test/{k}": v for k, v in test.items()},
             }
         )
-        bar.set_postfix(epoch=epoch + 1, loss=f"{train['loss']:.4f}", test_acc=f"{test['accuracy']:.4f}")
-        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:
+        if test:
+            bar.set_postfix(epoch=epoch + 1, loss=f"{train['loss']:.4f}", test_acc=f"{test['accuracy']:.4f}")
+        if (epoch + 1) % config.checkpoint_every == 0 or last:
             checkpoint.save(mngr, epoch + 1, state)
     bar.close()
 

@@ -2,8 +2,8 @@
 returns named loss terms. The trainer sums ``weight[term] * mean(term)`` and logs every term.
 
 A method is a small frozen dataclass with
-- ``name``: what ``--method`` calls it; ``terms``: the names of the terms ``loss`` returns;
-- ``default_weights``: ``{term: weight}``;
+- ``name``: what ``--method`` calls it;
+- ``default_weights``: ``{term: weight}`` for every term ``loss`` returns;
 - ``modules(student_shapes, teacher_shapes, rngs)``: extra trainable modules (may be empty);
   the shapes are ``{feature name: shape without batch}`` for each model;
 - ``loss(student, teacher, labels, modules, hparams)``: ``{term: per-example [B] or scalar}``,
@@ -39,7 +39,6 @@ class HardLabels:
     (label ``UNLABELLED`` = -1 marks an image of the transfer set without a label)."""
 
     name: str = "ce"
-    terms: tuple[str, ...] = ("ce",)
     default_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"ce": 1.0})
 
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
@@ -57,7 +56,6 @@ class SoftTargets:
     """Hinton et al. 2015: ``T^2 KL(softmax(t/T) || softmax(s/T))`` at ``hparams["temperature"]``."""
 
     name: str = "kd"
-    terms: tuple[str, ...] = ("kd",)
     default_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"kd": 1.0})
 
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
@@ -75,7 +73,6 @@ class FeatureHint:
     student_layer: str = "embedding"
     teacher_layer: str = "embedding"
     name: str = "fitnet"
-    terms: tuple[str, ...] = ("fitnet",)
     default_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"fitnet": 1.0})
 
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
@@ -97,7 +94,6 @@ class AttentionMaps:
 
     layers: tuple[tuple[str, str], ...] = (("conv1", "conv1"), ("conv2", "conv2"))
     name: str = "at"
-    terms: tuple[str, ...] = ("at",)
     default_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"at": 1000.0})
 
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
@@ -120,7 +116,6 @@ class Relational:
 
     layer: str = "embedding"
     name: str = "rkd"
-    terms: tuple[str, ...] = ("rkd_distance", "rkd_angle")
     default_weights: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {"rkd_distance": 25.0, "rkd_angle": 50.0}
     )

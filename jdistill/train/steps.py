@@ -15,7 +15,6 @@ from flax import nnx
 from jdistill.losses import cross_entropy
 from jdistill.train.state import TrainState
 
-
 DROPOUT, AUGMENT = 0, 1  # random streams of a step
 
 
@@ -38,9 +37,15 @@ def _objective(graphdef, methods, state, params, images, labels, teacher_out, hp
     student_out = trainable.model(images, train=True, dropout_key=key)
     terms = {}
     for method in methods:
-        terms.update(
-            method.loss(student_out, teacher_out, labels, trainable.extras.get(method.name, {}), hparams)
+        returned = method.loss(
+            student_out, teacher_out, labels, trainable.extras.get(method.name, {}), hparams
         )
+        if set(returned) != set(method.default_weights):  # checked once, while tracing
+            raise ValueError(
+                f"method {method.name!r} returned terms {sorted(returned)} but declares "
+                f"{sorted(method.default_weights)} in default_weights"
+            )
+        terms.update(returned)
     terms = {name: jnp.mean(value) for name, value in terms.items()}
     total = sum(hparams["weights"][name] * value for name, value in terms.items())
     new_rest = nnx.to_pure_dict(nnx.split(trainable, nnx.Param, ...)[2])
