@@ -280,3 +280,16 @@ def test_a_method_returning_undeclared_terms_is_refused(monkeypatch, teacher_dir
         ValueError, match="returned terms \\['something_else'\\] but declares \\['logit_mse'\\]"
     ):
         setup.step_fn(setup.state, setup.teacher.variables, batch, setup.hparams)
+
+
+def test_a_checkpoint_half_written_when_killed_is_discarded_on_resume(digits, tmp_path):
+    config = RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64)
+    full = fit(config, tmp_path / "full", dataset=digits, progress=False)
+    fit(config, tmp_path / "cut", dataset=digits, progress=False)
+    checkpoints = tmp_path / "cut" / "checkpoints"
+    # What a SIGKILL during the last save leaves: a temporary directory instead of checkpoint 3.
+    shutil.move(checkpoints / "3", checkpoints / "3.orbax-checkpoint-tmp-1234")
+    (tmp_path / "cut" / "summary.json").unlink()
+    resumed = fit(config, tmp_path / "cut", dataset=digits, progress=False)
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["2", "3"]
+    assert resumed["test/accuracy"] == full["test/accuracy"]

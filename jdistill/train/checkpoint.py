@@ -11,7 +11,10 @@ from jdistill.train.state import TrainState
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         (run_dir / "checkpoints").absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+        # A process killed while saving leaves a temporary directory; the next start removes it.
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True
+        ),
     )
 
 
