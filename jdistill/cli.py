@@ -72,6 +72,24 @@ def _parse_weights(items: list[str]) -> dict[str, float]:
     return weights
 
 
+def _parse_method_options(items: list[str]) -> dict[str, dict]:
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, field = key.partition(".")
+        if not (sep and dot and method and field):
+            raise SystemExit(
+                f"jdistill: --method-option expects METHOD.FIELD=VALUE (e.g. fitnet.student_layer=hidden1), "
+                f"got {item!r}"
+            )
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # a plain string such as a layer name
+        options.setdefault(method, {})[field] = value
+    return options
+
+
 def _common_config(args) -> dict:
     return dict(
         dataset=args.dataset,
@@ -106,6 +124,7 @@ def cmd_distill(args) -> None:
         teacher=args.teacher,
         methods=parse_methods(args.method),
         weights=_parse_weights(args.weight),
+        method_options=_parse_method_options(args.method_option),
         temperature=args.temperature,
         **_common_config(args),
     )
@@ -117,14 +136,20 @@ def cmd_models(args) -> None:
     from flax import nnx
 
     from jdistill.models import MODELS, count_params, create_model
+    from jdistill.train.methods import feature_shapes
 
     shape = tuple(int(d) for d in args.input_shape.split("x"))
     for name in MODELS:
         try:
             model = create_model(name, shape, args.num_classes, rngs=nnx.Rngs(0))
-            print(f"{name:14s} {count_params(model):>12,}")
         except ValueError as e:
             print(f"{name:14s} {'-':>12}  ({e})")
+            continue
+        line = f"{name:14s} {count_params(model):>12,}"
+        if args.features:
+            shapes = feature_shapes(model, shape)
+            line += "  " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+        print(line)
 
 
 def cmd_demo(args) -> None:
@@ -190,6 +215,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight of a loss term, repeatable (terms: ce, kd, fitnet, at, rkd_distance, "
         "rkd_angle); defaults: ce=1, kd=1, fitnet=1, at=1000, rkd_distance=25, rkd_angle=50",
     )
+    p.add_argument(
+        "--method-option",
+        action="append",
+        default=[],
+        metavar="METHOD.FIELD=VALUE",
+        help="set a method's option, repeatable: fitnet.student_layer / fitnet.teacher_layer and rkd.layer "
+        "(feature names, default embedding), at.layers (JSON pairs, default "
+        '[["conv1","conv1"],["conv2","conv2"]]); \'jdistill models --features\' lists the features',
+    )
     p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the kd term")
     _add_training_options(p)
     p.set_defaults(func=cmd_distill)
@@ -201,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--num-classes", type=int, default=10, help="number of classes")
     p.add_argument("--input-shape", default="28x28x1", help="input image shape HxWxC")
+    p.add_argument("--features", action="store_true", help="also list each model's named features and shapes")
     p.set_defaults(func=cmd_models)
     return parser
 

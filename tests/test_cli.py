@@ -218,3 +218,52 @@ def test_demo_shows_distillation_beating_the_student_alone(tmp_path, capsys):
     for row in ("student KD (soft labels)", "student KD + feature matching"):
         distilled = np.array(accuracy[row])
         assert distilled.mean() - alone.mean() > max(alone.std(), distilled.std()), (row, distilled, alone)
+
+
+def test_models_features_lists_named_features(capsys):
+    main(["models", "--features"])
+    out = capsys.readouterr().out
+    assert "conv1 28x28x6" in out and "embedding 84" in out and "hidden2 800" in out
+
+
+def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, capsys):
+    teacher, student = tmp_path / "teacher", tmp_path / "student"
+    common = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet"]
+    main(["train-teacher", "--model", "small_cnn", "--out", str(teacher), *common])
+    main(
+        [
+            "distill",
+            "--teacher",
+            str(teacher),
+            "--student",
+            "small_cnn",
+            "--method",
+            "kd+at",
+            "--method-option",
+            'at.layers=[["conv2", "conv2"]]',
+            "--out",
+            str(student),
+            *common,
+        ]
+    )
+    config = json.load(open(student / "config.json"))["config"]
+    assert config["method_options"] == {"at": {"layers": [["conv2", "conv2"]]}}
+    metrics = [json.loads(line) for line in open(student / "metrics.jsonl")]
+    assert np.isfinite(metrics[-1]["train/loss/at"]) and metrics[-1]["train/loss/at"] > 0
+    with pytest.raises(SystemExit, match="--method-option expects METHOD.FIELD=VALUE"):
+        main(
+            [
+                "distill",
+                "--teacher",
+                str(teacher),
+                "--student",
+                "small_cnn",
+                "--method",
+                "at",
+                "--method-option",
+                "layers=conv1",
+                "--out",
+                str(tmp_path / "x"),
+                *common,
+            ]
+        )

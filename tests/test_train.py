@@ -293,3 +293,17 @@ def test_a_checkpoint_half_written_when_killed_is_discarded_on_resume(digits, tm
     resumed = fit(config, tmp_path / "cut", dataset=digits, progress=False)
     assert sorted(p.name for p in checkpoints.iterdir()) == ["2", "3"]
     assert resumed["test/accuracy"] == full["test/accuracy"]
+
+
+def test_method_options_choose_the_layers(teacher_dir, digits):
+    options = {"fitnet": {"student_layer": "hidden1", "teacher_layer": "hidden2"}}
+    setup = prepare(distill_config(teacher_dir, method_options=options), digits)
+    assert FeatureHint(student_layer="hidden1", teacher_layer="hidden2") in setup.methods
+    with pytest.raises(
+        ValueError, match="method 'fitnet' has no option layer; its options are: student_layer, teacher_layer"
+    ):
+        prepare(distill_config(teacher_dir, method_options={"fitnet": {"layer": "hidden1"}}), digits)
+    with pytest.raises(
+        ValueError, match="method_options given for at, which is not among the methods ce\\+kd\\+fitnet"
+    ):
+        distill_config(teacher_dir, method_options={"at": {"layers": []}})

@@ -3,6 +3,7 @@
 import dataclasses
 import json
 from collections.abc import Mapping
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,7 @@ class RunConfig:
     teacher: str | None = None
     methods: tuple[str, ...] = ("ce",)
     weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    method_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     temperature: float = 4.0
     labelled_fraction: float = 1.0
     checkpoint_every: int = 1
@@ -53,6 +55,13 @@ class RunConfig:
             raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
         object.__setattr__(self, "methods", tuple(self.methods))
         object.__setattr__(self, "weights", dict(self.weights))
+        object.__setattr__(self, "method_options", {k: dict(v) for k, v in self.method_options.items()})
+        unused = sorted(set(self.method_options) - set(self.methods))
+        if unused:
+            raise ValueError(
+                f"method_options given for {', '.join(unused)}, which is not among the methods "
+                f"{'+'.join(self.methods)}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

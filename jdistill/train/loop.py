@@ -18,7 +18,7 @@ from jdistill.data import Dataset, epoch_indices, load_dataset, random_shift
 from jdistill.models import count_params, create_model
 from jdistill.train import checkpoint, optim, parallel
 from jdistill.train.config import RunConfig
-from jdistill.train.methods import METHODS, feature_shapes, resolve_weights
+from jdistill.train.methods import build_method, feature_shapes, resolve_weights
 from jdistill.train.rundir import RunDir
 from jdistill.train.state import Trainable, TrainState, create_state
 from jdistill.train.steps import AUGMENT, make_eval_step, make_train_step, step_key
@@ -153,7 +153,7 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
     parallel.check_batch_size(config.batch_size, mesh)
     teacher = None if config.teacher is None else load_teacher(config.teacher, dataset)
 
-    methods = tuple(METHODS[name]() for name in config.methods)
+    methods = tuple(build_method(name, config.method_options.get(name)) for name in config.methods)
     weights = resolve_weights(methods, config.weights)
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
     student_shapes = feature_shapes(model, dataset.input_shape)

@@ -96,6 +96,9 @@ class AttentionMaps:
     name: str = "at"
     default_weights: Mapping[str, float] = dataclasses.field(default_factory=lambda: {"at": 1000.0})
 
+    def __post_init__(self):  # options from JSON arrive as lists
+        object.__setattr__(self, "layers", tuple(tuple(pair) for pair in self.layers))
+
     def modules(self, student_shapes: Shapes, teacher_shapes: Shapes, rngs: nnx.Rngs) -> dict:
         for s_name, t_name in self.layers:
             s, t = _feature(student_shapes, s_name, "student"), _feature(teacher_shapes, t_name, "teacher")
@@ -132,6 +135,19 @@ class Relational:
 
 
 METHODS = {cls().name: cls for cls in (HardLabels, SoftTargets, FeatureHint, AttentionMaps, Relational)}
+
+
+def build_method(name: str, options: Mapping[str, object] | None = None):
+    """The method ``name`` with ``options`` set on its fields (e.g. layer names)."""
+    cls = METHODS[name]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"name", "default_weights"}
+    unknown = sorted(set(options or {}) - fields)
+    if unknown:
+        raise ValueError(
+            f"method {name!r} has no option {', '.join(unknown)}; its options are: "
+            f"{', '.join(sorted(fields)) or 'none'}"
+        )
+    return cls(**(options or {}))
 
 
 def parse_methods(spec: str | tuple[str, ...] | list[str]) -> tuple[str, ...]:
