@@ -230,20 +230,16 @@ def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, ca
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet"]
     main(["train-teacher", "--model", "small_cnn", "--out", str(teacher), *common])
+    distill = ["distill", "--teacher", str(teacher), "--student", "small_cnn", *common]
     main(
         [
-            "distill",
-            "--teacher",
-            str(teacher),
-            "--student",
-            "small_cnn",
+            *distill,
             "--method",
             "kd+at",
             "--method-option",
             'at.layers=[["conv2", "conv2"]]',
             "--out",
             str(student),
-            *common,
         ]
     )
     config = json.load(open(student / "config.json"))["config"]
@@ -251,19 +247,4 @@ def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, ca
     metrics = [json.loads(line) for line in open(student / "metrics.jsonl")]
     assert np.isfinite(metrics[-1]["train/loss/at"]) and metrics[-1]["train/loss/at"] > 0
     with pytest.raises(SystemExit, match="--method-option expects METHOD.FIELD=VALUE"):
-        main(
-            [
-                "distill",
-                "--teacher",
-                str(teacher),
-                "--student",
-                "small_cnn",
-                "--method",
-                "at",
-                "--method-option",
-                "layers=conv1",
-                "--out",
-                str(tmp_path / "x"),
-                *common,
-            ]
-        )
+        main([*distill, "--method", "at", "--method-option", "layers=conv1", "--out", str(tmp_path / "x")])

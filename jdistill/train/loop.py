@@ -21,7 +21,7 @@ from jdistill.train.config import RunConfig
 from jdistill.train.methods import build_method, feature_shapes, resolve_weights
 from jdistill.train.rundir import RunDir
 from jdistill.train.state import Trainable, TrainState, create_state
-from jdistill.train.steps import AUGMENT, make_eval_step, make_train_step, step_key
+from jdistill.train.steps import AUGMENT, make_eval_step, make_train_step, step_key, teacher_forward
 
 EVAL_BATCH = 500
 
@@ -69,19 +69,20 @@ def _make_batch_fn(max_shift: int, sharding):
     return jax.jit(make_batch, out_shardings=sharding)
 
 
-def _first_nonfinite(history: list[dict]) -> tuple[int, str] | None:
-    stacked = jax.device_get({k: jnp.stack([m[k] for m in history]) for k in history[0]})
+def _first_nonfinite(per_step: dict[str, np.ndarray]) -> tuple[int, str] | None:
+    """The first step (index in the epoch) and loss term whose value is not finite."""
     # The terms ("loss/kd", ...) before their sum ("loss"), so that the culprit is named.
-    names = sorted((n for n in stacked if n.startswith("loss")), key=lambda n: n == "loss")
-    for i in range(len(history)):
+    names = sorted((n for n in per_step if n.startswith("loss")), key=lambda n: n == "loss")
+    for i in range(len(per_step["loss"])):
         for name in names:
-            if not np.isfinite(stacked[name][i]):
+            if not np.isfinite(per_step[name][i]):
                 return i, name
     return None
 
 
 class _Evaluator:
-    """Exact test metrics: the test set is padded to whole batches and padding is masked."""
+    """Exact test metrics: the test set is padded to whole batches and padding is masked. The
+    frozen teacher's test predictions are computed once, here, not at every evaluation."""
 
     def __init__(self, dataset: Dataset, graphdef, teacher: Teacher | None, mesh):
         n = len(dataset.y_test)
@@ -94,25 +95,24 @@ class _Evaluator:
             {
                 "image": x.reshape(nb, batch, *dataset.input_shape),
                 "label": np.concatenate([dataset.y_test, np.zeros(pad, np.int32)]).reshape(nb, batch),
+                "mask": np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32).reshape(nb, batch),
             },
             sharding,
         )
-        self.mask = jax.device_put(
-            np.concatenate([np.ones(n), np.zeros(pad)]).astype(np.float32).reshape(nb, batch), sharding
-        )
-        self.teacher_vars = None if teacher is None else teacher.variables
-        self.eval_step = make_eval_step(graphdef, None if teacher is None else teacher.graphdef)
+        if teacher is not None:
+            predict = jax.jit(
+                lambda images: jnp.argmax(teacher_forward(teacher.graphdef, teacher.variables, images)[0], -1)
+            )
+            self.batches["teacher_prediction"] = jnp.stack(
+                [predict(images) for images in self.batches["image"]]
+            )
+        self.eval_step = make_eval_step(graphdef)
 
     def __call__(self, state) -> dict:
+        num_batches = len(self.batches["mask"])
         sums = [
-            self.eval_step(
-                state.params,
-                state.rest,
-                self.teacher_vars,
-                jax.tree.map(lambda a: a[i], self.batches),
-                self.mask[i],
-            )
-            for i in range(len(self.mask))
+            self.eval_step(state.params, state.rest, jax.tree.map(lambda a: a[i], self.batches))
+            for i in range(num_batches)
         ]
         total = jax.device_get(jax.tree.map(lambda *v: sum(v), *sums))
         out = {"accuracy": total["correct"] / total["count"], "loss": total["ce"] / total["count"]}
@@ -234,22 +234,21 @@ def fit(
         order = epoch_indices(
             jax.random.fold_in(jax.random.key(config.seed), epoch), len(dataset.y_train), config.batch_size
         )
-        history = []
+        step_metrics = []
         for i in range(steps_per_epoch):
             batch = make_batch(x_train, y_train, order, i, state.seed, state.step)
             state, metrics = step_fn(state, teacher_vars, batch, hparams)
-            history.append(metrics)
+            step_metrics.append(metrics)
             bar.update(config.batch_size)
-        bad = _first_nonfinite(history)
+        step_metrics = jax.device_get(step_metrics)  # one transfer per epoch; the checks and means read it
+        per_step = {k: np.array([m[k] for m in step_metrics]) for k in step_metrics[0]}
+        bad = _first_nonfinite(per_step)
         if bad is not None:
             raise FloatingPointError(
                 f"non-finite {bad[1]} at step {epoch * steps_per_epoch + bad[0] + 1} (epoch {epoch + 1}); "
                 f"stopped; the last good checkpoint (epoch {mngr.latest_step() or 0}) is kept in {run.path}"
             )
-        train = {
-            k: float(v)
-            for k, v in jax.device_get(jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *history)).items()
-        }
+        train = {k: float(v.mean()) for k, v in per_step.items()}
         seconds = time.perf_counter() - started
         last = epoch + 1 == config.epochs
         test = evaluate(state) if (epoch + 1) % config.eval_every == 0 or last else {}
@@ -268,8 +267,8 @@ def fit(
             checkpoint.save(mngr, epoch + 1, state)
     bar.close()
 
-    history = run.metrics()
-    final = history[-1]
+    lines = run.metrics()
+    final = lines[-1]
     summary = {
         "model": config.model,
         "methods": list(config.methods),
@@ -278,7 +277,7 @@ def fit(
         "params": setup.params,
         "extra_params": setup.extra_params,
         "devices": mesh.size,
-        "train_seconds": round(sum(m["seconds"] for m in history), 2),
+        "train_seconds": round(sum(m["seconds"] for m in lines), 2),
         **{k: v for k, v in final.items() if k.startswith("test/")},
     }
     run.write_summary(summary)

@@ -111,23 +111,24 @@ def make_train_step(
     return jax.jit(step, donate_argnums=0) if jit else step
 
 
-def make_eval_step(graphdef, teacher_graphdef=None) -> Callable:
-    """``eval(params, rest, teacher_vars, batch, mask) -> sums`` of correct predictions,
-    cross-entropy, teacher agreement and counted examples over the unmasked rows, so that a
-    padded last batch and many devices still give exact averages."""
+def make_eval_step(graphdef) -> Callable:
+    """``eval(params, rest, batch) -> sums`` of correct predictions, cross-entropy, agreement
+    with ``batch["teacher_prediction"]`` (when the batch has it) and counted examples, over the
+    rows where ``batch["mask"]`` is 1, so that a padded last batch and many devices still give
+    exact averages."""
 
-    def evaluate(params, rest, teacher_vars, batch, mask):
+    def evaluate(params, rest, batch):
         model = nnx.merge(graphdef, params, rest).model
         logits, _ = model(batch["image"], train=False)
         predictions = jnp.argmax(logits, -1)
+        mask = batch["mask"]
         sums = {
             "correct": jnp.sum(mask * (predictions == batch["label"])),
             "ce": jnp.sum(mask * cross_entropy(logits, batch["label"])),
             "count": jnp.sum(mask),
         }
-        if teacher_graphdef is not None:
-            teacher_logits = teacher_forward(teacher_graphdef, teacher_vars, batch["image"])[0]
-            sums["agree"] = jnp.sum(mask * (predictions == jnp.argmax(teacher_logits, -1)))
+        if "teacher_prediction" in batch:
+            sums["agree"] = jnp.sum(mask * (predictions == batch["teacher_prediction"]))
         return sums
 
     return jax.jit(evaluate)
