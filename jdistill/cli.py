@@ -46,6 +46,24 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="random translation of each training image by up to this many pixels (input jitter)",
     )
     p.add_argument(
+        "--max-norm",
+        type=float,
+        default=None,
+        help="cap the L2 norm of each unit's incoming weights after every update (max-norm constraint)",
+    )
+    p.add_argument(
+        "--holdout-fraction",
+        type=float,
+        default=0.0,
+        help="evaluate on this fraction of the training set, held out (fixed), instead of the test set: "
+        "for choosing hyperparameters without touching the test set",
+    )
+    p.add_argument(
+        "--exclude-classes",
+        default="",
+        help="comma-separated classes removed from the training (transfer) set, e.g. 3",
+    )
+    p.add_argument(
         "--labelled-fraction",
         type=float,
         default=1.0,
@@ -90,6 +108,13 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
+def _parse_classes(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in text.split(",") if c.strip())
+    except ValueError:
+        raise SystemExit(f"jdistill: --exclude-classes expects integers separated by commas, got {text!r}")
+
+
 def _common_config(args) -> dict:
     return dict(
         dataset=args.dataset,
@@ -103,6 +128,9 @@ def _common_config(args) -> dict:
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         max_shift=args.max_shift,
+        max_norm=args.max_norm,
+        holdout_fraction=args.holdout_fraction,
+        exclude_classes=_parse_classes(args.exclude_classes),
         labelled_fraction=args.labelled_fraction,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,

@@ -10,6 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from idx_files import idx_bytes as _idx_bytes
+from idx_files import write_idx as _write_idx
 
 from jdistill.data import (
     DATASETS,
@@ -32,17 +34,6 @@ X_TRAIN, Y_TRAIN, X_TEST, Y_TEST = (FILES[k] for k in ("x_train", "y_train", "x_
 
 # ---------------------------------------------------------------------------------------------
 # IDX files written by hand
-
-
-def _idx_bytes(array: np.ndarray, *, type_code: int = 0x08, rank: int | None = None) -> bytes:
-    """An uncompressed IDX file: 0x00 0x00 <type> <rank>, big-endian uint32 dims, uint8 data."""
-    rank = array.ndim if rank is None else rank
-    header = bytes([0, 0, type_code, rank]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    return header + np.asarray(array, np.uint8).tobytes()
-
-
-def _write_idx(path: pathlib.Path, array: np.ndarray, **kwargs) -> None:
-    path.write_bytes(gzip.compress(_idx_bytes(array, **kwargs)))
 
 
 def _known_arrays(n_train=20, n_test=8):

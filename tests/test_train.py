@@ -25,6 +25,7 @@ from jdistill.train import (
     resolve_weights,
 )
 from jdistill.train.methods import METHODS, AttentionMaps, FeatureHint, HardLabels, feature_shapes
+from jdistill.train.optim import max_norm
 
 
 @pytest.fixture(scope="module")
@@ -307,3 +308,60 @@ def test_method_options_choose_the_layers(teacher_dir, digits):
         ValueError, match="method_options given for at, which is not among the methods ce\\+kd\\+fitnet"
     ):
         distill_config(teacher_dir, method_options={"at": {"layers": []}})
+
+
+def test_max_norm_projects_each_units_incoming_weights_and_nothing_else():
+    rng = np.random.default_rng(0)
+    kernel = rng.normal(size=(6, 4)).astype(np.float32) * np.array([0.1, 1.0, 3.0, 10.0], np.float32)
+    conv = rng.normal(size=(3, 3, 2, 5)).astype(np.float32) * 4
+    params = {"dense": {"kernel": kernel, "bias": np.full(4, 50.0, np.float32)}, "conv": {"kernel": conv}}
+    out = jax.device_get(max_norm(params, 2.0))
+    # numpy reference: scale column j by min(1, 2 / ||w_j||)
+    norms = np.linalg.norm(kernel, axis=0)
+    np.testing.assert_allclose(out["dense"]["kernel"], kernel * np.minimum(1.0, 2.0 / norms), rtol=1e-6)
+    conv_norms = np.sqrt((conv**2).sum(axis=(0, 1, 2)))
+    np.testing.assert_allclose(out["conv"]["kernel"], conv * np.minimum(1.0, 2.0 / conv_norms), rtol=1e-6)
+    np.testing.assert_array_equal(out["dense"]["bias"], params["dense"]["bias"])
+    assert np.linalg.norm(out["dense"]["kernel"], axis=0)[0] == pytest.approx(
+        norms[0]
+    )  # short unit untouched
+
+
+def test_a_run_with_max_norm_keeps_every_kernel_within_it(digits, tmp_path):
+    config = RunConfig(
+        model="mlp256", dataset="digits", epochs=2, batch_size=64, learning_rate=0.5, max_norm=0.3
+    )
+    fit(config, tmp_path / "run", dataset=digits, progress=False)
+    variables = load_teacher(str(tmp_path / "run"), digits).variables[0]
+    kernels = [
+        w for p, w in jax.tree_util.tree_leaves_with_path(variables) if "kernel" in jax.tree_util.keystr(p)
+    ]
+    assert len(kernels) == 3
+    for w in kernels:
+        norms = np.linalg.norm(np.asarray(w), axis=0)
+        assert norms.max() <= 0.3 + 1e-5 and norms.max() > 0.29  # the constraint binds at this learning rate
+
+
+def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_transfer_set(digits):
+    setup = prepare(
+        RunConfig(
+            model="mlp32",
+            dataset="digits",
+            epochs=1,
+            batch_size=64,
+            holdout_fraction=0.2,
+            exclude_classes=[3],
+        )
+    )
+    n_train = len(digits.y_train)
+    assert len(setup.dataset.y_test) == round(0.2 * n_train)
+    held_out = {x.tobytes() for x in setup.dataset.x_test}
+    assert held_out <= {x.tobytes() for x in digits.x_train}
+    assert 3 not in setup.dataset.y_train and 3 in setup.dataset.y_test
+    assert not held_out & {x.tobytes() for x in setup.dataset.x_train}
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        RunConfig(model="mlp32", dataset="digits", epochs=1, holdout_fraction=1.0)
+    with pytest.raises(ValueError, match=r"no class \[12\]"):
+        digits.without_classes([12])
+    with pytest.raises(ValueError, match="max_norm"):
+        RunConfig(model="mlp32", dataset="digits", epochs=1, max_norm=0.0)

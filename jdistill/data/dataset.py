@@ -50,6 +50,14 @@ class Dataset:
         keep = self.y_train != UNLABELLED
         return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
 
+    def without_classes(self, classes) -> "Dataset":
+        """The training set without the examples of ``classes`` (the test set keeps them)."""
+        unknown = sorted(set(classes) - set(range(self.num_classes)))
+        if unknown:
+            raise ValueError(f"{self.name}: no class {unknown} (classes are 0..{self.num_classes - 1})")
+        keep = ~np.isin(self.y_train, list(classes))
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep])
+
     def holdout(self, fraction: float, *, seed: int = 0) -> "Dataset":
         """Move a random ``fraction`` of the training set into the test split (for model choice
         without touching the real test set)."""

@@ -6,10 +6,15 @@ import jax
 from flax import nnx
 
 from jdistill.models.common import Output, dropout_or_identity
+from jdistill.models.toeplitz_conv import ToeplitzConv
 
 
 def _max_pool(x):
-    return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2))
+    """2x2 max pooling, stride 2 (an odd last row or column is dropped, as 'VALID' pooling does).
+    A reshape and a max: on CPU its gradient is several times faster than ``nnx.max_pool``'s."""
+    b, h, w, c = x.shape
+    x = x[:, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
 class LeNet5(nnx.Module):
@@ -37,8 +42,11 @@ class LeNet5(nnx.Module):
             raise ValueError(f"LeNet5: input_shape must be 28x28xC or 32x32xC, got {tuple(input_shape)}")
         c1, c2 = channels
         f1, f2 = fc
-        self.conv1 = nnx.Conv(in_channels, c1, (5, 5), padding="SAME" if height == 28 else "VALID", rngs=rngs)
-        self.conv2 = nnx.Conv(c1, c2, (5, 5), padding="VALID", rngs=rngs)
+        # Convolutions as matrix products: several times faster than XLA's on CPU at these sizes.
+        self.conv1 = ToeplitzConv(
+            in_channels, c1, (5, 5), padding="SAME" if height == 28 else "VALID", rngs=rngs
+        )
+        self.conv2 = ToeplitzConv(c1, c2, (5, 5), padding="VALID", rngs=rngs)
         self.fc1 = nnx.Linear(5 * 5 * c2, f1, rngs=rngs)
         self.fc2 = nnx.Linear(f1, f2, rngs=rngs)
         self.head = nnx.Linear(f2, num_classes, rngs=rngs)

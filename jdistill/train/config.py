@@ -14,7 +14,10 @@ class RunConfig:
     ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
     (see :mod:`jdistill.train.methods`). ``weights`` overrides the methods' default weights.
     The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
-    over the run) or ``constant``.
+    over the run) or ``constant``. ``max_norm`` caps the L2 norm of each unit's incoming weights
+    after every update (Srivastava et al. 2014). ``holdout_fraction`` > 0 evaluates on that
+    (fixed) fraction of the training set instead of the test set, for hyperparameter choice;
+    ``exclude_classes`` removes those classes from the training (transfer) set, not from the test set.
     """
 
     model: str
@@ -30,6 +33,9 @@ class RunConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     max_shift: int = 0
+    max_norm: float | None = None
+    holdout_fraction: float = 0.0
+    exclude_classes: tuple[int, ...] = ()
     teacher: str | None = None
     methods: tuple[str, ...] = ("ce",)
     weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
@@ -47,13 +53,18 @@ class RunConfig:
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule: choose 'cosine' or 'constant', got {self.schedule!r}")
+        if self.max_norm is not None and self.max_norm <= 0:
+            raise ValueError(f"max_norm must be > 0 (or None for no constraint), got {self.max_norm}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
         if self.teacher is None and tuple(self.methods) != ("ce",):
             raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
         object.__setattr__(self, "methods", tuple(self.methods))
+        object.__setattr__(self, "exclude_classes", tuple(int(c) for c in self.exclude_classes))
         object.__setattr__(self, "weights", dict(self.weights))
         object.__setattr__(self, "method_options", {k: dict(v) for k, v in self.method_options.items()})
         unused = sorted(set(self.method_options) - set(self.methods))

@@ -54,11 +54,14 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
 
 def _hparams(config: RunConfig, weights: dict) -> dict:
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    return {
+    hparams = {
         "learning_rate": f32(config.learning_rate),
         "temperature": f32(config.temperature),
         "weights": {k: f32(v) for k, v in weights.items()},
     }
+    if config.max_norm is not None:
+        hparams["max_norm"] = f32(config.max_norm)
+    return hparams
 
 
 def _make_batch_fn(max_shift: int, sharding):
@@ -146,6 +149,10 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
     """Build the run ``config`` describes, at step 0, on ``devices`` (default: all)."""
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     # Few labels: without a teacher, train on the labelled examples; with one, on every image.
+    if config.holdout_fraction:
+        dataset = dataset.holdout(config.holdout_fraction)
+    if config.exclude_classes:
+        dataset = dataset.without_classes(config.exclude_classes)
     dataset = dataset.hide_labels(config.labelled_fraction)
     if config.teacher is None:
         dataset = dataset.labelled()

@@ -7,6 +7,7 @@ output by ``-hparams["learning_rate"] * schedule(step)``, so changing the rate n
 from collections.abc import Callable
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from jdistill.train.config import RunConfig
@@ -27,3 +28,18 @@ def schedule(config: RunConfig, total_steps: int) -> Callable[[jax.Array], jax.A
     if config.schedule == "cosine":
         return optax.cosine_decay_schedule(1.0, decay_steps=total_steps)
     return optax.constant_schedule(1.0)
+
+
+def max_norm(params, limit: float | jax.Array):
+    """Project every weight kernel (a ``kernel`` leaf of two or more dimensions, output units on
+    the last axis) so that each unit's incoming weight vector has L2 norm at most ``limit``:
+    ``w_j <- w_j * min(1, limit / ||w_j||)`` (the max-norm constraint of Srivastava et al. 2014,
+    applied after each update). Biases and other leaves are unchanged."""
+
+    def project(path, w):
+        if jax.tree_util.keystr(path[-1:]) != "['kernel']" or w.ndim < 2:
+            return w
+        norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=tuple(range(w.ndim - 1)), keepdims=True))
+        return w * jnp.minimum(1.0, limit / jnp.maximum(norms, 1e-12))
+
+    return jax.tree_util.tree_map_with_path(project, params)

@@ -1,7 +1,7 @@
 """Jitted train and eval steps: pure functions of state pytrees.
 
 ``hparams`` is a pytree of float32 scalars ``{"learning_rate", "temperature", "weights":
-{term: w}}`` passed as an argument, so new values never trigger a recompilation.
+{term: w}}`` (and ``"max_norm"`` when the run constrains weight norms) passed as an argument, so new values never trigger a recompilation.
 The teacher runs in inference mode under ``stop_gradient`` and is never donated or updated.
 """
 
@@ -13,6 +13,7 @@ import optax
 from flax import nnx
 
 from jdistill.losses import cross_entropy
+from jdistill.train import optim
 from jdistill.train.state import TrainState
 
 DROPOUT, AUGMENT = 0, 1  # random streams of a step
@@ -28,6 +29,8 @@ def _apply_gradients(state, grads, new_rest, hparams, tx, schedule):
     direction, opt_state = tx.update(grads, state.opt_state, state.params)
     lr = hparams["learning_rate"] * schedule(state.step)
     params = jax.tree.map(lambda p, d: p - lr * d, state.params, direction)
+    if "max_norm" in hparams:
+        params = optim.max_norm(params, hparams["max_norm"])
     return state.replace(step=state.step + 1, params=params, rest=new_rest, opt_state=opt_state), lr
 
 

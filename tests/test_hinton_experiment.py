@@ -1,0 +1,92 @@
+"""experiments/hinton_mnist.py end to end, on a small MNIST-format directory made from scikit-learn's
+digits (8x8 images scaled to 24x24 and padded to 28x28), with the 'smoke' schedule."""
+
+import json
+import pathlib
+import runpy
+import sys
+
+import numpy as np
+import pytest
+from idx_files import write_idx
+from sklearn.datasets import load_digits
+
+from jdistill.data.mnist import FILES
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "hinton_mnist.py"
+
+
+@pytest.fixture(scope="module")
+def mnist_like_dir(tmp_path_factory):
+    digits = load_digits()
+    images = np.kron(digits.images, np.ones((3, 3))) * (255 / 16)  # 8x8 -> 24x24, 0..255
+    images = np.pad(images, ((0, 0), (2, 2), (2, 2))).astype(np.uint8)
+    labels = digits.target.astype(np.uint8)
+    root = tmp_path_factory.mktemp("mnist_like")
+    split = 1400
+    arrays = {
+        "x_train": images[:split],
+        "y_train": labels[:split],
+        "x_test": images[split:],
+        "y_test": labels[split:],
+    }
+    for key, array in arrays.items():
+        write_idx(root / FILES[key], array)
+    return root
+
+
+def _run(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "hinton"
+    args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet"]
+    _run(monkeypatch, *args, "--seeds", "2", "--sweep-seeds", "1", "--temperatures", "4,20")
+    printed = capsys.readouterr().out
+
+    results = json.loads((out / "results.json").read_text())
+    num_test = 1797 - 1400
+    assert results["evaluated_on"] == f"{num_test} test images"
+    teacher_summary = json.loads((out / "teacher" / "summary.json").read_text())
+    assert results["teacher"] == round((1 - teacher_summary["test/accuracy"]) * num_test)
+    assert len(results["alone"]) == 2 and set(results["kd_by_temperature"]) == {"4", "20"}
+    assert len(results["kd_by_temperature"]["20"]) == 2 and len(results["kd_by_temperature"]["4"]) == 1
+    for e in [results["teacher"], *results["alone"], *results["kd_by_temperature"]["20"]]:
+        assert isinstance(e, int) and 0 <= e <= num_test
+    alone, kd = np.mean(results["alone"]), np.mean(results["kd_by_temperature"]["20"])
+    if alone > results["teacher"]:
+        assert results["gap_closed"] == pytest.approx((alone - kd) / (alone - results["teacher"]))
+    else:
+        assert results["gap_closed"] is None
+
+    # Omitted 3s: the students never saw a 3; the bias shift is chosen on the training set.
+    for study in results["omitted_threes"]:
+        assert 0 <= study["errors_on_threes"] <= study["errors"]
+        assert study["bias_shift"] >= 0
+        config = json.loads((out / "kd_T20_no3" / "seed0" / "config.json").read_text())["config"]
+        assert config["exclude_classes"] == [3]
+
+    table = (out / "table.md").read_text()
+    assert table in printed
+    for paper in ("| 67 |", "| 146 |", "| 74 |", "206 (133 on 3s)", "109 (bias + 3.5)"):
+        assert paper in table
+    for plot in ("temperature.png", "learning_curves.png"):
+        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Re-running the command finds every run finished and rebuilds the same table.
+    _run(monkeypatch, *args, "--seeds", "2", "--sweep-seeds", "1", "--temperatures", "4,20")
+    assert (out / "table.md").read_text() == table
+
+
+def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_path, monkeypatch):
+    out = tmp_path / "val"
+    _run(monkeypatch, "--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet",
+         "--validate", "--seeds", "1", "--sweep-seeds", "0")  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert results["evaluated_on"] == f"{round(1400 / 6)} held-out training images"
+    assert set(results["kd_by_temperature"]) == {"20"}
+    for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
+        config = json.loads((out / run / "config.json").read_text())["config"]
+        assert config["holdout_fraction"] == pytest.approx(1 / 6)
