@@ -274,3 +274,7 @@ def main(argv: list[str] | None = None) -> None:
         args.func(args)
     except (ValueError, FileNotFoundError, FloatingPointError) as e:
         sys.exit(f"jdistill {args.command}: error: {e}")
+    except KeyboardInterrupt:
+        out = getattr(args, "out", None)
+        where = f"; the same command resumes from the last checkpoint in {out}" if out else ""
+        sys.exit(f"jdistill {args.command}: interrupted{where}")

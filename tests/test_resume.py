@@ -1,5 +1,6 @@
-"""A run killed with SIGKILL at an arbitrary point and started again with the same command ends
-with exactly the metrics of an uninterrupted run."""
+"""A run killed (SIGKILL) or interrupted (Ctrl-C, SIGINT) at an arbitrary point and started again
+with the same command ends with exactly the metrics of an uninterrupted run: a teacher run and a
+distillation run."""
 
 import json
 import os
@@ -28,10 +29,10 @@ COMMAND = [
 ]
 
 
-def run_cli(out, **kwargs):
+def run_cli(out, command=COMMAND, **kwargs):
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # one device, as a user runs it
     return subprocess.Popen(
-        [sys.executable, "-m", "jdistill", *COMMAND, "--out", str(out)],
+        [sys.executable, "-m", "jdistill", *command, "--out", str(out)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -45,29 +46,47 @@ def metrics_without_timing(out):
     return [{k: v for k, v in m.items() if k != "seconds"} for m in lines]
 
 
-def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
-    reference = run_cli(tmp_path / "reference")
+def interrupt_and_resume(tmp_path, command, sig, epochs):
+    reference = run_cli(tmp_path / "reference", command)
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
     interrupted = tmp_path / "interrupted"
-    process = run_cli(interrupted)
+    process = run_cli(interrupted, command)
     deadline = time.monotonic() + 300
     while (
         not (interrupted / "metrics.jsonl").exists()
-        or len((interrupted / "metrics.jsonl").read_text().splitlines()) < 5
+        or len((interrupted / "metrics.jsonl").read_text().splitlines()) < epochs // 2
     ):
         if process.poll() is not None or time.monotonic() > deadline:
             pytest.fail(f"the run ended or stalled before it could be killed: {process.stderr.read()}")
         time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    process.send_signal(sig)
+    process.wait(timeout=60)
+    if sig == signal.SIGINT:
+        assert "interrupted; the same command resumes" in process.stderr.read()
     epochs_done = len((interrupted / "metrics.jsonl").read_text().splitlines())
-    assert epochs_done < 12 and not (interrupted / "summary.json").exists()
+    assert epochs_done < epochs and not (interrupted / "summary.json").exists()
 
-    resumed = run_cli(interrupted)
+    resumed = run_cli(interrupted, command)
     assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
     assert metrics_without_timing(interrupted) == metrics_without_timing(tmp_path / "reference")
     assert (
         json.loads((interrupted / "summary.json").read_text())["test/accuracy"]
         == json.loads((tmp_path / "reference" / "summary.json").read_text())["test/accuracy"]
     )
+
+
+def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    interrupt_and_resume(tmp_path, COMMAND, signal.SIGKILL, epochs=12)
+
+
+def test_ctrl_c_during_distillation_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
+    teacher = tmp_path / "teacher"
+    short_teacher = [*COMMAND[:6], "2", *COMMAND[7:]]
+    assert run_cli(teacher, short_teacher).wait(timeout=300) == 0
+    distill = [
+        "distill", "--teacher", str(teacher), "--student", "mlp32", "--method", "kd+fitnet",
+        "--temperature", "4", "--dataset", "digits", "--epochs", "10", "--batch-size", "32",
+        "--seed", "1", "--quiet",
+    ]  # fmt: skip
+    interrupt_and_resume(tmp_path, distill, signal.SIGINT, epochs=10)
