@@ -84,6 +84,7 @@ def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperatu
         weights={"ce": args.hard_weight, "kd": 1.0 - args.hard_weight},
         temperature=temperature,
         learning_rate=args.kd_lr,
+        warmup_epochs=args.kd_warmup_epochs,
     )
 
 
@@ -149,8 +150,14 @@ def main() -> None:
     parser.add_argument(
         "--kd-lr",
         type=float,
-        default=0.03,
-        help="learning rate of the distilled student (0.1 diverges at T = 20; see the README)",
+        default=0.1,
+        help="learning rate of the distilled student, reached after the warm-up",
+    )
+    parser.add_argument(
+        "--kd-warmup-epochs",
+        type=int,
+        default=2,
+        help="linear warm-up of the distilled student's learning rate (without it, lr 0.1 diverges at T = 20)",
     )
     parser.add_argument(
         "--hard-weight",

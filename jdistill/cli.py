@@ -46,6 +46,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="random translation of each training image by up to this many pixels (input jitter)",
     )
     p.add_argument(
+        "--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up from 0 over N epochs"
+    )
+    p.add_argument(
         "--max-norm",
         type=float,
         default=None,
@@ -125,6 +128,7 @@ def _common_config(args) -> dict:
         optimizer=args.optimizer,
         learning_rate=args.lr,
         schedule=args.schedule,
+        warmup_epochs=args.warmup_epochs,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
         max_shift=args.max_shift,

@@ -14,7 +14,7 @@ class RunConfig:
     ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
     (see :mod:`jdistill.train.methods`). ``weights`` overrides the methods' default weights.
     The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
-    over the run) or ``constant``. ``max_norm`` caps the L2 norm of each unit's incoming weights
+    over the run) or ``constant``, after a linear warm-up over ``warmup_epochs``. ``max_norm`` caps the L2 norm of each unit's incoming weights
     after every update (Srivastava et al. 2014). ``holdout_fraction`` > 0 evaluates on that
     (fixed) fraction of the training set instead of the test set, for hyperparameter choice;
     ``exclude_classes`` removes those classes from the training (transfer) set, not from the test set.
@@ -32,6 +32,7 @@ class RunConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    warmup_epochs: int = 0
     max_shift: int = 0
     max_norm: float | None = None
     holdout_fraction: float = 0.0
@@ -53,6 +54,8 @@ class RunConfig:
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
         if self.schedule not in ("cosine", "constant"):
             raise ValueError(f"schedule: choose 'cosine' or 'constant', got {self.schedule!r}")
+        if not 0 <= self.warmup_epochs < self.epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if self.max_norm is not None and self.max_norm <= 0:
             raise ValueError(f"max_norm must be > 0 (or None for no constraint), got {self.max_norm}")
         if self.temperature <= 0:

@@ -176,7 +176,7 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
             f"batch_size {config.batch_size} is larger than the training set "
             f"({len(dataset.y_train)} examples)"
         )
-    schedule = optim.schedule(config, config.epochs * steps_per_epoch)
+    schedule = optim.schedule(config, steps_per_epoch)
     graphdef, state = create_state(trainable, tx, config.seed)
     replicated = parallel.replicated(mesh)
     if teacher is not None:

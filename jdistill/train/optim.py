@@ -23,11 +23,18 @@ def direction(config: RunConfig) -> optax.GradientTransformation:
     return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(config.weight_decay))
 
 
-def schedule(config: RunConfig, total_steps: int) -> Callable[[jax.Array], jax.Array]:
-    """Multiplier of the base learning rate at each step."""
+def schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+    """Multiplier of the base learning rate at each step: a linear warm-up from 0 over
+    ``warmup_epochs``, then cosine decay to 0 over the remaining steps, or constant."""
+    warmup = config.warmup_epochs * steps_per_epoch
+    rest = config.epochs * steps_per_epoch - warmup
     if config.schedule == "cosine":
-        return optax.cosine_decay_schedule(1.0, decay_steps=total_steps)
-    return optax.constant_schedule(1.0)
+        after = optax.cosine_decay_schedule(1.0, decay_steps=max(rest, 1))
+    else:
+        after = optax.constant_schedule(1.0)
+    if not warmup:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
 
 
 def max_norm(params, limit: float | jax.Array):
