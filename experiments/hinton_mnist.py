@@ -8,12 +8,12 @@ experiment (every 3 removed from the transfer set, then the bias of class 3 rais
 Errors are counts out of the 10,000 test images.
 
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_mnist
-        # the whole table, about 80 minutes on 2 CPU cores (see the README for the measured time)
+        # the whole table: 76 min of training on 2 CPU cores (README: "Hinton et al. 2015 on MNIST")
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_long --schedule long
         # longer training that aims at the paper's own numbers (not run here; about 4x longer)
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_val --validate
-        # the same students, evaluated on 10,000 images held out of the training set: the
-        # numbers used to choose the students' learning rate and hard-label weight
+        # every run (teacher included) trains without 10,000 training images and is evaluated on
+        # them: for choosing hyperparameters without the test set
 
 Without ``--data-dir`` MNIST comes through tensorflow-datasets. Every run is a run directory
 under ``--out``: re-running the command resumes an interrupted run from its last checkpoint and
