@@ -42,12 +42,13 @@ HOLDOUT = 1 / 6  # of the 60,000 training images: 10,000 for --validate
 class Schedule:
     teacher_epochs: int
     student_epochs: int
+    kd_warmup_epochs: int  # linear warm-up of the distilled students' learning rate
 
 
 SCHEDULES = {
-    "smoke": Schedule(teacher_epochs=2, student_epochs=1),  # for tests of the pipeline
-    "default": Schedule(teacher_epochs=250, student_epochs=30),
-    "long": Schedule(teacher_epochs=1000, student_epochs=120),
+    "smoke": Schedule(teacher_epochs=2, student_epochs=1, kd_warmup_epochs=0),  # for tests of the pipeline
+    "default": Schedule(teacher_epochs=250, student_epochs=30, kd_warmup_epochs=2),
+    "long": Schedule(teacher_epochs=1000, student_epochs=120, kd_warmup_epochs=2),
 }
 
 
@@ -84,7 +85,7 @@ def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperatu
         weights={"ce": args.hard_weight, "kd": 1.0 - args.hard_weight},
         temperature=temperature,
         learning_rate=args.kd_lr,
-        warmup_epochs=args.kd_warmup_epochs,
+        warmup_epochs=schedule.kd_warmup_epochs if args.kd_warmup_epochs is None else args.kd_warmup_epochs,
     )
 
 
@@ -156,8 +157,9 @@ def main() -> None:
     parser.add_argument(
         "--kd-warmup-epochs",
         type=int,
-        default=2,
-        help="linear warm-up of the distilled student's learning rate (without it, lr 0.1 diverges at T = 20)",
+        default=None,
+        help="override the schedule's linear warm-up of the distilled students' learning rate "
+        "(2 epochs; without it lr 0.1 diverges at T = 20)",
     )
     parser.add_argument(
         "--hard-weight",
