@@ -27,7 +27,8 @@ import optax
 from flax import nnx
 
 from jdistill.models import create_model
-from jdistill.train import Trainable, create_state, make_train_step, teacher_forward
+from jdistill.train import RunConfig, Trainable, create_state, make_train_step, teacher_forward
+from jdistill.train.loop import hparams_for
 from jdistill.train.methods import build_method
 
 PAIRS = {"mlp1200->mlp800": ("mlp1200", "mlp800"), "lenet5->lenet5_half": ("lenet5", "lenet5_half")}
@@ -62,12 +63,10 @@ def bench_jdistill(teacher_name, student_name, images, labels, steps, repeats) -
     graphdef, state = create_state(student, tx, 1)
     methods = (build_method("ce"), build_method("kd"))
     step = make_train_step(graphdef, methods, tx, optax.constant_schedule(1.0), teacher_graphdef)
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
-    hparams = {
-        "learning_rate": f32(LR),
-        "temperature": f32(TEMPERATURE),
-        "weights": {"ce": f32(HARD_WEIGHT), "kd": f32(1 - HARD_WEIGHT)},
-    }
+    config = RunConfig(
+        model=student_name, dataset="mnist", epochs=1, learning_rate=LR, temperature=TEMPERATURE
+    )
+    hparams = hparams_for(config, {"ce": HARD_WEIGHT, "kd": 1 - HARD_WEIGHT})
     batches = [
         {"image": jnp.asarray(x), "label": jnp.asarray(y, jnp.int32)}
         for x, y in zip(images, labels, strict=True)

@@ -93,11 +93,14 @@ def errors(summary: dict, num_test: int) -> int:
     return round((1.0 - summary["test/accuracy"]) * num_test)
 
 
-def predict_logits(run_dir, dataset, images: np.ndarray, batch: int = 1000) -> np.ndarray:
-    """Logits of the finished run ``run_dir`` on ``images``, in inference mode."""
+def predict_logits(run_dir, dataset, *image_sets: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
+    """Logits of the finished run ``run_dir`` (loaded once) on each of ``image_sets``, in inference mode."""
     model = load_teacher(str(run_dir), dataset)
     forward = jax.jit(lambda x: teacher_forward(model.graphdef, model.variables, x)[0])
-    return np.concatenate([np.asarray(forward(images[i : i + batch])) for i in range(0, len(images), batch)])
+    return [
+        np.concatenate([np.asarray(forward(images[i : i + batch])) for i in range(0, len(images), batch)])
+        for images in image_sets
+    ]
 
 
 def bias_shift_study(run_dir, dataset, x_test, y_test) -> dict:
@@ -112,9 +115,8 @@ def bias_shift_study(run_dir, dataset, x_test, y_test) -> dict:
         wrong = shifted.argmax(-1) != labels
         return int(wrong.sum()), int(wrong[labels == THREE].sum())
 
-    train_logits = predict_logits(run_dir, dataset, dataset.x_train)
+    train_logits, test_logits = predict_logits(run_dir, dataset, dataset.x_train, x_test)
     shift = float(shifts[np.argmin([count_errors(train_logits, dataset.y_train, s)[0] for s in shifts])])
-    test_logits = predict_logits(run_dir, dataset, x_test)
     before, before_threes = count_errors(test_logits, y_test, 0.0)
     after, after_threes = count_errors(test_logits, y_test, shift)
     return {

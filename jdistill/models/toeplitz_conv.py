@@ -5,8 +5,9 @@ matrix ``[B * out_h, kh * W * C_in]``; the kernel, laid out as a block-Toeplitz 
 ``[kh * W * C_in, out_w * C_out]`` (entry ``(i, w, c), (o, d)`` is ``kernel[i, w - o, c, d]`` where
 ``0 <= w - o < kw``, else 0), turns the whole convolution into one GEMM. It does about ``W / kw``
 times the multiply-adds of a direct convolution, but on CPU XLA's convolution is far slower than
-its matrix product for the shapes of LeNet-5 (1 to 16 channels, 28x28 images): forward and
-backward are 2-8x faster this way (measured by ``benchmarks/throughput.py``).
+its matrix product for the shapes of LeNet-5 (1 to 16 channels, 28x28 images): in an ad hoc
+timing of single layers (forward and gradient, batch 128, 2 CPU cores shared with other work) it
+was 2-8x faster. ``benchmarks/throughput.py`` times the whole LeNet-5 distillation step.
 """
 
 from collections.abc import Sequence

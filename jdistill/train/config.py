@@ -14,10 +14,11 @@ class RunConfig:
     ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
     (see :mod:`jdistill.train.methods`). ``weights`` overrides the methods' default weights.
     The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
-    over the run) or ``constant``, after a linear warm-up over ``warmup_epochs``. ``max_norm`` caps the L2 norm of each unit's incoming weights
-    after every update (Srivastava et al. 2014). ``holdout_fraction`` > 0 evaluates on that
-    (fixed) fraction of the training set instead of the test set, for hyperparameter choice;
-    ``exclude_classes`` removes those classes from the training (transfer) set, not from the test set.
+    over the run) or ``constant``, after a linear warm-up over ``warmup_epochs``.
+    ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
+    et al. 2014). ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
+    instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
+    from the training (transfer) set, not from the test set.
     """
 
     model: str

@@ -52,7 +52,9 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     return Teacher(config, graphdef, (state.params, state.rest), shapes)
 
 
-def _hparams(config: RunConfig, weights: dict) -> dict:
+def hparams_for(config: RunConfig, weights: dict) -> dict:
+    """The traced hyperparameters of a step (see :mod:`jdistill.train.steps`) for ``config``
+    with the resolved term ``weights``."""
     f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
     hparams = {
         "learning_rate": f32(config.learning_rate),
@@ -192,7 +194,7 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
         tx=tx,
         schedule=schedule,
         step_fn=make_train_step(graphdef, methods, tx, schedule, teacher and teacher.graphdef),
-        hparams=jax.device_put(_hparams(config, weights), replicated),
+        hparams=jax.device_put(hparams_for(config, weights), replicated),
         steps_per_epoch=steps_per_epoch,
         params=count_params(model),
         extra_params=count_params(trainable) - count_params(model),

@@ -44,7 +44,7 @@ def max_norm(params, limit: float | jax.Array):
     applied after each update). Biases and other leaves are unchanged."""
 
     def project(path, w):
-        if jax.tree_util.keystr(path[-1:]) != "['kernel']" or w.ndim < 2:
+        if getattr(path[-1], "key", None) != "kernel" or w.ndim < 2:
             return w
         norms = jnp.sqrt(jnp.sum(jnp.square(w), axis=tuple(range(w.ndim - 1)), keepdims=True))
         return w * jnp.minimum(1.0, limit / jnp.maximum(norms, 1e-12))

@@ -1,7 +1,8 @@
 """Jitted train and eval steps: pure functions of state pytrees.
 
 ``hparams`` is a pytree of float32 scalars ``{"learning_rate", "temperature", "weights":
-{term: w}}`` (and ``"max_norm"`` when the run constrains weight norms) passed as an argument, so new values never trigger a recompilation.
+{term: w}}`` (and ``"max_norm"`` when the run constrains weight norms) passed as an argument,
+so new values never trigger a recompilation.
 The teacher runs in inference mode under ``stop_gradient`` and is never donated or updated.
 """
 
