@@ -168,7 +168,7 @@ def cmd_models(args) -> None:
     from flax import nnx
 
     from jdistill.models import MODELS, count_params, create_model
-    from jdistill.train.methods import feature_shapes
+    from jdistill.methods import feature_shapes
 
     shape = tuple(int(d) for d in args.input_shape.split("x"))
     for name in MODELS:
@@ -199,7 +199,7 @@ def cmd_demo(args) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jdistill.train.methods import METHODS
+    from jdistill.methods import METHODS
 
     parser = argparse.ArgumentParser(prog="jdistill", description="Knowledge distillation in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True)

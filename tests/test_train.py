@@ -4,6 +4,7 @@ one device and four give the same trajectory, runs are deterministic and resumab
 import dataclasses
 import json
 import shutil
+from typing import ClassVar
 
 import chex
 import jax
@@ -14,6 +15,9 @@ from flax import nnx
 
 from jdistill import losses
 from jdistill.data import UNLABELLED, load_digits
+from jdistill.methods import METHODS, Method, check_features, feature_shapes
+from jdistill.methods.feature_maps import AttentionMaps, FeatureHint
+from jdistill.methods.logits import HardLabels
 from jdistill.models import create_model
 from jdistill.train import (
     RunConfig,
@@ -24,7 +28,6 @@ from jdistill.train import (
     prepare,
     resolve_weights,
 )
-from jdistill.train.methods import METHODS, AttentionMaps, FeatureHint, HardLabels, feature_shapes
 from jdistill.train.optim import max_norm
 
 
@@ -53,8 +56,11 @@ def distill_config(teacher_dir, **changes):
         batch_size=64,
         teacher=teacher_dir,
         methods=parse_methods("kd+fitnet"),
+        weights={"fitnet": 1.0},
         temperature=4.0,
     )
+    if "methods" in changes and "fitnet" not in changes["methods"]:
+        changes.setdefault("weights", {})
     return dataclasses.replace(config, **changes)
 
 
@@ -186,7 +192,7 @@ def test_non_finite_loss_names_the_step_and_term(digits, tmp_path):
 def test_hard_labels_average_over_labelled_examples_only():
     logits = jnp.array([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0], [1.0, 1.0, 1.0]])
     labels = jnp.array([UNLABELLED, 1, UNLABELLED, 0])
-    terms = HardLabels().loss((logits, {}), None, labels, {}, {})
+    terms = HardLabels().loss((logits, {}), None, {"label": labels}, {}, {})
     log_softmax = np.log(np.exp(np.asarray(logits)) / np.exp(np.asarray(logits)).sum(1, keepdims=True))
     expected = -(log_softmax[1, 1] + log_softmax[3, 0]) / 2
     np.testing.assert_allclose(float(jnp.mean(terms["ce"])), expected, rtol=1e-6)
@@ -208,12 +214,17 @@ def test_feature_methods_check_the_models_features():
     mlp = create_model("mlp32", (8, 8, 1), 10, rngs=nnx.Rngs(0))
     cnn = create_model("small_cnn", (8, 8, 1), 10, rngs=nnx.Rngs(0))
     mlp_shapes, cnn_shapes = feature_shapes(mlp, (8, 8, 1)), feature_shapes(cnn, (8, 8, 1))
+    with pytest.raises(
+        ValueError, match="at: pairs the student's and the teacher's stages, but the student has 0"
+    ):
+        check_features([AttentionMaps()], mlp_shapes, cnn_shapes)
     with pytest.raises(ValueError, match="student model has no feature 'conv1'"):
-        AttentionMaps().modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
-    with pytest.raises(ValueError, match="teacher model has no feature 'nope'"):
-        FeatureHint(teacher_layer="nope").modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
-    assert FeatureHint().modules(cnn_shapes, cnn_shapes, nnx.Rngs(0)) == {}  # same shape: no connector
-    assert "connector" in FeatureHint().modules(mlp_shapes, cnn_shapes, nnx.Rngs(0))
+        check_features([AttentionMaps(layers=[["conv1", "conv1"]])], mlp_shapes, cnn_shapes)
+    with pytest.raises(ValueError, match="fitnet: the teacher model has no feature 'nope'"):
+        check_features([FeatureHint(teacher_layer="nope")], mlp_shapes, cnn_shapes)
+    # Same shape: no connector.
+    assert FeatureHint().modules(cnn_shapes, cnn_shapes, None, nnx.Rngs(0)) == {}
+    assert "connector" in FeatureHint().modules(mlp_shapes, cnn_shapes, None, nnx.Rngs(0))
 
 
 def test_teacher_must_be_finished_and_on_the_same_dataset(teacher_dir, digits, tmp_path):
@@ -244,22 +255,19 @@ def test_evaluation_is_exact_with_a_padded_last_batch(teacher_dir, digits):
 
 
 @dataclasses.dataclass(frozen=True)
-class LogitMatching:
+class LogitMatching(Method):
     """Ba & Caruana 2014: regress the teacher's logits (a method defined outside the library)."""
 
-    name: str = "logit_mse"
-    default_weights: dict = dataclasses.field(default_factory=lambda: {"logit_mse": 0.5})
+    name = "logit_mse"
+    default_weights: ClassVar = {"logit_mse": 0.5}
 
-    def modules(self, student_shapes, teacher_shapes, rngs):
-        return {}
-
-    def loss(self, student, teacher, labels, modules, hparams):
+    def loss(self, student, teacher, batch, modules, hparams):
         return {"logit_mse": losses.feature_mse(student[0], teacher[0])}
 
 
 @dataclasses.dataclass(frozen=True)
 class Mislabelled(LogitMatching):
-    def loss(self, student, teacher, labels, modules, hparams):
+    def loss(self, student, teacher, batch, modules, hparams):
         return {"something_else": losses.feature_mse(student[0], teacher[0])}
 
 

@@ -17,6 +17,10 @@ class Dataset:
     x_test: np.ndarray
     y_test: np.ndarray
     num_classes: int
+    # Per-channel normalisation ``(x - mean) / std`` applied on the device after augmentation
+    # (e.g. the CIFAR benchmark's statistics); ``None``: the images are used as they are.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         for split in ("train", "test"):
@@ -26,6 +30,18 @@ class Dataset:
                     f"{self.name}: x_{split} must be [N, H, W, C] with y_{split} [N]; "
                     f"got {x.shape} and {y.shape}"
                 )
+        for stat in ("mean", "std"):
+            value = getattr(self, stat)
+            if value is not None and len(value) != self.x_train.shape[-1]:
+                raise ValueError(
+                    f"{self.name}: {stat} has {len(value)} values for {self.x_train.shape[-1]} channels"
+                )
+
+    def normalise(self, images):
+        """``(images - mean) / std`` per channel (NumPy or JAX arrays); unchanged without stats."""
+        if self.mean is None:
+            return images
+        return (images - np.asarray(self.mean, np.float32)) / np.asarray(self.std, np.float32)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

@@ -27,3 +27,9 @@ def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array
         return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
 
     return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+    """Mirror each NHWC image left-right with probability 1/2."""
+    flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+    return jnp.where(flip, images[:, :, ::-1], images)

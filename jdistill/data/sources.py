@@ -1,11 +1,14 @@
 """Data sets by name: a directory of files, tensorflow-datasets, or data bundled with a package."""
 
+import dataclasses
+
 import numpy as np
 
+from jdistill.data.cifar import CIFAR_STATS, load_cifar_dir, load_npz
 from jdistill.data.dataset import Dataset
 from jdistill.data.mnist import load_mnist_dir
 
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
 
 
 def load_digits(*, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
@@ -50,7 +53,9 @@ def load_tfds(name: str) -> Dataset:
 
 def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
     """Load ``name``: ``digits`` (bundled), ``mnist`` (IDX files in ``data_dir``, else
-    tensorflow-datasets)."""
+    tensorflow-datasets), ``cifar10`` / ``cifar100`` (the official python-format folder in
+    ``data_dir``, else tensorflow-datasets; normalised with the benchmark's statistics) or ``npz``
+    (``data_dir`` is the file)."""
     if name == "digits":
         if data_dir is not None:
             raise ValueError(
@@ -59,4 +64,13 @@ def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
         return load_digits()
     if name == "mnist":
         return load_mnist_dir(data_dir) if data_dir is not None else load_tfds("mnist")
+    if name in CIFAR_STATS:
+        if data_dir is not None:
+            return load_cifar_dir(name, data_dir)
+        mean, std = CIFAR_STATS[name]
+        return dataclasses.replace(load_tfds(name), mean=mean, std=std)
+    if name == "npz":
+        if data_dir is None:
+            raise ValueError("npz: pass --data-dir with the path of the .npz file")
+        return load_npz(data_dir)
     raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")

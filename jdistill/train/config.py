@@ -12,9 +12,13 @@ class RunConfig:
 
     Distillation runs name a ``teacher`` run directory and ``methods``; the objective is
     ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
-    (see :mod:`jdistill.train.methods`). ``weights`` overrides the methods' default weights.
+    (see :mod:`jdistill.methods`). ``weights`` overrides the methods' default weights.
     The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
-    over the run) or ``constant``, after a linear warm-up over ``warmup_epochs``.
+    over the run), ``constant``, or ``step`` (times ``lr_decay`` at each of the epochs
+    ``lr_milestones``), after a linear warm-up over ``warmup_epochs``. Training images are
+    translated by up to ``max_shift`` pixels (zero fill: a random crop of the zero-padded image)
+    and mirrored left-right at random when ``hflip``. Methods with an initialisation stage (AB,
+    FT, FSP) run it before the ``epochs`` of training.
     ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
     et al. 2014). ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
     instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
@@ -33,8 +37,11 @@ class RunConfig:
     nesterov: bool = True
     weight_decay: float = 0.0
     schedule: str = "cosine"
+    lr_milestones: tuple[int, ...] = ()
+    lr_decay: float = 0.1
     warmup_epochs: int = 0
     max_shift: int = 0
+    hflip: bool = False
     max_norm: float | None = None
     holdout_fraction: float = 0.0
     exclude_classes: tuple[int, ...] = ()
@@ -53,8 +60,15 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant"):
-            raise ValueError(f"schedule: choose 'cosine' or 'constant', got {self.schedule!r}")
+        if self.schedule not in ("cosine", "constant", "step"):
+            raise ValueError(f"schedule: choose 'cosine', 'constant' or 'step', got {self.schedule!r}")
+        object.__setattr__(self, "lr_milestones", tuple(int(e) for e in self.lr_milestones))
+        if self.schedule == "step" and not all(0 < e < self.epochs for e in self.lr_milestones):
+            raise ValueError(
+                f"lr_milestones must be epochs in (0, epochs={self.epochs}), got {list(self.lr_milestones)}"
+            )
+        if self.lr_milestones and self.schedule != "step":
+            raise ValueError(f"lr_milestones are used by the 'step' schedule only, not {self.schedule!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         if self.max_norm is not None and self.max_norm <= 0:

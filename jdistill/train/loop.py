@@ -14,14 +14,22 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
-from jdistill.data import Dataset, epoch_indices, load_dataset, random_shift
+from jdistill.data import Dataset, epoch_indices, load_dataset, random_flip, random_shift
+from jdistill.methods import build_method, check_features, feature_shapes, resolve_weights
 from jdistill.models import count_params, create_model
 from jdistill.train import checkpoint, optim, parallel
 from jdistill.train.config import RunConfig
-from jdistill.train.methods import build_method, feature_shapes, resolve_weights
 from jdistill.train.rundir import RunDir
 from jdistill.train.state import Trainable, TrainState, create_state
-from jdistill.train.steps import AUGMENT, make_eval_step, make_train_step, step_key, teacher_forward
+from jdistill.train.steps import (
+    AUGMENT,
+    INIT,
+    TRAIN,
+    make_eval_step,
+    make_train_step,
+    step_key,
+    teacher_forward,
+)
 
 EVAL_BATCH = 500
 
@@ -55,7 +63,7 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
 def hparams_for(config: RunConfig, weights: dict) -> dict:
     """The traced hyperparameters of a step (see :mod:`jdistill.train.steps`) for ``config``
     with the resolved term ``weights``."""
-    f32 = lambda v: jnp.asarray(v, jnp.float32)  # noqa: E731
+    f32 = lambda v: jnp.asarray(v, jnp.float32)
     hparams = {
         "learning_rate": f32(config.learning_rate),
         "temperature": f32(config.temperature),
@@ -66,10 +74,16 @@ def hparams_for(config: RunConfig, weights: dict) -> dict:
     return hparams
 
 
-def _make_batch_fn(max_shift: int, sharding):
+def _make_batch_fn(dataset: Dataset, config: RunConfig, sharding):
+    """Gather a batch by index, augment it (translation, mirroring) and normalise it, on the device."""
+
     def make_batch(x, y, order, i, seed, step):
         idx = order[i]
-        return {"image": random_shift(step_key(seed, step, AUGMENT), x[idx], max_shift), "label": y[idx]}
+        shift_key, flip_key = jax.random.split(step_key(seed, step, AUGMENT))
+        images = random_shift(shift_key, x[idx], config.max_shift)
+        if config.hflip:
+            images = random_flip(flip_key, images)
+        return {"image": dataset.normalise(images), "label": y[idx], "index": idx}
 
     return jax.jit(make_batch, out_shardings=sharding)
 
@@ -95,7 +109,9 @@ class _Evaluator:
         nb = math.ceil(n / batch)
         pad = nb * batch - n
         sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, parallel.DATA_AXIS))
-        x = np.concatenate([dataset.x_test, np.zeros((pad, *dataset.input_shape), np.float32)])
+        x = np.concatenate(
+            [dataset.normalise(dataset.x_test), np.zeros((pad, *dataset.input_shape), np.float32)]
+        )
         self.batches = jax.device_put(
             {
                 "image": x.reshape(nb, batch, *dataset.input_shape),
@@ -141,6 +157,8 @@ class Setup:
     tx: optax.GradientTransformation
     schedule: Callable
     step_fn: Callable
+    init_step_fn: Callable | None
+    init_epochs: int
     hparams: dict
     steps_per_epoch: int
     params: int
@@ -166,10 +184,10 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
     weights = resolve_weights(methods, config.weights)
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
     student_shapes = feature_shapes(model, dataset.input_shape)
+    teacher_shapes = teacher.shapes if teacher else {}
+    check_features(methods, student_shapes, teacher_shapes)
     extra_rngs = nnx.Rngs(config.seed + 1)
-    extras = {
-        m.name: m.modules(student_shapes, teacher.shapes if teacher else {}, extra_rngs) for m in methods
-    }
+    extras = {m.name: m.modules(student_shapes, teacher_shapes, dataset, extra_rngs) for m in methods}
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
     tx = optim.direction(config)
     steps_per_epoch = len(dataset.y_train) // config.batch_size
@@ -179,7 +197,10 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
             f"({len(dataset.y_train)} examples)"
         )
     schedule = optim.schedule(config, steps_per_epoch)
+    init_epochs = max(m.init_epochs for m in methods)
     graphdef, state = create_state(trainable, tx, config.seed)
+    teacher_graphdef = teacher and teacher.graphdef
+    step_options = {"steps_per_epoch": steps_per_epoch, "first_step": init_epochs * steps_per_epoch}
     replicated = parallel.replicated(mesh)
     if teacher is not None:
         teacher = dataclasses.replace(teacher, variables=jax.device_put(teacher.variables, replicated))
@@ -193,7 +214,15 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
         state=jax.device_put(state, replicated),
         tx=tx,
         schedule=schedule,
-        step_fn=make_train_step(graphdef, methods, tx, schedule, teacher and teacher.graphdef),
+        step_fn=make_train_step(
+            graphdef, methods, tx, schedule, teacher_graphdef, stage=TRAIN, **step_options
+        ),
+        init_step_fn=make_train_step(
+            graphdef, methods, tx, schedule, teacher_graphdef, stage=INIT, **step_options
+        )
+        if init_epochs
+        else None,
+        init_epochs=init_epochs,
         hparams=jax.device_put(hparams_for(config, weights), replicated),
         steps_per_epoch=steps_per_epoch,
         params=count_params(model),
@@ -224,12 +253,13 @@ def fit(
     run.keep_metrics_until(start_epoch)
 
     teacher_vars = None if teacher is None else teacher.variables
-    make_batch = _make_batch_fn(config.max_shift, parallel.batch_sharded(mesh))
+    make_batch = _make_batch_fn(dataset, config, parallel.batch_sharded(mesh))
     evaluate = _Evaluator(dataset, setup.graphdef, teacher, mesh)
     x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), parallel.replicated(mesh))
 
+    total_epochs = setup.init_epochs + config.epochs
     bar = tqdm(
-        total=config.epochs * steps_per_epoch * config.batch_size,
+        total=total_epochs * steps_per_epoch * config.batch_size,
         initial=start_epoch * steps_per_epoch * config.batch_size,
         unit="img",
         unit_scale=True,
@@ -238,15 +268,20 @@ def fit(
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    for epoch in range(start_epoch, config.epochs):
+    for epoch in range(start_epoch, total_epochs):
         started = time.perf_counter()
+        stage = INIT if epoch < setup.init_epochs else TRAIN
+        if epoch == setup.init_epochs and epoch > 0:
+            # Training starts with a fresh optimizer after the initialisation stage, as the benchmark does.
+            state = state.replace(opt_state=setup.tx.init(state.params))
+        step = setup.init_step_fn if stage == INIT else step_fn
         order = epoch_indices(
             jax.random.fold_in(jax.random.key(config.seed), epoch), len(dataset.y_train), config.batch_size
         )
         step_metrics = []
         for i in range(steps_per_epoch):
             batch = make_batch(x_train, y_train, order, i, state.seed, state.step)
-            state, metrics = step_fn(state, teacher_vars, batch, hparams)
+            state, metrics = step(state, teacher_vars, batch, hparams)
             step_metrics.append(metrics)
             bar.update(config.batch_size)
         step_metrics = jax.device_get(step_metrics)  # one transfer per epoch; the checks and means read it
@@ -259,11 +294,12 @@ def fit(
             )
         train = {k: float(v.mean()) for k, v in per_step.items()}
         seconds = time.perf_counter() - started
-        last = epoch + 1 == config.epochs
+        last = epoch + 1 == total_epochs
         test = evaluate(state) if (epoch + 1) % config.eval_every == 0 or last else {}
         run.append_metrics(
             {
                 "epoch": epoch + 1,
+                "stage": stage,
                 "step": (epoch + 1) * steps_per_epoch,
                 "seconds": round(seconds, 3),
                 **{f"train/{k}": v for k, v in train.items()},
@@ -289,5 +325,11 @@ def fit(
         "train_seconds": round(sum(m["seconds"] for m in lines), 2),
         **{k: v for k, v in final.items() if k.startswith("test/")},
     }
+    evaluated = [m for m in lines if m.get("stage", TRAIN) == TRAIN and "test/accuracy" in m]
+    best = max(evaluated, key=lambda m: m["test/accuracy"])
+    summary["test/best_accuracy"] = best["test/accuracy"]
+    summary["best_epoch"] = best["epoch"]
+    if setup.init_epochs:
+        summary["init_epochs"] = setup.init_epochs
     run.write_summary(summary)
     return summary

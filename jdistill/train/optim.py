@@ -25,11 +25,17 @@ def direction(config: RunConfig) -> optax.GradientTransformation:
 
 def schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
     """Multiplier of the base learning rate at each step: a linear warm-up from 0 over
-    ``warmup_epochs``, then cosine decay to 0 over the remaining steps, or constant."""
+    ``warmup_epochs``, then cosine decay to 0 over the remaining steps, constant, or steps of
+    ``lr_decay`` at the ``lr_milestones`` epochs."""
     warmup = config.warmup_epochs * steps_per_epoch
     rest = config.epochs * steps_per_epoch - warmup
     if config.schedule == "cosine":
         after = optax.cosine_decay_schedule(1.0, decay_steps=max(rest, 1))
+    elif config.schedule == "step":
+        # optax scales from the step after a boundary: the first step of epoch e is e * steps_per_epoch.
+        after = optax.piecewise_constant_schedule(
+            1.0, {e * steps_per_epoch - warmup - 1: config.lr_decay for e in config.lr_milestones}
+        )
     else:
         after = optax.constant_schedule(1.0)
     if not warmup:

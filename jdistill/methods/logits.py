@@ -1,0 +1,74 @@
+"""Methods on the logits: hard labels, soft targets (KD), decoupled KD (DKD), DIST."""
+
+import dataclasses
+from typing import ClassVar
+
+import jax.numpy as jnp
+
+from jdistill import losses
+from jdistill.data import UNLABELLED
+from jdistill.methods.base import Method
+from jdistill.methods.registry import register
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class HardLabels(Method):
+    """Cross-entropy with the true labels, averaged over the labelled examples of the batch
+    (label ``UNLABELLED`` = -1 marks an image of the transfer set without a label)."""
+
+    name = "ce"
+    default_weights: ClassVar = {"ce": 1.0}
+
+    def loss(self, student, teacher, batch, modules, hparams):
+        labels = batch["label"]
+        labelled = labels != UNLABELLED
+        ce = losses.cross_entropy(student[0], jnp.where(labelled, labels, 0))
+        # Scaled so that the trainer's batch mean is the mean over labelled examples.
+        return {"ce": jnp.where(labelled, ce, 0.0) * labels.shape[0] / jnp.maximum(labelled.sum(), 1)}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class SoftTargets(Method):
+    """Hinton et al. 2015: ``T^2 KL(softmax(t/T) || softmax(s/T))`` at ``hparams["temperature"]``.
+    The CIFAR benchmark weighs it 0.9 against 0.1 for the hard labels (see ``recipes``)."""
+
+    name = "kd"
+    default_weights: ClassVar = {"kd": 1.0}
+
+    def loss(self, student, teacher, batch, modules, hparams):
+        return {"kd": losses.kd(student[0], teacher[0], temperature=hparams["temperature"])}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Decoupled(Method):
+    """Zhao et al. 2022 (DKD): target-class KD (``dkd_tckd``, weight alpha = 1) and non-target-class
+    KD (``dkd_nckd``, weight beta: 8 for resnet32x4 -> resnet8x4, 2 for resnet56 -> resnet20 and
+    resnet110 -> resnet32, 6 for the wrn and vgg pairs) at ``hparams["temperature"]``, both scaled
+    by ``min(epoch / warmup_epochs, 1)`` (the first 20 of 240 epochs in the benchmark)."""
+
+    warmup_epochs: float = 20.0
+    name = "dkd"
+    default_weights: ClassVar = {"dkd_tckd": 1.0, "dkd_nckd": 8.0}
+
+    def loss(self, student, teacher, batch, modules, hparams):
+        labels = jnp.maximum(batch["label"], 0)
+        tckd, nckd = losses.dkd_terms(student[0], teacher[0], labels, temperature=hparams["temperature"])
+        ramp = jnp.minimum(batch["epoch"] / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
+        return {"dkd_tckd": ramp * tckd, "dkd_nckd": ramp * nckd}
+
+
+@register
+@dataclasses.dataclass(frozen=True)
+class Dist(Method):
+    """Huang et al. 2022 (DIST): inter-class (``dist_inter``) and intra-class (``dist_intra``)
+    relations of the probabilities, each ``1 - Pearson correlation``, at ``hparams["temperature"]``."""
+
+    name = "dist"
+    default_weights: ClassVar = {"dist_inter": 1.0, "dist_intra": 1.0}
+
+    def loss(self, student, teacher, batch, modules, hparams):
+        inter, intra = losses.dist_terms(student[0], teacher[0], temperature=hparams["temperature"])
+        return {"dist_inter": inter, "dist_intra": intra}
