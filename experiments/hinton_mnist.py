@@ -273,7 +273,7 @@ def render(results: dict) -> str:
         [[t, spread(v), len(v)] for t, v in results["kd_by_temperature"].items()],
     )
     om = results["omitted_threes"]
-    mean = lambda key: spread([o[key] for o in om])  # noqa: E731
+    mean = lambda key: spread([o[key] for o in om])
     text += "\nOmitted 3s: the student distils at T = 20 from a transfer set with no 3 in it.\n\n"
     text += markdown_table(
         ["", "errors", "errors on test 3s", "paper"],

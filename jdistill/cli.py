@@ -5,17 +5,49 @@ import json
 import sys
 import time
 
-DATASET_HELP = "data set: 'digits' (bundled with scikit-learn) or 'mnist'"
-DATA_DIR_HELP = (
-    "directory holding the data set's files (for mnist: the four IDX .gz files); "
-    "without it, mnist comes through tensorflow-datasets"
+DATASET_HELP = (
+    "data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
+    "(one .npz file with x_train, y_train, x_test, y_test)"
 )
+DATA_DIR_HELP = (
+    "where the data set's files are: for mnist the directory of the four IDX .gz files, for cifar10/100 "
+    "the extracted official python-format folder (cifar-10-batches-py/, cifar-100-python/) or its parent, "
+    "for npz the file; without it, mnist and cifar come through tensorflow-datasets"
+)
+# Defaults outside the CIFAR benchmark's recipe (see jdistill.recipes for the recipe's).
+PLAIN_DEFAULTS = {
+    "batch_size": 128,
+    "optimizer": "sgd",
+    "lr": 0.05,
+    "schedule": "cosine",
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "max_shift": 0,
+    "hflip": False,
+    "lr_milestones": "",
+    "temperature": 4.0,
+}
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
     p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    p.add_argument("--epochs", type=int, required=True, help="passes over the training set")
+    p.add_argument(
+        "--recipe",
+        choices=("crd", "none"),
+        default=None,
+        help="default settings: 'crd' = the CRD/RepDistiller CIFAR-100 benchmark's (240 epochs, batch 64, "
+        "SGD 0.9, wd 5e-4, lr 0.05 or 0.01 for MobileNetV2/ShuffleNet x batch/64, x0.1 at 150/180/210, "
+        "crop+flip, the benchmark's loss weights); default for cifar10, cifar100 and npz, 'none' otherwise. "
+        "Options given explicitly override it",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="passes over the training set (required without a recipe); under the crd recipe (240 by default) "
+        "the milestones, DKD's ramp and the initialisation stages scale with it: the option to shorten a run",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, dropout, jitter")
     p.add_argument(
         "--out",
@@ -23,27 +55,32 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="run directory (config.json, metrics.jsonl, checkpoints/, summary.json); "
         "re-running the same command there resumes from the last checkpoint",
     )
-    p.add_argument("--batch-size", type=int, default=128, help="global batch, split over all devices")
+    p.add_argument("--batch-size", type=int, default=None, help="global batch, split over all devices (128)")
     p.add_argument(
         "--optimizer",
         choices=("sgd", "adam"),
-        default="sgd",
-        help="sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled weight decay)",
+        default=None,
+        help="sgd (momentum, coupled weight decay; Nesterov without a recipe) or adam (decoupled weight decay)",
     )
-    p.add_argument("--lr", type=float, default=0.05, help="base learning rate")
+    p.add_argument("--lr", type=float, default=None, help="base learning rate (0.05)")
     p.add_argument(
         "--schedule",
-        choices=("cosine", "constant"),
-        default="cosine",
-        help="learning-rate schedule over the whole run",
+        choices=("cosine", "constant", "step"),
+        default=None,
+        help="learning-rate schedule over the whole run (cosine; step: x0.1 at --lr-milestones)",
     )
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="weight decay")
+    p.add_argument("--lr-milestones", default=None, help="comma-separated epochs of the step schedule")
+    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9)")
+    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (0)")
     p.add_argument(
         "--max-shift",
         type=int,
-        default=0,
-        help="random translation of each training image by up to this many pixels (input jitter)",
+        default=None,
+        help="random translation of each training image by up to this many pixels (input jitter; "
+        "4 = the benchmark's random crop with 4-pixel padding)",
+    )
+    p.add_argument(
+        "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips"
     )
     p.add_argument(
         "--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up from 0 over N epochs"
@@ -112,26 +149,64 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
 
 
 def _parse_classes(text: str) -> tuple[int, ...]:
+    return _parse_ints(text, "--exclude-classes")
+
+
+def _settings(args, model: str, methods=("ce",), teacher_model=None) -> dict:
+    """RunConfig fields from the recipe (or the plain defaults) with the explicit options on top."""
+    from jdistill.recipes import RECIPE_DATASETS, crd_benchmark
+
+    recipe = args.recipe or ("crd" if args.dataset in RECIPE_DATASETS else "none")
+    if recipe == "none":
+        if args.epochs is None:
+            raise SystemExit("jdistill: --epochs is required without a recipe")
+        base = {**PLAIN_DEFAULTS, "epochs": args.epochs, "weights": {}, "method_options": {}}
+    else:
+        fields = crd_benchmark(
+            model,
+            methods,
+            teacher_model=teacher_model,
+            epochs=args.epochs or 240,
+            batch_size=args.batch_size or 64,
+        )
+        base = {
+            **fields,
+            "lr": fields.pop("learning_rate"),
+            "lr_milestones": ",".join(map(str, fields["lr_milestones"])),
+        }
+    value = {k: getattr(args, k, None) if getattr(args, k, None) is not None else base.get(k) for k in base}
+    schedule = value["schedule"]
+    config = dict(
+        epochs=value["epochs"],
+        batch_size=value["batch_size"],
+        optimizer=value["optimizer"],
+        learning_rate=value["lr"],
+        schedule=schedule,
+        lr_milestones=_parse_ints(value["lr_milestones"], "--lr-milestones") if schedule == "step" else (),
+        momentum=value["momentum"],
+        weight_decay=value["weight_decay"],
+        max_shift=value["max_shift"],
+        hflip=value["hflip"],
+        temperature=value["temperature"],
+    )
+    if recipe == "crd":
+        config["nesterov"] = False
+    return config, base["weights"], base["method_options"]
+
+
+def _parse_ints(text: str, option: str) -> tuple[int, ...]:
     try:
         return tuple(int(c) for c in text.split(",") if c.strip())
     except ValueError:
-        raise SystemExit(f"jdistill: --exclude-classes expects integers separated by commas, got {text!r}")
+        raise SystemExit(f"jdistill: {option} expects integers separated by commas, got {text!r}")
 
 
 def _common_config(args) -> dict:
     return dict(
         dataset=args.dataset,
         data_dir=args.data_dir,
-        epochs=args.epochs,
         seed=args.seed,
-        batch_size=args.batch_size,
-        optimizer=args.optimizer,
-        learning_rate=args.lr,
-        schedule=args.schedule,
         warmup_epochs=args.warmup_epochs,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        max_shift=args.max_shift,
         max_norm=args.max_norm,
         holdout_fraction=args.holdout_fraction,
         exclude_classes=_parse_classes(args.exclude_classes),
@@ -144,20 +219,27 @@ def _common_config(args) -> dict:
 def cmd_train_teacher(args) -> None:
     from jdistill.train import RunConfig, fit
 
-    summary = fit(RunConfig(model=args.model, **_common_config(args)), args.out, progress=not args.quiet)
+    settings, _, _ = _settings(args, args.model)
+    config = RunConfig(model=args.model, **settings, **_common_config(args))
+    summary = fit(config, args.out, progress=not args.quiet)
     print(json.dumps(summary, indent=2))
 
 
 def cmd_distill(args) -> None:
-    from jdistill.train import RunConfig, fit, parse_methods
+    from jdistill.train import RunConfig, RunDir, fit, parse_methods
 
+    methods = parse_methods(args.method)
+    teacher_model = RunDir(args.teacher).config().model
+    settings, weights, options = _settings(args, args.student, methods, teacher_model)
+    for method, extra in _parse_method_options(args.method_option).items():
+        options[method] = {**options.get(method, {}), **extra}
     config = RunConfig(
         model=args.student,
         teacher=args.teacher,
-        methods=parse_methods(args.method),
-        weights=_parse_weights(args.weight),
-        method_options=_parse_method_options(args.method_option),
-        temperature=args.temperature,
+        methods=methods,
+        weights={**weights, **_parse_weights(args.weight)},
+        method_options=options,
+        **settings,
         **_common_config(args),
     )
     summary = fit(config, args.out, progress=not args.quiet)
@@ -165,22 +247,31 @@ def cmd_distill(args) -> None:
 
 
 def cmd_models(args) -> None:
+    import jax
     from flax import nnx
 
-    from jdistill.models import MODELS, count_params, create_model
-    from jdistill.methods import feature_shapes
+    from jdistill.models import MODELS, count_params, create_model, native_input_shape
 
-    shape = tuple(int(d) for d in args.input_shape.split("x"))
     for name in MODELS:
+        shape = (
+            tuple(int(d) for d in args.input_shape.split("x"))
+            if args.input_shape
+            else native_input_shape(name)
+        )
+
+        def build(name=name, shape=shape):
+            return create_model(name, shape, args.num_classes, rngs=nnx.Rngs(0))
+
         try:
-            model = create_model(name, shape, args.num_classes, rngs=nnx.Rngs(0))
+            model = nnx.eval_shape(build)  # shapes only: instant even for ResNet50
         except ValueError as e:
             print(f"{name:14s} {'-':>12}  ({e})")
             continue
-        line = f"{name:14s} {count_params(model):>12,}"
+        line = f"{name:14s} {count_params(model):>12,}  {'x'.join(map(str, shape))}"
         if args.features:
-            shapes = feature_shapes(model, shape)
-            line += "  " + ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in shapes.items())
+            images = jax.ShapeDtypeStruct((1, *shape), "float32")
+            shapes = jax.eval_shape(lambda x, build=build: build()(x)[1], images)
+            line += "  " + ", ".join(f"{k} {'x'.join(map(str, v.shape[1:]))}" for k, v in shapes.items())
         print(line)
 
 
@@ -256,7 +347,9 @@ def build_parser() -> argparse.ArgumentParser:
         "(feature names, default embedding), at.layers (JSON pairs, default "
         '[["conv1","conv1"],["conv2","conv2"]]); \'jdistill models --features\' lists the features',
     )
-    p.add_argument("--temperature", type=float, default=4.0, help="softmax temperature T of the kd term")
+    p.add_argument(
+        "--temperature", type=float, default=None, help="softmax temperature T of the kd and dkd terms (4)"
+    )
     _add_training_options(p)
     p.set_defaults(func=cmd_distill)
 
@@ -266,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="List every built-in model with its number of trainable parameters.",
     )
     p.add_argument("--num-classes", type=int, default=10, help="number of classes")
-    p.add_argument("--input-shape", default="28x28x1", help="input image shape HxWxC")
+    p.add_argument(
+        "--input-shape",
+        default=None,
+        help="input image shape HxWxC for every model (default: 32x32x3 for the CIFAR zoo, 28x28x1 otherwise)",
+    )
     p.add_argument("--features", action="store_true", help="also list each model's named features and shapes")
     p.set_defaults(func=cmd_models)
     return parser

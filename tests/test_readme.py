@@ -11,13 +11,13 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_readme_opens_with_the_two_commands():
-    first_block = re.search(r"```bash\n(.*?)```", README, re.S).group(1).strip().splitlines()
+    first_block = re.search(r"```bash\n(.*?)```", README, re.DOTALL).group(1).strip().splitlines()
     assert first_block == ["pip install -e . && jdistill demo", "pip install -e '.[test]' && pytest -q"]
     assert first_block[1] in (ROOT / ".ci" / "run").read_text()
 
 
 def test_readme_python_example_runs_and_distils():
-    code = re.search(r"```python\n(.*?)```", README, re.S).group(1)
+    code = re.search(r"```python\n(.*?)```", README, re.DOTALL).group(1)
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)
     assert float(namespace["agreement"]) > 0.8

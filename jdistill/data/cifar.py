@@ -97,9 +97,7 @@ def load_npz(path: str | pathlib.Path, name: str = "npz") -> Dataset:
     return from_uint8(name, x_train, y_train, x_test, y_test, num_classes, stats, scale=scale)
 
 
-def from_uint8(
-    name, x_train, y_train, x_test, y_test, num_classes, stats, *, scale=255.0
-) -> Dataset:
+def from_uint8(name, x_train, y_train, x_test, y_test, num_classes, stats, *, scale=255.0) -> Dataset:
     """A :class:`Dataset` of images scaled to [0, 1] that the pipeline normalises by ``stats``."""
     return Dataset(
         name=name,

@@ -17,23 +17,96 @@ Relational (:mod:`jdistill.losses.relational`):
   - ``rkd(student_emb, teacher_emb, *, distance_weight=25.0,
     angle_weight=50.0)`` -> scalar
 
+Decoupled and relation-of-probabilities (:mod:`jdistill.losses.decoupled`):
+  - ``dkd_terms(student_logits, teacher_logits, labels, *, temperature)`` -> ([B], [B])
+  - ``dkd(..., *, temperature, alpha, beta)`` -> [B]
+  - ``dist_terms(student_logits, teacher_logits, *, temperature)``, ``dist(...)`` -> scalars
+
+Batch similarity (:mod:`jdistill.losses.similarity`):
+  - ``sp(student_feat, teacher_feat)`` -> scalar
+  - ``cc(student_emb, teacher_emb)`` -> scalar
+  - ``pkt(student_emb, teacher_emb)`` -> scalar
+
+Contrastive (:mod:`jdistill.losses.contrastive`): CRD's scores, NCE loss, memory update and
+negative sampling (``crd_scores``, ``crd_partition``, ``crd_normalise``, ``crd_nce``,
+``crd_update_memory``, ``crd_init_memory``, ``class_layout``, ``crd_negatives``, ``crd``).
+
+Feature maps (:mod:`jdistill.losses.feature_transfer`): ``vid``, ``ab``, ``ab_layers``,
+``factor``, ``factor_transfer``, ``paraphraser_reconstruction``, ``fsp_matrix``, ``fsp``,
+``nst``, ``adaptive_avg_pool``, ``match_spatial``.
+
 All losses compute in float32 whatever the input dtype and return float32.
 They do not stop gradients: stop the teacher's yourself when it is frozen.
 Shape errors raise ``ValueError`` at trace time, naming the argument.
 """
 
+from jdistill.losses.contrastive import (
+    class_layout,
+    crd,
+    crd_init_memory,
+    crd_nce,
+    crd_negatives,
+    crd_normalise,
+    crd_partition,
+    crd_scores,
+    crd_update_memory,
+)
+from jdistill.losses.decoupled import dist, dist_terms, dkd, dkd_terms
+from jdistill.losses.feature_transfer import (
+    ab,
+    ab_layers,
+    adaptive_avg_pool,
+    factor,
+    factor_transfer,
+    fsp,
+    fsp_matrix,
+    match_spatial,
+    nst,
+    paraphraser_reconstruction,
+    vid,
+    vid_log_scale_init,
+)
 from jdistill.losses.features import attention_map, attention_transfer, feature_mse
 from jdistill.losses.logits import cross_entropy, hinton, kd
 from jdistill.losses.relational import rkd, rkd_angle, rkd_distance
+from jdistill.losses.similarity import cc, pkt, sp
 
 __all__ = [
+    "ab",
+    "ab_layers",
+    "adaptive_avg_pool",
     "attention_map",
     "attention_transfer",
+    "cc",
+    "class_layout",
+    "crd",
+    "crd_init_memory",
+    "crd_nce",
+    "crd_negatives",
+    "crd_normalise",
+    "crd_partition",
+    "crd_scores",
+    "crd_update_memory",
     "cross_entropy",
+    "dist",
+    "dist_terms",
+    "dkd",
+    "dkd_terms",
+    "factor",
+    "factor_transfer",
     "feature_mse",
+    "fsp",
+    "fsp_matrix",
     "hinton",
     "kd",
+    "match_spatial",
+    "nst",
+    "paraphraser_reconstruction",
+    "pkt",
     "rkd",
     "rkd_angle",
     "rkd_distance",
+    "sp",
+    "vid",
+    "vid_log_scale_init",
 ]

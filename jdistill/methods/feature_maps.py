@@ -7,6 +7,7 @@ ReLU, FSP consecutive pairs of ``stem`` and the stages.
 """
 
 import dataclasses
+import itertools
 from typing import ClassVar
 
 import jax
@@ -223,6 +224,9 @@ class ActivationBoundaries(Method):
     def init_trains(self, path):
         return _is_body(path) or path[:2] == ("extras", self.name)
 
+    def frozen(self, path):  # the connectors serve the initialisation stage only
+        return path[:2] == ("extras", self.name)
+
 
 @register
 @dataclasses.dataclass(frozen=True)
@@ -258,7 +262,7 @@ class FactorTransfer(Method):
         (s,), (t,) = self.features(student[1], teacher[1])
         factor_t = jax.lax.stop_gradient(modules["paraphraser"].encode(teacher[1][t]))
         factor_s = modules["translator"].encode(student[1][s])
-        return {"ft": losses.factor_transfer(losses.factor(factor_s), losses.factor(factor_t))}
+        return {"ft": losses.factor_transfer(factor_s, factor_t)}
 
     def init_loss(self, student, teacher, batch, modules, hparams):
         (_,), (t,) = self.features(student[1], teacher[1])
@@ -307,7 +311,13 @@ class FlowOfSolution(Method):
 
     def init_loss(self, student, teacher, batch, modules, hparams):
         names = self._names(student[1], teacher[1])
-        return {"fsp": losses.fsp([student[1][n] for n in names], [teacher[1][n] for n in names])}
+        consecutive = list(itertools.pairwise(names))
+        return {
+            "fsp": losses.fsp(
+                [(student[1][a], student[1][b]) for a, b in consecutive],
+                [(teacher[1][a], teacher[1][b]) for a, b in consecutive],
+            )
+        }
 
     def init_trains(self, path):
         return _is_body(path)

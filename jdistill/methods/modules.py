@@ -11,6 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jdistill.losses import class_layout, crd_init_memory, vid_log_scale_init
+
 
 def _bn(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
     return nnx.BatchNorm(channels, momentum=0.9, epsilon=1e-5, use_running_average=False, rngs=rngs)
@@ -24,9 +26,9 @@ class ConvRegressor(nnx.Module):
 
     def __init__(self, student_shape: Sequence[int], teacher_shape: Sequence[int], *, rngs: nnx.Rngs):
         s, t = tuple(student_shape), tuple(teacher_shape)
-        self.bn = None
         if len(s) == 1 and len(t) == 1:
             self.map = nnx.Linear(s[0], t[0], rngs=rngs)
+            self.bn = None
             return
         if len(s) != 3 or len(t) != 3:
             raise ValueError(
@@ -92,10 +94,7 @@ class VIDRegressor(nnx.Module):
                 for a, b in ((in_channels, mid), (mid, mid), (mid, out_channels))
             ]
         )
-        eps = 1e-5
-        self.log_scale = nnx.Param(
-            jnp.full((out_channels,), np.log(np.expm1(init_variance - eps)), jnp.float32)
-        )
+        self.log_scale = nnx.Param(vid_log_scale_init(out_channels, variance=init_variance))
 
     def __call__(self, x: jax.Array) -> jax.Array:
         for i, conv in enumerate(self.convs):
@@ -150,13 +149,9 @@ class ContrastMemory(nnx.Module):
     draw negatives from other classes."""
 
     def __init__(self, labels: np.ndarray, dim: int, *, rngs: nnx.Rngs):
-        from jdistill.losses import class_layout
-
-        n = len(labels)
-        bound = 1.0 / math.sqrt(dim / 3)
         key_s, key_t = jax.random.split(rngs.params())
-        self.memory_s = Memory(jax.random.uniform(key_s, (n, dim), minval=-bound, maxval=bound))
-        self.memory_t = Memory(jax.random.uniform(key_t, (n, dim), minval=-bound, maxval=bound))
+        self.memory_s = Memory(crd_init_memory(key_s, len(labels), dim))
+        self.memory_t = Memory(crd_init_memory(key_t, len(labels), dim))
         self.z_s = Memory(jnp.zeros((), jnp.float32))
         self.z_t = Memory(jnp.zeros((), jnp.float32))
         order, start, count = class_layout(labels)

@@ -7,6 +7,30 @@ from jdistill.models.cnn import LeNet5, SmallCNN
 from jdistill.models.common import Output
 from jdistill.models.connector import Connector
 from jdistill.models.mlp import MLP
-from jdistill.models.registry import MODELS, count_params, create_model
+from jdistill.models.mobilenetv2 import MobileNetV2
+from jdistill.models.registry import CIFAR_MODELS, MODELS, count_params, create_model, native_input_shape
+from jdistill.models.resnet import ResNet
+from jdistill.models.resnet_bottleneck import BottleneckResNet
+from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
+from jdistill.models.vgg import VGG
+from jdistill.models.wrn import WideResNet
 
-__all__ = ["MLP", "LeNet5", "SmallCNN", "Connector", "Output", "MODELS", "count_params", "create_model"]
+__all__ = [
+    "CIFAR_MODELS",
+    "MLP",
+    "MODELS",
+    "VGG",
+    "BottleneckResNet",
+    "Connector",
+    "LeNet5",
+    "MobileNetV2",
+    "Output",
+    "ResNet",
+    "ShuffleV1",
+    "ShuffleV2",
+    "SmallCNN",
+    "WideResNet",
+    "count_params",
+    "create_model",
+    "native_input_shape",
+]

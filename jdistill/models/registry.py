@@ -8,8 +8,14 @@ from flax import nnx
 
 from jdistill.models.cnn import LeNet5, SmallCNN
 from jdistill.models.mlp import MLP
+from jdistill.models.mobilenetv2 import MobileNetV2
+from jdistill.models.resnet import ResNet
+from jdistill.models.resnet_bottleneck import BottleneckResNet
+from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
+from jdistill.models.vgg import VGG
+from jdistill.models.wrn import WideResNet
 
-MODELS: dict[str, Callable[..., nnx.Module]] = {
+SMALL_MODELS: dict[str, Callable[..., nnx.Module]] = {
     # Hinton et al. 2015 MNIST pair: a teacher regularised by dropout, an unregularised student.
     "mlp1200": functools.partial(MLP, widths=(1200, 1200), dropout=0.5, input_dropout=0.2),
     "mlp800": functools.partial(MLP, widths=(800, 800)),
@@ -20,6 +26,28 @@ MODELS: dict[str, Callable[..., nnx.Module]] = {
     "lenet5_half": functools.partial(LeNet5, channels=(3, 8), fc=(60, 42)),
     "small_cnn": SmallCNN,
 }
+# The CIFAR-100 model zoo of the CRD/RepDistiller benchmark (Tian et al. 2020), 32x32 inputs.
+CIFAR_ZOO: dict[str, Callable[..., nnx.Module]] = {
+    **{f"resnet{d}": functools.partial(ResNet, depth=d) for d in (8, 14, 20, 32, 44, 56, 110)},
+    "resnet8x4": functools.partial(ResNet, depth=8, widths=(32, 64, 128, 256)),
+    "resnet32x4": functools.partial(ResNet, depth=32, widths=(32, 64, 128, 256)),
+    "wrn_16_1": functools.partial(WideResNet, depth=16, widen_factor=1),
+    "wrn_16_2": functools.partial(WideResNet, depth=16, widen_factor=2),
+    "wrn_40_1": functools.partial(WideResNet, depth=40, widen_factor=1),
+    "wrn_40_2": functools.partial(WideResNet, depth=40, widen_factor=2),
+    **{f"vgg{d}": functools.partial(VGG, depth=d) for d in (8, 11, 13, 16, 19)},
+    "MobileNetV2": functools.partial(MobileNetV2, width_mult=0.5),
+    "ShuffleV1": ShuffleV1,
+    "ShuffleV2": ShuffleV2,
+    "ResNet50": functools.partial(BottleneckResNet, num_blocks=(3, 4, 6, 3)),
+}
+MODELS = {**SMALL_MODELS, **CIFAR_ZOO}
+CIFAR_MODELS = tuple(CIFAR_ZOO)
+
+
+def native_input_shape(name: str) -> tuple[int, int, int]:
+    """The input a model is listed with: 32x32x3 for the CIFAR zoo, 28x28x1 (MNIST) otherwise."""
+    return (32, 32, 3) if name in CIFAR_MODELS else (28, 28, 1)
 
 
 def create_model(name: str, input_shape: Sequence[int], num_classes: int, *, rngs: nnx.Rngs) -> nnx.Module:

@@ -32,9 +32,9 @@ def schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[jax.Array], j
     if config.schedule == "cosine":
         after = optax.cosine_decay_schedule(1.0, decay_steps=max(rest, 1))
     elif config.schedule == "step":
-        # optax scales from the step after a boundary: the first step of epoch e is e * steps_per_epoch.
+        # Scaled from the first step of epoch e (0-based), e * steps_per_epoch, as PyTorch's MultiStepLR.
         after = optax.piecewise_constant_schedule(
-            1.0, {e * steps_per_epoch - warmup - 1: config.lr_decay for e in config.lr_milestones}
+            1.0, {e * steps_per_epoch - warmup: config.lr_decay for e in config.lr_milestones}
         )
     else:
         after = optax.constant_schedule(1.0)

@@ -1,0 +1,31 @@
+"""experiments/crd_column.py --smoke: every method of the column (resnet20 teacher -> resnet8
+student, the recipe shortened to one epoch) on random 32x32 images, end to end."""
+
+import json
+import pathlib
+import runpy
+import sys
+
+import numpy as np
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "crd_column.py"
+COLUMN = ("teacher", "student", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
+          "crd", "crd+kd", "dkd")  # fmt: skip
+
+
+def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["crd_column.py", "--smoke", "--quiet", "--out", str(tmp_path)])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert tuple(results) == COLUMN
+    for name, runs in results.items():
+        assert len(runs) == 1 and all(0 <= r["last"] <= 1 and 0 <= r["best"] <= 1 for r in runs), name
+    table = (tmp_path / "table.md").read_text()
+    assert all(f"| {name} |" in table for name in COLUMN)
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    # The initialisation stages ran before the epoch of training, and were logged as such.
+    for name in ("ab", "ft", "fsp"):
+        stages = [json.loads(line)["stage"] for line in (tmp_path / name / "seed0" / "metrics.jsonl").open()]
+        assert stages == ["init", "train"], name
+    crd = [json.loads(line) for line in (tmp_path / "crd" / "seed0" / "metrics.jsonl").open()]
+    assert np.isfinite(crd[-1]["train/loss/crd"])
