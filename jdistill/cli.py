@@ -229,15 +229,16 @@ def cmd_distill(args) -> None:
     from jdistill.train import RunConfig, RunDir, fit, parse_methods
 
     methods = parse_methods(args.method)
+    given_weights, given_options = _parse_weights(args.weight), _parse_method_options(args.method_option)
     teacher_model = RunDir(args.teacher).config().model
     settings, weights, options = _settings(args, args.student, methods, teacher_model)
-    for method, extra in _parse_method_options(args.method_option).items():
+    for method, extra in given_options.items():
         options[method] = {**options.get(method, {}), **extra}
     config = RunConfig(
         model=args.student,
         teacher=args.teacher,
         methods=methods,
-        weights={**weights, **_parse_weights(args.weight)},
+        weights={**weights, **given_weights},
         method_options=options,
         **settings,
         **_common_config(args),

@@ -91,6 +91,8 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
             "kd=0.9",
             "--weight",
             "ce=0.1",
+            "--weight",
+            "fitnet=1",
             "--temperature",
             "8",
             "--dataset",
@@ -112,7 +114,7 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
         }
     config = json.load(open(student / "config.json"))["config"]
     assert config["methods"] == ["ce", "kd", "fitnet"]
-    assert config["weights"] == {"kd": 0.9, "ce": 0.1} and config["temperature"] == 8.0
+    assert config["weights"] == {"kd": 0.9, "ce": 0.1, "fitnet": 1.0} and config["temperature"] == 8.0
     metrics = [json.loads(line) for line in open(student / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert {"train/loss/ce", "train/loss/kd", "train/loss/fitnet", "test/accuracy", "test/agreement"} <= set(

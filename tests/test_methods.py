@@ -3,6 +3,7 @@ and change only the parameters they should (the teacher never; frozen parts not;
 initialisation stage only what it trains)."""
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -133,3 +134,27 @@ def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(spec,
     teacher_after = leaves_with_paths(setup.teacher.variables)
     for k in teacher_before:
         np.testing.assert_array_equal(teacher_before[k], teacher_after[k], err_msg=k)
+
+
+def test_crd_memory_is_replicated_state_one_and_four_devices_agree(teacher_dir, tiny_models, tmp_path):
+    """The memory banks live in the replicated state and are updated inside the jitted step;
+    splitting the batch over four devices gives the run one device gives."""
+    config = RunConfig(
+        model="tiny_student",
+        dataset="tiny",
+        epochs=2,
+        batch_size=16,
+        teacher=teacher_dir,
+        methods=parse_methods("crd"),
+        method_options={"crd": {"num_negatives": 32}},
+    )
+    runs = {}
+    for n in (1, 4):
+        fit(config, tmp_path / str(n), dataset=tiny_data(), devices=jax.devices()[:n], progress=False)
+        runs[n] = [json.loads(line) for line in (tmp_path / str(n) / "metrics.jsonl").read_text().splitlines()]
+    for one, four in zip(runs[1], runs[4], strict=True):
+        np.testing.assert_allclose(one["train/loss/crd"], four["train/loss/crd"], rtol=1e-4)
+        np.testing.assert_allclose(one["test/loss"], four["test/loss"], rtol=1e-4)
+    setup = prepare(config, tiny_data())
+    bank = setup.state.rest["extras"]["crd"]["memory"]["memory_s"]
+    assert bank.shape == (64, 128) and bank.sharding.is_fully_replicated

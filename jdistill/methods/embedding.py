@@ -90,13 +90,18 @@ class Contrastive(Method):
     classes in the other side's memory bank, and an NCE loss (temperature ``nce_temperature``)
     tells the positive from the negatives. After the step each bank's rows for the batch move
     to the new embeddings with ``momentum``. Benchmark: dim 128, 16384 negatives, T 0.07,
-    momentum 0.5, weight 0.8. The banks are state carried by the step (replicated over devices)."""
+    momentum 0.5, weight 0.8. The banks are state carried by the step (replicated over devices).
+    Negatives are drawn with replacement unless ``with_replacement=False`` (RepDistiller's way)."""
 
     layer: str = "embedding"
     dim: int = 128
     num_negatives: int = 16384
     nce_temperature: float = 0.07
     momentum: float = 0.5
+    # RepDistiller draws an example's negatives without replacement (a sort of B x N random keys
+    # per step); with replacement (the default here) costs O(B K) and leaves the expected loss
+    # unchanged.
+    with_replacement: bool = True
     name = "crd"
     default_weights: ClassVar = {"crd": 0.8}
 
@@ -128,6 +133,7 @@ class Contrastive(Method):
             memory.class_start[...],
             memory.class_count[...],
             self.num_negatives,
+            replace=self.with_replacement,
         )
         scores_s, scores_t = losses.crd_scores(
             s, t, memory.memory_s[...], memory.memory_t[...], indices, nce_temperature=self.nce_temperature
