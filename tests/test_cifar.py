@@ -145,3 +145,16 @@ def test_command_line_applies_the_recipe_for_cifar_like_data_and_explicit_option
     assert config["method_options"] == {"dkd": {"warmup_epochs": 20 * 2 / 240}}
     metrics = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(np.isfinite(m["train/loss/dkd_nckd"]) for m in metrics)
+
+
+def test_random_flip_mirrors_whole_images_about_half_the_time():
+    import jax
+
+    from jdistill.data import random_flip
+
+    images = np.random.default_rng(0).uniform(size=(400, 4, 5, 3)).astype(np.float32)
+    flipped = np.asarray(random_flip(jax.random.key(0), images))
+    mirrored = np.all(flipped == images[:, :, ::-1], axis=(1, 2, 3))
+    unchanged = np.all(flipped == images, axis=(1, 2, 3))
+    assert np.all(mirrored ^ unchanged)  # each image is either mirrored or untouched
+    assert 160 < mirrored.sum() < 240

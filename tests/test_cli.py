@@ -19,6 +19,13 @@ def test_models_lists_every_model_with_its_parameter_count(capsys):
     assert counts["mlp1200"] == "2,395,210" and counts["lenet5"] == "61,706"
 
 
+def test_models_with_100_classes_prints_the_cifar_zoo_counts(capsys):
+    main(["models", "--num-classes", "100"])
+    counts = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()}
+    assert counts["resnet8"] == ["83,892", "32x32x3"] and counts["ResNet50"] == ["23,705,252", "32x32x3"]
+    assert counts["MobileNetV2"] == ["812,836", "32x32x3"] and counts["mlp800"][1] == "28x28x1"
+
+
 def test_models_on_small_images_explains_models_that_do_not_fit(capsys):
     main(["models", "--input-shape", "8x8x1"])
     out = capsys.readouterr().out
