@@ -26,10 +26,10 @@ import numpy as np
 import optax
 from flax import nnx
 
+from jdistill.methods import build_method
 from jdistill.models import create_model
 from jdistill.train import RunConfig, Trainable, create_state, make_train_step, teacher_forward
 from jdistill.train.loop import hparams_for
-from jdistill.methods import build_method
 
 PAIRS = {"mlp1200->mlp800": ("mlp1200", "mlp800"), "lenet5->lenet5_half": ("lenet5", "lenet5_half")}
 SHAPE = (28, 28, 1)

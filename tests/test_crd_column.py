@@ -10,7 +10,7 @@ import numpy as np
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "crd_column.py"
 COLUMN = ("teacher", "student", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
-          "crd", "crd+kd", "dkd")  # fmt: skip
+          "crd", "crd+kd", "dkd", "dist")  # fmt: skip
 
 
 def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
