@@ -151,10 +151,22 @@ def test_crd_memory_is_replicated_state_one_and_four_devices_agree(teacher_dir, 
     runs = {}
     for n in (1, 4):
         fit(config, tmp_path / str(n), dataset=tiny_data(), devices=jax.devices()[:n], progress=False)
-        runs[n] = [json.loads(line) for line in (tmp_path / str(n) / "metrics.jsonl").read_text().splitlines()]
+        runs[n] = [
+            json.loads(line) for line in (tmp_path / str(n) / "metrics.jsonl").read_text().splitlines()
+        ]
     for one, four in zip(runs[1], runs[4], strict=True):
         np.testing.assert_allclose(one["train/loss/crd"], four["train/loss/crd"], rtol=1e-4)
         np.testing.assert_allclose(one["test/loss"], four["test/loss"], rtol=1e-4)
     setup = prepare(config, tiny_data())
     bank = setup.state.rest["extras"]["crd"]["memory"]["memory_s"]
     assert bank.shape == (64, 128) and bank.sharding.is_fully_replicated
+
+
+def test_the_old_module_path_still_works_with_a_deprecation_warning():
+    import importlib
+    import sys
+
+    sys.modules.pop("jdistill.train.methods", None)
+    with pytest.warns(DeprecationWarning, match="import from jdistill.methods"):
+        old = importlib.import_module("jdistill.train.methods")
+    assert old.METHODS is METHODS
