@@ -63,7 +63,7 @@ def interrupt_and_resume(tmp_path, command, sig, epochs):
             pytest.fail(f"the run ended or stalled before it could be killed: {process.stderr.read()}")
         time.sleep(0.02)
     process.send_signal(sig)
-    process.wait(timeout=60)
+    process.wait(timeout=180)
     if sig == signal.SIGINT:
         assert "interrupted; the same command resumes" in process.stderr.read()
     epochs_done = len((interrupted / "metrics.jsonl").read_text().splitlines())
@@ -92,3 +92,28 @@ def test_ctrl_c_during_distillation_then_rerun_gives_the_uninterrupted_metrics(t
         "--seed", "1", "--quiet",
     ]  # fmt: skip
     interrupt_and_resume(tmp_path, distill, signal.SIGINT, epochs=40)
+
+
+def test_ctrl_c_while_a_checkpoint_is_saved_takes_effect_after_it_is_complete(tmp_path):
+    import jax.numpy as jnp
+
+    from jdistill.train import checkpoint
+
+    class SignalDuringSave:
+        """A manager whose save is interrupted by Ctrl-C half-way."""
+
+        def __init__(self):
+            self.inner = checkpoint.manager(tmp_path)
+
+        def save(self, epoch, args):
+            os.kill(os.getpid(), signal.SIGINT)
+            return self.inner.save(epoch, args=args)
+
+        def wait_until_finished(self):
+            self.inner.wait_until_finished()
+
+    mngr = SignalDuringSave()
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(mngr, 1, {"w": jnp.ones(3)})
+    assert checkpoint.manager(tmp_path).latest_step() == 1  # the checkpoint was finished first
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

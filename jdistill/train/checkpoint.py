@@ -1,6 +1,9 @@
 """Checkpoints of a run's TrainState with orbax ``CheckpointManager``."""
 
+import contextlib
 import pathlib
+import signal
+import threading
 
 import jax
 import orbax.checkpoint as ocp
@@ -18,10 +21,30 @@ def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointMan
     )
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until the block is done, then raise
+    it: an interrupt must not leave orbax's saving threads half-way. Only the main thread can
+    handle signals; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if received:
+        raise KeyboardInterrupt
+
+
 def save(mngr: ocp.CheckpointManager, epoch: int, state: TrainState) -> None:
-    """Save ``state`` as checkpoint number ``epoch`` (epochs completed) and wait for it."""
-    mngr.save(epoch, args=ocp.args.StandardSave(state))
-    mngr.wait_until_finished()
+    """Save ``state`` as checkpoint number ``epoch`` (epochs completed) and wait for it; a Ctrl-C
+    meanwhile takes effect once the checkpoint is complete."""
+    with _ctrl_c_deferred():
+        mngr.save(epoch, args=ocp.args.StandardSave(state))
+        mngr.wait_until_finished()
 
 
 def restore(mngr: ocp.CheckpointManager, like: TrainState, epoch: int | None = None) -> TrainState:
