@@ -40,6 +40,27 @@ def _check_maps(method: str, pairs, student_shapes, teacher_shapes, *, same_chan
             )
 
 
+@dataclasses.dataclass(frozen=True)
+class _LayerPairs(Method):
+    """A method that reads ``layers``: ``(student name, teacher name)`` pairs, by default every
+    stage of both models (:meth:`_default_pairs`)."""
+
+    layers: tuple[tuple[str, str], ...] | None = None
+
+    def __post_init__(self):  # options from JSON arrive as lists
+        object.__setattr__(self, "layers", as_pairs(self.layers))
+
+    def _default_pairs(self, student_shapes, teacher_shapes):
+        return paired_stages(self.name, student_shapes, teacher_shapes)
+
+    def _pairs(self, student_shapes, teacher_shapes):
+        return self.layers if self.layers is not None else self._default_pairs(student_shapes, teacher_shapes)
+
+    def features(self, student_shapes, teacher_shapes):
+        pairs = self._pairs(student_shapes, teacher_shapes)
+        return tuple(s for s, _ in pairs), tuple(t for _, t in pairs)
+
+
 @register
 @dataclasses.dataclass(frozen=True)
 class FeatureHint(Method):
@@ -79,24 +100,13 @@ class FeatureHint(Method):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class AttentionMaps(Method):
+class AttentionMaps(_LayerPairs):
     """Zagoruyko & Komodakis 2017: attention transfer on pairs of NHWC maps (``layers``:
     ``(student name, teacher name)`` pairs; default every stage), summed over the pairs.
     Benchmark weight 1000."""
 
-    layers: tuple[tuple[str, str], ...] | None = None
     name = "at"
     default_weights: ClassVar = {"at": 1000.0}
-
-    def __post_init__(self):  # options from JSON arrive as lists
-        object.__setattr__(self, "layers", as_pairs(self.layers))
-
-    def _pairs(self, student_shapes, teacher_shapes):
-        return _layers(self.name, self.layers, student_shapes, teacher_shapes)
-
-    def features(self, student_shapes, teacher_shapes):
-        pairs = self._pairs(student_shapes, teacher_shapes)
-        return tuple(s for s, _ in pairs), tuple(t for _, t in pairs)
 
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
         for s_name, t_name in self._pairs(student_shapes, teacher_shapes):
@@ -136,24 +146,13 @@ class SimilarityPreserving(Method):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class VariationalInformation(Method):
+class VariationalInformation(_LayerPairs):
     """Ahn et al. 2019 (VID): the teacher's map under a Gaussian whose mean a small regressor
     predicts from the student's map and whose per-channel variance is learned, on every stage
     pair (negative log-likelihood, summed over pairs). Benchmark weight 1."""
 
-    layers: tuple[tuple[str, str], ...] | None = None
     name = "vid"
     default_weights: ClassVar = {"vid": 1.0}
-
-    def __post_init__(self):
-        object.__setattr__(self, "layers", as_pairs(self.layers))
-
-    def _pairs(self, student_shapes, teacher_shapes):
-        return _layers(self.name, self.layers, student_shapes, teacher_shapes)
-
-    def features(self, student_shapes, teacher_shapes):
-        pairs = self._pairs(student_shapes, teacher_shapes)
-        return tuple(s for s, _ in pairs), tuple(t for _, t in pairs)
 
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
         pairs = self._pairs(student_shapes, teacher_shapes)
@@ -177,32 +176,22 @@ def _is_body(path: tuple[str, ...]) -> bool:
 
 @register
 @dataclasses.dataclass(frozen=True)
-class ActivationBoundaries(Method):
+class ActivationBoundaries(_LayerPairs):
     """Heo et al. 2019 (AB): in a ``init_epochs`` initialisation stage, the student's body and a
     1x1-conv+BN connector per stage are trained so that the student's pre-ReLU stage outputs fall
     on the same side of zero as the teacher's (margin 1); training then uses the hard labels only,
     as in the benchmark (its AB term is 0 after the initialisation)."""
 
-    layers: tuple[tuple[str, str], ...] | None = None
     margin: float = 1.0
     init_epochs: int = 30
     name = "ab"
     default_weights: ClassVar = {}
     init_weights: ClassVar = {"ab": 1.0}
 
-    def __post_init__(self):
-        object.__setattr__(self, "layers", as_pairs(self.layers))
-
-    def _pairs(self, student_shapes, teacher_shapes):
-        if self.layers is not None:
-            return self.layers
+    def _default_pairs(self, student_shapes, teacher_shapes):
         return tuple(
             (f"{s}_pre", f"{t}_pre") for s, t in paired_stages(self.name, student_shapes, teacher_shapes)
         )
-
-    def features(self, student_shapes, teacher_shapes):
-        pairs = self._pairs(student_shapes, teacher_shapes)
-        return tuple(s for s, _ in pairs), tuple(t for _, t in pairs)
 
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
         pairs = self._pairs(student_shapes, teacher_shapes)
@@ -325,24 +314,13 @@ class FlowOfSolution(Method):
 
 @register
 @dataclasses.dataclass(frozen=True)
-class NeuronSelectivity(Method):
+class NeuronSelectivity(_LayerPairs):
     """Huang & Wang 2017 (NST): maximum mean discrepancy with a polynomial kernel between the
     distributions of the (spatially normalised) channel activations, on every stage pair, summed.
     Benchmark weight 50."""
 
-    layers: tuple[tuple[str, str], ...] | None = None
     name = "nst"
     default_weights: ClassVar = {"nst": 50.0}
-
-    def __post_init__(self):
-        object.__setattr__(self, "layers", as_pairs(self.layers))
-
-    def _pairs(self, student_shapes, teacher_shapes):
-        return _layers(self.name, self.layers, student_shapes, teacher_shapes)
-
-    def features(self, student_shapes, teacher_shapes):
-        pairs = self._pairs(student_shapes, teacher_shapes)
-        return tuple(s for s, _ in pairs), tuple(t for _, t in pairs)
 
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
         _check_maps(self.name, self._pairs(student_shapes, teacher_shapes), student_shapes, teacher_shapes)
