@@ -93,11 +93,15 @@ def check_temperature(temperature) -> None:
     not recompile) is a ``jax.core.Tracer`` whose value is unknown, and a
     non-positive traced temperature is not detected.
     """
-    if jnp.ndim(temperature) != 0:
-        raise ValueError(
-            f"temperature: expected a scalar (shape []), got shape {fmt_shape(jnp.shape(temperature))}"
-        )
-    if isinstance(temperature, jax.core.Tracer):
+    check_positive_scalar("temperature", temperature)
+
+
+def check_positive_scalar(name: str, value) -> None:
+    """Raises ValueError naming ``name`` unless ``value`` is a scalar, positive if concrete
+    (see :func:`check_temperature` for why a traced value's sign is not checked)."""
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name}: expected a scalar (shape []), got shape {fmt_shape(jnp.shape(value))}")
+    if isinstance(value, jax.core.Tracer):
         return
-    if not float(temperature) > 0:  # Also rejects NaN.
-        raise ValueError(f"temperature: expected a positive scalar (shape []), got {temperature}")
+    if not float(value) > 0:  # Also rejects NaN.
+        raise ValueError(f"{name}: expected a positive scalar (shape []), got {value}")

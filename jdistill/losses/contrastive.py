@@ -46,18 +46,6 @@ _NCE_EPS = 1e-7
 _ROW_SQ_EPS = 1e-24
 
 
-def _check_positive_scalar(name, value) -> None:
-    """Like ``_checks.check_temperature`` but naming ``name``."""
-    if jnp.ndim(value) != 0:
-        raise ValueError(
-            f"{name}: expected a scalar (shape []), got shape {_checks.fmt_shape(jnp.shape(value))}"
-        )
-    if isinstance(value, jax.core.Tracer):
-        return
-    if not float(value) > 0:  # Also rejects NaN.
-        raise ValueError(f"{name}: expected a positive scalar (shape []), got {value}")
-
-
 def _check_int(name, x, rank, layout) -> None:
     _checks.check_rank(name, x, rank, layout)
     if not jnp.issubdtype(jnp.result_type(x), jnp.integer):
@@ -139,7 +127,7 @@ def crd_scores(
     _checks.check_match("memory_t", memory_t, "memory_s", memory_s)
     _check_int("indices", indices, 2, "[batch, 1 + num_negatives]")
     _checks.check_match("indices", indices, "student_embed", student_embed, axes=(0,))
-    _check_positive_scalar("nce_temperature", nce_temperature)
+    _checks.check_positive_scalar("nce_temperature", nce_temperature)
     temperature = jnp.asarray(nce_temperature).astype(jnp.float32)
     scores_s = _scores(memory_t, student_embed, indices, temperature)
     scores_t = _scores(memory_s, teacher_embed, indices, temperature)

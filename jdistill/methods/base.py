@@ -19,6 +19,7 @@ A method has
 The trainer sums ``weight[term] * mean(term)`` and logs each term; it never looks at names.
 """
 
+import abc
 import dataclasses
 from collections.abc import Mapping
 from typing import ClassVar
@@ -33,7 +34,7 @@ Terms = dict
 
 
 @dataclasses.dataclass(frozen=True)
-class Method:
+class Method(abc.ABC):
     """Base of every method: no features, no modules, no initialisation stage."""
 
     name: ClassVar[str]
@@ -51,8 +52,9 @@ class Method:
     ) -> dict:
         return {}
 
+    @abc.abstractmethod
     def loss(self, student: Output, teacher: Output | None, batch, modules, hparams) -> Terms:
-        raise NotImplementedError
+        """The method's named terms (see the module docstring)."""
 
     def init_loss(self, student: Output, teacher: Output, batch, modules, hparams) -> Terms:
         return {}

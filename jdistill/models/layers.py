@@ -107,3 +107,18 @@ def channel_shuffle(x: jax.Array, groups: int) -> jax.Array:
     """ShuffleNet's channel shuffle on NHWC: channels seen as [groups, C / groups], transposed."""
     b, h, w, c = x.shape
     return x.reshape(b, h, w, groups, c // groups).swapaxes(3, 4).reshape(b, h, w, c)
+
+
+def staged_forward(model: nnx.Module, images: jax.Array, train: bool):
+    """``(logits, features)`` of a model made of ``stem`` (conv-BN), ``stages`` (lists of blocks that
+    return their output before the final ReLU) and ``head``: ``stem``, each ``stageK`` after the ReLU
+    and ``stageK_pre`` before it, and the globally pooled ``embedding``."""
+    h = jax.nn.relu(model.stem(images, train))
+    features = {"stem": h}
+    for k, stage in enumerate(model.stages, start=1):
+        for block in stage:
+            pre = block(h, train)
+            h = jax.nn.relu(pre)
+        features[f"stage{k}_pre"], features[f"stage{k}"] = pre, h
+    features["embedding"] = global_avg_pool(h)
+    return model.head(features["embedding"]), features

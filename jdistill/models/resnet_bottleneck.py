@@ -27,7 +27,7 @@ import jax
 from flax import nnx
 
 from jdistill.models.common import Output
-from jdistill.models.layers import ConvBN, global_avg_pool, linear, require_cifar_input
+from jdistill.models.layers import ConvBN, linear, require_cifar_input, staged_forward
 
 EXPANSION = 4
 
@@ -78,12 +78,4 @@ class BottleneckResNet(nnx.Module):
         self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
     ) -> Output:
         del dropout_key  # no dropout
-        h = jax.nn.relu(self.stem(images, train))
-        features = {"stem": h}
-        for k, stage in enumerate(self.stages, start=1):
-            for block in stage:
-                pre = block(h, train)
-                h = jax.nn.relu(pre)
-            features[f"stage{k}_pre"], features[f"stage{k}"] = pre, h
-        features["embedding"] = global_avg_pool(h)
-        return self.head(features["embedding"]), features
+        return staged_forward(self, images, train)

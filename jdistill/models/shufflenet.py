@@ -44,6 +44,7 @@ from jdistill.models.layers import (
     global_avg_pool,
     linear,
     require_cifar_input,
+    staged_forward,
 )
 
 STEM_WIDTH = 24
@@ -103,15 +104,7 @@ class ShuffleV1(nnx.Module):
         self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
     ) -> Output:
         del dropout_key  # no dropout
-        h = jax.nn.relu(self.stem(images, train))
-        features = {"stem": h}
-        for k, stage in enumerate(self.stages, start=1):
-            for unit in stage:
-                pre = unit(h, train)
-                h = jax.nn.relu(pre)
-            features[f"stage{k}_pre"], features[f"stage{k}"] = pre, h
-        features["embedding"] = global_avg_pool(h)
-        return self.head(features["embedding"]), features
+        return staged_forward(self, images, train)
 
 
 class ShuffleV2Down(nnx.Module):
