@@ -35,11 +35,31 @@ Feature maps (:mod:`jdistill.losses.feature_transfer`): ``vid``, ``ab``, ``ab_la
 ``factor``, ``factor_transfer``, ``paraphraser_reconstruction``, ``fsp_matrix``, ``fsp``,
 ``nst``, ``adaptive_avg_pool``, ``match_spatial``.
 
+Adversarial (:mod:`jdistill.losses.adversarial`): data-free games ``dfad``, ``dfad_generator``,
+``dafl_one_hot``, ``dafl_information_entropy``, ``dafl_activation``, ``dafl_generator``,
+``zskt_belief``, ``zskt_generator``; discriminator objectives ``discriminator_loss``,
+``fooling_loss`` (``objective="bce" | "least_squares" | "hinge"``), ``gradient_penalty``;
+online ``mutual_learning`` -> [peers, B].
+
 All losses compute in float32 whatever the input dtype and return float32.
 They do not stop gradients: stop the teacher's yourself when it is frozen.
 Shape errors raise ``ValueError`` at trace time, naming the argument.
 """
 
+from jdistill.losses.adversarial import (
+    dafl_activation,
+    dafl_generator,
+    dafl_information_entropy,
+    dafl_one_hot,
+    dfad,
+    dfad_generator,
+    discriminator_loss,
+    fooling_loss,
+    gradient_penalty,
+    mutual_learning,
+    zskt_belief,
+    zskt_generator,
+)
 from jdistill.losses.contrastive import (
     class_layout,
     crd,
@@ -88,6 +108,13 @@ __all__ = [
     "crd_scores",
     "crd_update_memory",
     "cross_entropy",
+    "dafl_activation",
+    "dafl_generator",
+    "dafl_information_entropy",
+    "dafl_one_hot",
+    "dfad",
+    "dfad_generator",
+    "discriminator_loss",
     "dist",
     "dist_terms",
     "dkd",
@@ -95,11 +122,14 @@ __all__ = [
     "factor",
     "factor_transfer",
     "feature_mse",
+    "fooling_loss",
     "fsp",
     "fsp_matrix",
+    "gradient_penalty",
     "hinton",
     "kd",
     "match_spatial",
+    "mutual_learning",
     "nst",
     "paraphraser_reconstruction",
     "pkt",
@@ -109,4 +139,6 @@ __all__ = [
     "sp",
     "vid",
     "vid_log_scale_init",
+    "zskt_belief",
+    "zskt_generator",
 ]

@@ -1,6 +1,7 @@
 """A run directory: ``config.json`` (configuration and library version), ``metrics.jsonl`` (one
 line per epoch), ``summary.json`` (written when the run finishes) and ``checkpoints/``."""
 
+import dataclasses
 import json
 import pathlib
 
@@ -24,20 +25,22 @@ class RunDir:
     def summary_file(self) -> pathlib.Path:
         return self.path / "summary.json"
 
-    def claim(self, config: RunConfig) -> None:
-        """Create the directory for ``config``, or accept it if it already holds the same
-        configuration (a resumed run). A different configuration is refused."""
+    def claim(self, config) -> None:
+        """Create the directory for ``config`` (a dataclass: a :class:`RunConfig` or an adversarial
+        run's configuration), or accept it if it already holds the same configuration (a resumed
+        run). A different configuration is refused."""
+        current = json.loads(json.dumps(dataclasses.asdict(config)))
         if self.config_file.exists():
-            previous = RunConfig(**json.loads(self.config_file.read_text())["config"])
-            if previous != config:
-                changed = sorted(k for k, v in vars(config).items() if vars(previous)[k] != v)
+            previous = json.loads(self.config_file.read_text())["config"]
+            if previous != current:
+                changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
                 raise ValueError(
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
                 )
             return
         self.path.mkdir(parents=True, exist_ok=True)
-        record = {"config": json.loads(config.to_json()), "jdistill_version": jdistill.__version__}
+        record = {"config": current, "jdistill_version": jdistill.__version__}
         self.config_file.write_text(json.dumps(record, indent=2) + "\n")
 
     def config(self) -> RunConfig:
