@@ -241,11 +241,11 @@ def test_teacher_must_be_finished_and_on_the_same_dataset(teacher_dir, digits, t
 
 
 def test_evaluation_is_exact_with_a_padded_last_batch(teacher_dir, digits):
-    from jdistill.train.loop import _Evaluator
+    from jdistill.train.loop import TestEvaluator
 
     setup = prepare(distill_config(teacher_dir), digits)
     assert len(digits.y_test) % 500 != 0  # the last eval batch is padded
-    result = _Evaluator(digits, setup.graphdef, setup.teacher, setup.mesh)(setup.state)
+    result = TestEvaluator(digits, setup.graphdef, setup.teacher, setup.mesh)(setup.state)
     model = nnx.merge(setup.graphdef, setup.state.params, setup.state.rest).model
     teacher = nnx.merge(setup.teacher.graphdef, *setup.teacher.variables).model
     predictions = np.asarray(jnp.argmax(model(jnp.asarray(digits.x_test))[0], -1))

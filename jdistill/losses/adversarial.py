@@ -172,7 +172,6 @@ def mutual_learning(peer_logits, *, temperature: float = 1.0) -> jax.Array:
         raise ValueError(f"peer_logits: mutual learning needs at least 2 peers, got {k}")
     log_p = jax.nn.log_softmax(jnp.asarray(peer_logits, jnp.float32) / temperature, axis=-1)
     targets = jax.lax.stop_gradient(log_p)
-    # kl[j, k, b] = KL(p_j || p_k) for example b
+    # kl[j, k, b] = KL(p_j || p_k) for example b; the j = k terms are 0 in value and gradient.
     kl = jnp.sum(jnp.exp(targets)[:, None] * (targets[:, None] - log_p[None, :]), axis=-1)
-    others = jnp.sum(kl, axis=0) - jnp.diagonal(kl, axis1=0, axis2=1).T
-    return temperature**2 * others / (k - 1)
+    return temperature**2 * jnp.sum(kl, axis=0) / (k - 1)

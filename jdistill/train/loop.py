@@ -99,9 +99,11 @@ def _first_nonfinite(per_step: dict[str, np.ndarray]) -> tuple[int, str] | None:
     return None
 
 
-class _Evaluator:
+class TestEvaluator:
     """Exact test metrics: the test set is padded to whole batches and padding is masked. The
     frozen teacher's test predictions are computed once, here, not at every evaluation."""
+
+    __test__ = False  # not a pytest class
 
     def __init__(self, dataset: Dataset, graphdef, teacher: Teacher | None, mesh):
         n = len(dataset.y_test)
@@ -254,7 +256,7 @@ def fit(
 
     teacher_vars = None if teacher is None else teacher.variables
     make_batch = _make_batch_fn(dataset, config, parallel.batch_sharded(mesh))
-    evaluate = _Evaluator(dataset, setup.graphdef, teacher, mesh)
+    evaluate = TestEvaluator(dataset, setup.graphdef, teacher, mesh)
     x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), parallel.replicated(mesh))
 
     total_epochs = setup.init_epochs + config.epochs
