@@ -292,7 +292,7 @@ def make_iteration(config, student_graphdef, generator_graphdef, teacher_graphde
     one round of the method's game (:data:`GAMES`) from the two jitted steps, each donating the
     state it updates (never the teacher's variables).
 
-    Each step is waited for before the next is dispatched. On a 2-core CPU both alternatives
+    On CPU each step is waited for before the next is dispatched. On a 2-core CPU both alternatives
     measured several times slower (LeNet-5 pair, batch 128: 0.45 s per DFAD iteration this way,
     1.3-2.3 s as one jit of the whole round or with dependent calls queued): XLA's waiting threads
     spin and take the cores from the computation."""
@@ -303,6 +303,7 @@ def make_iteration(config, student_graphdef, generator_graphdef, teacher_graphde
     generator_step = jax.jit(
         make_generator_step(config, student_graphdef, generator_graphdef, teacher_graphdef), donate_argnums=0
     )
+    wait = jax.block_until_ready if jax.default_backend() == "cpu" else (lambda x: x)
     noise = jax.jit(
         lambda key: jax.random.normal(key, (1 + game.student_steps, config.batch_size, config.noise_dim))
     )
@@ -311,15 +312,15 @@ def make_iteration(config, student_graphdef, generator_graphdef, teacher_graphde
         zs = noise(key)
         student_zs = [zs[0]] * game.student_steps if game.same_noise else list(zs[1:])
         if game.generator_first:
-            generator, g_metrics = jax.block_until_ready(generator_step(generator, student, teacher_vars, zs[0]))
+            generator, g_metrics = wait(generator_step(generator, student, teacher_vars, zs[0]))
         s_metrics = []
         for z in student_zs:
-            student, m = jax.block_until_ready(student_step(student, generator, teacher_vars, z))
+            student, m = wait(student_step(student, generator, teacher_vars, z))
             s_metrics.append(m)
         if not game.generator_first:
-            generator, g_metrics = jax.block_until_ready(generator_step(generator, student, teacher_vars, zs[0]))
-        s_mean = {k: np.mean([float(m[k]) for m in s_metrics]) for k in s_metrics[0]}
-        return student, generator, {**s_mean, **jax.device_get(g_metrics)}
+            generator, g_metrics = wait(generator_step(generator, student, teacher_vars, zs[0]))
+        s_mean = jax.tree.map(lambda *v: sum(v) / len(v), *s_metrics)
+        return student, generator, {**s_mean, **g_metrics}
 
     return iteration
 
