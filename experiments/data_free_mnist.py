@@ -147,6 +147,9 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--iterations", type=int, default=None, help="override every data-free run's iterations"
     )
+    parser.add_argument(
+        "--generator-width", type=int, default=None, help="override every data-free run's generator width"
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     setting = CONFIGS[args.config]
@@ -175,6 +178,8 @@ def main(argv=None) -> None:
         fields = dict(setting.data_free[method])
         if args.iterations:
             fields["iterations"] = args.iterations
+        if args.generator_width:
+            fields["generator_width"] = args.generator_width
         for seed in args.seeds:
             config = DataFreeConfig(
                 teacher_dir=str(out / "teacher"),
