@@ -1,4 +1,5 @@
-"""The ``jdistill`` command: ``demo``, ``train-teacher``, ``distill``, ``models``."""
+"""The ``jdistill`` command: ``demo``, ``train-teacher``, ``distill``, ``models``, and the adversarial
+``data-free``, ``adversarial-kd`` and ``online``."""
 
 import argparse
 import json
@@ -306,6 +307,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=5, help="seeds per student row (at least 3 for a spread)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
+
+    from jdistill.adversarial import data_free, discriminator, online
+
+    data_free.add_parser(sub)
+    discriminator.add_parser(sub)
+    online.add_parser(sub)
 
     p = sub.add_parser(
         "train-teacher",

@@ -540,3 +540,80 @@ def run(config: DataFreeConfig, out_dir, *, dataset: Dataset | None = None, prog
     }
     run_dir.write_summary(summary)
     return summary
+
+
+# -------------------------------------------------------------------------------------- CLI
+
+_OPTION_HELP = {
+    "student": "built-in model name of the student (see 'jdistill models')",
+    "image_size": "resize the data set's images to this side first (32: the papers' MNIST); the teacher must "
+    "have been trained on images of that size",
+    "seed": "seed of the student, the generator and the noise",
+    "iterations": "rounds of the game (DFAD's paper: 2000 on MNIST)",
+    "iterations_per_epoch": "rounds between evaluations, metrics lines and checkpoints",
+    "batch_size": "generated images per step",
+    "noise_dim": "dimension of the generator's Gaussian noise",
+    "generator_width": "channels of the generator's last hidden layer (the papers: 64)",
+    "generator_bn_epsilon": "epsilon of the generator's inner BatchNorms (default: DAFL 0.8, else 1e-5)",
+    "student_steps": "student steps per generator step (default: DFAD 5, DAFL 1, ZSKT 10)",
+    "student_optimizer": "sgd (momentum 0.9) or adam (default: the paper's)",
+    "student_lr": "student learning rate (default: the paper's)",
+    "student_weight_decay": "student's coupled weight decay (default: the paper's)",
+    "student_schedule": "constant or cosine over the run",
+    "generator_lr": "generator's Adam learning rate (default: the paper's)",
+    "generator_schedule": "constant or cosine over the run",
+    "grad_clip": "clip both players' gradients to this global norm (ZSKT: 5)",
+    "at_weight": "ZSKT: weight of attention transfer",
+    "activation_feature": "DAFL: the teacher's feature whose activation the generator raises",
+    "samples_every": "iterations between sample grids (samples/iter_*.png)",
+    "histogram_samples": "generated samples in each class histogram",
+    "checkpoint_every": "epochs between checkpoints",
+}
+_TYPES = {"student": str, "student_optimizer": str, "student_schedule": str, "generator_schedule": str,
+          "activation_feature": str, "generator_bn_epsilon": float, "student_lr": float,
+          "student_weight_decay": float, "generator_lr": float, "grad_clip": float, "at_weight": float}  # fmt: skip
+_CHOICES = {
+    "student_optimizer": ("sgd", "adam"),
+    "student_schedule": ("constant", "cosine"),
+    "generator_schedule": ("constant", "cosine"),
+}
+
+
+def add_parser(subparsers):
+    """Register the ``data-free`` subcommand on ``subparsers`` (of ``jdistill``'s parser)."""
+    from jdistill.cli import DATA_DIR_HELP, DATASET_HELP
+
+    fields = {f.name: f for f in dataclasses.fields(DataFreeConfig)}
+    p = subparsers.add_parser(
+        "data-free",
+        help="distil a teacher without its training data: DFAD, DAFL or ZSKT",
+        description="Data-free distillation: a generator synthesises the transfer set and the frozen teacher "
+        "judges it; the student never sees a real training image. The data set is read for its test "
+        "set (to score the student) and the teacher's input statistics only.",
+    )
+    p.add_argument("--teacher", required=True, dest="teacher_dir", help="run directory of a finished teacher")
+    p.add_argument("--method", required=True, choices=METHODS, help="dfad, dafl or zskt")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--out", required=True, help="run directory; re-running the command there resumes")
+    for name, text in _OPTION_HELP.items():
+        default = fields[name].default
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            dest=name,
+            type=_TYPES.get(name, int),
+            default=default,
+            choices=_CHOICES.get(name),
+            help=f"{text}; default: {default}",
+        )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_command)
+    return p
+
+
+def _command(args) -> None:
+    import json
+
+    names = {f.name for f in dataclasses.fields(DataFreeConfig)}
+    config = DataFreeConfig(**{k: v for k, v in vars(args).items() if k in names})
+    print(json.dumps(run(config, args.out, progress=not args.quiet), indent=2))
