@@ -418,8 +418,9 @@ def run(config: DataFreeConfig, out_dir, *, dataset: Dataset | None = None, prog
     dataset = teacher_dataset(dataset, config.image_size)
     teacher = load_teacher(config.teacher_dir, dataset)
     image_shape = dataset.input_shape
-    missing = [n for n in (*config.at_features, config.activation_feature) if n not in teacher.shapes]
-    if missing and config.method != "dfad":
+    needed = {"dfad": (), "dafl": (config.activation_feature,), "zskt": config.at_features}[config.method]
+    missing = [n for n in needed if n not in teacher.shapes]
+    if missing:
         raise ValueError(
             f"the teacher has no feature {missing[0]!r} (method {config.method}); "
             f"its features: {', '.join(sorted(teacher.shapes))}"
@@ -450,7 +451,7 @@ def run(config: DataFreeConfig, out_dir, *, dataset: Dataset | None = None, prog
     if start_epoch:
         players = checkpoint.restore(mngr, players)
     run_dir.keep_metrics_until(start_epoch)
-    evaluate = TestEvaluator(dataset, student_graphdef, teacher, make_mesh())
+    evaluate = TestEvaluator(dataset, student_graphdef, teacher, make_mesh(jax.devices()[:1]))  # one device
     sample = make_sampler(generator_graphdef, config.batch_size, config.noise_dim)
     grid_sample = make_sampler(generator_graphdef, 64, config.noise_dim)
     histogram = make_class_histogram(teacher, dataset.num_classes)
@@ -606,6 +607,13 @@ def add_parser(subparsers):
             choices=_CHOICES.get(name),
             help=f"{text}; default: {default}",
         )
+    p.add_argument(
+        "--at-features",
+        type=lambda text: tuple(text.split(",")),
+        default=fields["at_features"].default,
+        help="ZSKT: comma-separated features of teacher and student whose attention maps are matched; "
+        f"default: {','.join(fields['at_features'].default)}",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_command)
     return p
