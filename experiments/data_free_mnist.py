@@ -150,6 +150,12 @@ def main(argv=None) -> None:
     parser.add_argument(
         "--generator-width", type=int, default=None, help="override every data-free run's generator width"
     )
+    parser.add_argument(
+        "--student-schedule",
+        choices=("constant", "cosine"),
+        default=None,
+        help="override every data-free run's student learning-rate schedule",
+    )
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     setting = CONFIGS[args.config]
@@ -180,6 +186,8 @@ def main(argv=None) -> None:
             fields["iterations"] = args.iterations
         if args.generator_width:
             fields["generator_width"] = args.generator_width
+        if args.student_schedule:
+            fields["student_schedule"] = args.student_schedule
         for seed in args.seeds:
             config = DataFreeConfig(
                 teacher_dir=str(out / "teacher"),
@@ -227,7 +235,8 @@ def write_table(out: pathlib.Path, args, setting: Setting, results: dict) -> Non
         c = runs[0]["config"]
         what = (
             f"{method.upper()} data-free: {c['iterations']} it. x {c['student_steps']} student steps, "
-            f"batch {c['batch_size']}, generator width {c['generator_width']}, {c['image_size']}x{c['image_size']}"
+            f"batch {c['batch_size']}, generator width {c['generator_width']}, {c['image_size']}x{c['image_size']}, "
+            f"student lr {c['student_lr']} {c['student_schedule']}"
         )
         accuracy = mean_std([r["test/accuracy"] for r in runs])
         entropy = np.mean([r["generated/class_entropy"] for r in runs])

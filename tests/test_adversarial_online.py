@@ -140,7 +140,7 @@ def test_each_step_updates_its_own_player_only(games, batch):
     new_discs, disc_metrics = game.disc_step(peers, copy(discs), batch)
     chex.assert_trees_all_equal(peers, kept_peers)  # the discriminator step leaves the peers
     assert int(new_discs.step) == 1 and not np.allclose(
-        new_discs.params["out"]["kernel"], discs.params["out"]["kernel"]
+        new_discs.params["score"]["kernel"], discs.params["score"]["kernel"]
     )
     assert float(disc_metrics["disc_gp"]) > 0
 

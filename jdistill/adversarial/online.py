@@ -41,6 +41,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from jdistill.adversarial.discriminator import VectorDiscriminator
 from jdistill.data import Dataset, epoch_indices, load_dataset, random_shift
 from jdistill.losses import cross_entropy
 from jdistill.losses.adversarial import (
@@ -150,23 +151,6 @@ class OnlineConfig:
             learning_rate=self.disc_lr,
             schedule=self.disc_schedule,
         )
-
-
-class Discriminator(nnx.Module):
-    """An MLP critic on flattened inputs: ``d -> hidden -> hidden -> 1``, leaky ReLU (slope 0.2),
-    returning raw scores ``[B]``."""
-
-    def __init__(self, in_features: int, hidden: int, *, rngs: nnx.Rngs):
-        self.hidden = nnx.List(
-            [nnx.Linear(in_features, hidden, rngs=rngs), nnx.Linear(hidden, hidden, rngs=rngs)]
-        )
-        self.out = nnx.Linear(hidden, 1, rngs=rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        h = x.reshape(x.shape[0], -1)
-        for layer in self.hidden:
-            h = jax.nn.leaky_relu(layer(h), 0.2)
-        return self.out(h)[:, 0]
 
 
 # ---------------------------------------------------------------- stacked players
@@ -433,7 +417,11 @@ def build(config: OnlineConfig, dataset: Dataset) -> Game:
     if config.adversarial:
         width = disc_in_features(config, peers[0], dataset)
         discs = [
-            Discriminator(width, config.disc_hidden, rngs=nnx.Rngs(init_key(config.seed, DISC_INIT, k)))
+            VectorDiscriminator(
+                width,
+                widths=(config.disc_hidden, config.disc_hidden),
+                rngs=nnx.Rngs(init_key(config.seed, DISC_INIT, k)),
+            )
             for k in range(config.num_peers)
         ]
         disc_config = config.disc_run_config()
