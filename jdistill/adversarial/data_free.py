@@ -501,16 +501,16 @@ def run(config: DataFreeConfig, out_dir, *, dataset: Dataset | None = None, prog
             sample(players["generator"], jax.random.fold_in(histogram_key, epoch), config.histogram_samples)
         )
         test = evaluate(players["student"])
-        run_dir.append_metrics(
-            {
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * per_epoch,
-                "seconds": round(seconds, 3),
-                **{f"train/{k}": v for k, v in train.items()},
+        run_dir.append_epoch(
+            epoch + 1,
+            (epoch + 1) * per_epoch,
+            seconds,
+            train,
+            test,
+            **{
                 "generated/class_counts": counts.tolist(),
                 "generated/class_entropy": histogram_entropy(counts),
-                **{f"test/{k}": v for k, v in test.items()},
-            }
+            },
         )
         bar.set_postfix(test_acc=f"{test['accuracy']:.4f}", classes=f"{histogram_entropy(counts):.2f}")
         if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.epochs:

@@ -550,15 +550,7 @@ def run(
         seconds = time.perf_counter() - started
         last = epoch + 1 == config.epochs
         test = evaluate(peers) if (epoch + 1) % config.eval_every == 0 or last else {}
-        run_dir.append_metrics(
-            {
-                "epoch": epoch + 1,
-                "step": (epoch + 1) * game.steps_per_epoch,
-                "seconds": round(seconds, 3),
-                **{f"train/{k}": v for k, v in train.items()},
-                **{f"test/{k}": v for k, v in test.items()},
-            }
-        )
+        run_dir.append_epoch(epoch + 1, (epoch + 1) * game.steps_per_epoch, seconds, train, test)
         if test:
             bar.set_postfix(epoch=epoch + 1, test_acc=f"{test['accuracy']:.4f}")
         saved = {"peers": peers} if discs is None else {"peers": peers, "discriminators": discs}

@@ -108,7 +108,9 @@ def zskt_generator(student_logits, teacher_logits) -> jax.Array:
 
 def _check_objective(objective: str) -> None:
     if objective not in OBJECTIVES:
-        raise ValueError(f"unknown adversarial objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        raise ValueError(
+            f"unknown adversarial objective {objective!r}; choose one of {', '.join(OBJECTIVES)}"
+        )
 
 
 def discriminator_loss(real_scores, fake_scores, *, objective: str = "bce") -> jax.Array:

@@ -298,16 +298,7 @@ def fit(
         seconds = time.perf_counter() - started
         last = epoch + 1 == total_epochs
         test = evaluate(state) if (epoch + 1) % config.eval_every == 0 or last else {}
-        run.append_metrics(
-            {
-                "epoch": epoch + 1,
-                "stage": stage,
-                "step": (epoch + 1) * steps_per_epoch,
-                "seconds": round(seconds, 3),
-                **{f"train/{k}": v for k, v in train.items()},
-                **{f"test/{k}": v for k, v in test.items()},
-            }
-        )
+        run.append_epoch(epoch + 1, (epoch + 1) * steps_per_epoch, seconds, train, test, stage=stage)
         if test:
             bar.set_postfix(epoch=epoch + 1, loss=f"{train['loss']:.4f}", test_acc=f"{test['accuracy']:.4f}")
         if (epoch + 1) % config.checkpoint_every == 0 or last:

@@ -33,7 +33,9 @@ class RunDir:
         if self.config_file.exists():
             previous = json.loads(self.config_file.read_text())["config"]
             if previous != current:
-                changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
+                changed = sorted(
+                    k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
+                )
                 raise ValueError(
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
@@ -57,6 +59,21 @@ class RunDir:
         """Drop metric lines after ``epoch`` (written after the checkpoint a resumed run starts from)."""
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
         self.metrics_file.write_text("".join(json.dumps(m) + "\n" for m in kept))
+
+    def append_epoch(self, epoch: int, step: int, seconds: float, train: dict, test: dict, **extra) -> None:
+        """The metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so far), ``seconds``
+        of training, ``train/*`` and ``test/*`` values and any ``extra`` keys."""
+        self.append_metrics(
+            {
+                "epoch": epoch,
+                **{k: v for k, v in extra.items() if k == "stage"},
+                "step": step,
+                "seconds": round(seconds, 3),
+                **{f"train/{k}": v for k, v in train.items()},
+                **{k: v for k, v in extra.items() if k != "stage"},
+                **{f"test/{k}": v for k, v in test.items()},
+            }
+        )
 
     def append_metrics(self, record: dict) -> None:
         with self.metrics_file.open("a") as f:
