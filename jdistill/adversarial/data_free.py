@@ -355,7 +355,7 @@ def histogram_entropy(counts) -> float:
     often, 0 when all samples fall into one class (mode collapse)."""
     p = np.asarray(counts, np.float64) / max(np.sum(counts), 1)
     p = p[p > 0]
-    return float(-(p * np.log(p)).sum() / np.log(len(counts)))
+    return float(-(p * np.log(p)).sum() / np.log(len(counts))) + 0.0  # + 0.0: no "-0.0" for one class
 
 
 def save_grid(images, path, dataset: Dataset, *, columns: int = 8, title: str = "") -> None:
