@@ -6,12 +6,12 @@ from a generator that never sees a real image: DFAD (Fang et al. 2019), DAFL (Ch
 and ZSKT (Micaelli & Storkey 2019). The real test set scores every student.
 
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_cpu
-        # --config cpu: 28x28 images, generator width 16, batch 256 (see CONFIGS); about 60 min
-        # on 2 CPU cores for the teacher, the baselines and one DFAD run (--methods dfad)
+        # --config cpu: 28x28 images, generator width 16, batch 256 (see CONFIGS); with
+        # --methods dfad (teacher, baselines, one DFAD run) 38 minutes on 2 CPU cores, measured
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_paper \\
         --config paper --seeds 0 1 2
         # the papers' sizes (32x32, width 64, batch 512, DFAD 2,000 iterations, DAFL 24,000):
-        # GPU work, about 8 minutes on one H100
+        # GPU work, over 15 minutes on one H100 (two 10-minute calls did not finish every run)
 
 Every run is a run directory under ``--out``; re-running resumes unfinished runs and skips
 finished ones. Writes ``table.md`` (beside the papers' numbers), ``results.json``,
