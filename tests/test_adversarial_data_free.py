@@ -14,14 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from idx_files import write_idx
-from sklearn.datasets import load_digits as sk_load_digits
+from idx_files import write_mnist_like
 
 from jdistill import cli, losses
 from jdistill.adversarial import data_free as df
 from jdistill.adversarial.data_free import DataFreeConfig
 from jdistill.data import load_digits
-from jdistill.data.mnist import FILES
 from jdistill.models import create_model
 from jdistill.models.generator import Generator
 from jdistill.train import RunConfig, Trainable, create_state, fit, load_teacher
@@ -248,15 +246,7 @@ def test_command_line_runs_a_data_free_student(teacher_dir, tmp_path, capsys):
 
 @pytest.fixture(scope="module")
 def mnist_like_dir(tmp_path_factory):
-    """MNIST-format files from scikit-learn's digits (8x8 scaled to 24x24, padded to 28x28)."""
-    digits = sk_load_digits()
-    images = np.pad(np.kron(digits.images, np.ones((3, 3))) * (255 / 16), ((0, 0), (2, 2), (2, 2)))
-    root = tmp_path_factory.mktemp("mnist_like")
-    arrays = {"x_train": images[:1400], "y_train": digits.target[:1400], "x_test": images[1400:],
-              "y_test": digits.target[1400:]}  # fmt: skip
-    for key, array in arrays.items():
-        write_idx(root / FILES[key], np.asarray(array, np.uint8))
-    return root
+    return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):

@@ -17,8 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
-from idx_files import write_idx
-from sklearn.datasets import load_digits as sk_load_digits
+from idx_files import write_mnist_like
 
 from jdistill import losses
 from jdistill.adversarial import discriminator as adv
@@ -32,7 +31,6 @@ from jdistill.adversarial.discriminator import (
     prepare,
 )
 from jdistill.data import load_digits
-from jdistill.data.mnist import FILES
 from jdistill.train import RunConfig, fit, teacher_forward
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "adversarial_kd_mnist.py"
@@ -316,22 +314,7 @@ def test_command_maps_its_options_onto_the_configuration(teacher_dir, tmp_path, 
 
 @pytest.fixture(scope="module")
 def mnist_like_dir(tmp_path_factory):
-    """MNIST-format files made from scikit-learn's digits (8x8 scaled to 24x24, padded to 28x28)."""
-    digits = sk_load_digits()
-    images = np.kron(digits.images, np.ones((3, 3))) * (255 / 16)
-    images = np.pad(images, ((0, 0), (2, 2), (2, 2))).astype(np.uint8)
-    labels = digits.target.astype(np.uint8)
-    root = tmp_path_factory.mktemp("mnist_like")
-    split = 1400
-    arrays = {
-        "x_train": images[:split],
-        "y_train": labels[:split],
-        "x_test": images[split:],
-        "y_test": labels[split:],
-    }
-    for key, array in arrays.items():
-        write_idx(root / FILES[key], array)
-    return root
+    return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
 def test_the_experiment_runs_end_to_end_and_skips_finished_runs(

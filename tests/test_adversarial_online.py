@@ -15,13 +15,11 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from idx_files import write_idx
-from sklearn.datasets import load_digits as sk_load_digits
+from idx_files import write_mnist_like
 
 from jdistill.adversarial import online
 from jdistill.adversarial.online import OnlineConfig
 from jdistill.data import load_digits
-from jdistill.data.mnist import FILES
 from jdistill.losses import cross_entropy
 from jdistill.train import checkpoint, optim
 
@@ -223,19 +221,7 @@ def test_the_command_trains_into_a_run_directory_and_resumes(tmp_path, capsys, d
 
 @pytest.fixture
 def mnist_like_dir(tmp_path):
-    """A small MNIST-format directory: scikit-learn's digits scaled to 24x24 and padded to 28x28."""
-    digits = sk_load_digits()
-    images = np.pad(np.kron(digits.images[:600], np.ones((3, 3))) * (255 / 16), ((0, 0), (2, 2), (2, 2)))
-    labels = digits.target[:600]
-    arrays = {
-        "x_train": images[:400],
-        "y_train": labels[:400],
-        "x_test": images[400:],
-        "y_test": labels[400:],
-    }
-    for key, array in arrays.items():
-        write_idx(tmp_path / FILES[key], array.astype(np.uint8))
-    return tmp_path
+    return write_mnist_like(tmp_path)
 
 
 def test_the_experiment_runs_end_to_end(mnist_like_dir, tmp_path, monkeypatch, capsys):

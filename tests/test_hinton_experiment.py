@@ -8,31 +8,14 @@ import sys
 
 import numpy as np
 import pytest
-from idx_files import write_idx
-from sklearn.datasets import load_digits
-
-from jdistill.data.mnist import FILES
+from idx_files import write_mnist_like
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "hinton_mnist.py"
 
 
 @pytest.fixture(scope="module")
 def mnist_like_dir(tmp_path_factory):
-    digits = load_digits()
-    images = np.kron(digits.images, np.ones((3, 3))) * (255 / 16)  # 8x8 -> 24x24, 0..255
-    images = np.pad(images, ((0, 0), (2, 2), (2, 2))).astype(np.uint8)
-    labels = digits.target.astype(np.uint8)
-    root = tmp_path_factory.mktemp("mnist_like")
-    split = 1400
-    arrays = {
-        "x_train": images[:split],
-        "y_train": labels[:split],
-        "x_test": images[split:],
-        "y_test": labels[split:],
-    }
-    for key, array in arrays.items():
-        write_idx(root / FILES[key], array)
-    return root
+    return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
 def _run(monkeypatch, *args):
