@@ -34,7 +34,6 @@ against training step) to ``--out``.
 """
 
 import argparse
-import dataclasses
 import pathlib
 
 import numpy as np
@@ -74,17 +73,6 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def small(dataset):
-    """The first images of each split, for ``--smoke``."""
-    return dataclasses.replace(
-        dataset,
-        x_train=dataset.x_train[:SMOKE_TRAIN],
-        y_train=dataset.y_train[:SMOKE_TRAIN],
-        x_test=dataset.x_test[:SMOKE_TEST],
-        y_test=dataset.y_test[:SMOKE_TEST],
-    )
-
-
 def student_config(args, teacher_dir: pathlib.Path, seed: int, weights: dict) -> AdversarialKDConfig:
     """A student run of the row whose term ``weights`` are given (the adversarial weight is
     ``--adv-weight`` unless the row sets it)."""
@@ -110,7 +98,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     dataset = load_dataset("mnist", args.data_dir)
     if args.smoke:
-        dataset = small(dataset)
+        dataset = dataset.first(SMOKE_TRAIN, SMOKE_TEST)
 
     if args.teacher_dir:
         teacher_dir = pathlib.Path(args.teacher_dir)

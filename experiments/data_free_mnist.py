@@ -166,10 +166,7 @@ def main(argv=None) -> None:
 
     dataset = teacher_dataset(load_dataset("mnist", args.data_dir), setting.image_size)
     if args.config == "smoke":
-        dataset = dataclasses.replace(
-            dataset, x_train=dataset.x_train[:512], y_train=dataset.y_train[:512],
-            x_test=dataset.x_test[:256], y_test=dataset.y_test[:256],
-        )  # fmt: skip
+        dataset = dataset.first(512, 256)
     results = {}
 
     def real(name, config):

@@ -29,7 +29,6 @@ the command resumes an interrupted run from its last checkpoint and skips finish
 """
 
 import argparse
-import dataclasses
 import json
 import pathlib
 
@@ -100,13 +99,7 @@ def main() -> None:
 
     dataset = load_dataset("mnist", args.data_dir)
     if args.smoke:
-        dataset = dataclasses.replace(
-            dataset,
-            x_train=dataset.x_train[:SMOKE_TRAIN],
-            y_train=dataset.y_train[:SMOKE_TRAIN],
-            x_test=dataset.x_test[:SMOKE_TEST],
-            y_test=dataset.y_test[:SMOKE_TEST],
-        )
+        dataset = dataset.first(SMOKE_TRAIN, SMOKE_TEST)
     results = {"model": "mlp256", "epochs": config(args, "alone", 0).epochs, "variants": {}}
     for name in VARIANTS:
         summaries = [

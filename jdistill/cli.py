@@ -1,5 +1,6 @@
 """The ``jdistill`` command: ``demo``, ``train-teacher``, ``distill``, ``models``, and the adversarial
-``data-free``, ``adversarial-kd`` and ``online``."""
+``data-free``, ``adversarial-kd`` and ``online``; ``temperature`` shows what T does to a teacher's
+probabilities."""
 
 import argparse
 import json
@@ -111,6 +112,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="keep the labels of this fraction of the training set (stratified, fixed); "
         "teacher runs train on those, distillation on every image",
     )
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        help="replace this fraction of the training labels by a random other class (symmetric noise, "
+        "fixed seed); the test labels stay clean",
+    )
     p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
     p.add_argument(
         "--eval-every", type=int, default=1, help="evaluate on the test set every N epochs (and at the end)"
@@ -212,6 +220,7 @@ def _common_config(args) -> dict:
         holdout_fraction=args.holdout_fraction,
         exclude_classes=_parse_classes(args.exclude_classes),
         labelled_fraction=args.labelled_fraction,
+        label_noise=args.label_noise,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
     )
@@ -313,6 +322,10 @@ def build_parser() -> argparse.ArgumentParser:
     data_free.add_parser(sub)
     discriminator.add_parser(sub)
     online.add_parser(sub)
+
+    from jdistill import temperature
+
+    temperature.add_parser(sub)
 
     p = sub.add_parser(
         "train-teacher",

@@ -205,10 +205,10 @@ def test_bad_input_exits_with_a_message_naming_the_problem(argv, message, tmp_pa
     assert message in str(exit_info.value.code)
 
 
-def test_parser_has_the_seven_subcommands():
+def test_parser_has_the_eight_subcommands():
     actions = [a for a in build_parser()._actions if a.dest == "command"]
     assert set(actions[0].choices) == {
-        "demo", "train-teacher", "distill", "models", "data-free", "adversarial-kd", "online"
+        "demo", "train-teacher", "distill", "models", "data-free", "adversarial-kd", "online", "temperature"
     }  # fmt: skip
 
 

@@ -396,6 +396,17 @@ def test_labelled_keeps_only_the_labelled_rows():
     np.testing.assert_array_equal(labelled.x_test, ds.x_test)
 
 
+def test_first_keeps_the_leading_examples_of_each_split():
+    ds = _toy_dataset()
+    head = ds.first(7, 3)
+    np.testing.assert_array_equal(_ids(head.x_train), np.arange(7))
+    np.testing.assert_array_equal(head.y_train, ds.y_train[:7])
+    np.testing.assert_array_equal(head.x_test, ds.x_test[:3])
+    np.testing.assert_array_equal(head.y_test, ds.y_test[:3])
+    whole_test = ds.first(7)
+    np.testing.assert_array_equal(whole_test.y_test, ds.y_test)
+
+
 def test_holdout_splits_the_training_set_disjointly():
     ds = _toy_dataset()
     split = ds.holdout(0.2, seed=5)

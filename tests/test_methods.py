@@ -13,7 +13,7 @@ from flax import nnx
 
 from jdistill.data import Dataset
 from jdistill.methods import METHODS, parse_methods
-from jdistill.models import MODELS
+from jdistill.models import MODELS, ViT
 from jdistill.train import RunConfig, fit, prepare
 from jdistill.train.loop import _make_batch_fn
 from jdistill.train.parallel import batch_sharded
@@ -59,6 +59,9 @@ def tiny_models():
         mp.setitem(MODELS, "tiny_teacher", functools.partial(TinyStaged, widths=(4, 8, 16)))
         mp.setitem(MODELS, "tiny_student", functools.partial(TinyStaged, widths=(4, 6, 8)))
         mp.setitem(MODELS, "tiny_student_same", functools.partial(TinyStaged, widths=(4, 8, 16)))
+        # Attention-transfer methods read the attention of vision transformers (4x4 patches).
+        mp.setitem(MODELS, "tiny_vit_teacher", functools.partial(ViT, depth=2, width=16, heads=4, patch=4))
+        mp.setitem(MODELS, "tiny_vit_student", functools.partial(ViT, depth=1, width=8, heads=2, patch=4))
         yield
 
 
@@ -66,6 +69,14 @@ def tiny_models():
 def teacher_dir(tmp_path_factory, tiny_models):
     out = tmp_path_factory.mktemp("tiny_teacher")
     config = RunConfig(model="tiny_teacher", dataset="tiny", epochs=1, batch_size=16, learning_rate=0.05)
+    fit(config, out, dataset=tiny_data(), progress=False)
+    return str(out)
+
+
+@pytest.fixture(scope="module")
+def vit_teacher_dir(tmp_path_factory, tiny_models):
+    out = tmp_path_factory.mktemp("tiny_vit_teacher")
+    config = RunConfig(model="tiny_vit_teacher", dataset="tiny", epochs=1, batch_size=16, learning_rate=0.05)
     fit(config, out, dataset=tiny_data(), progress=False)
     return str(out)
 
@@ -78,9 +89,15 @@ SPECS = [name for name in METHODS if name != "ce"] + ["crd+kd"]
 
 
 @pytest.mark.parametrize("spec", SPECS)
-def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(spec, teacher_dir, tiny_models):
+def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(
+    spec, teacher_dir, tiny_models, request
+):
     student = "tiny_student_same" if spec == "fsp" else "tiny_student"
     options = {"crd": {"num_negatives": 32}} if "crd" in spec else {}
+    if spec in ("vit_at", "vit_vr"):
+        student, teacher_dir = "tiny_vit_student", request.getfixturevalue("vit_teacher_dir")
+    if spec == "srrl":
+        options = {"srrl": {"teacher_run": teacher_dir}}
     methods = parse_methods(spec)
     init_options = {m: {"init_epochs": 1} for m in methods if m in ("ab", "ft", "fsp")}
     config = RunConfig(

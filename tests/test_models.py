@@ -20,6 +20,19 @@ from jdistill.models import MLP, MODELS, Connector, LeNet5, SmallCNN, count_para
 BATCH = 3
 MNIST_SHAPE = (28, 28, 1)
 
+
+def _vit_params(depth, d, patch_inputs=49, tokens=17, classes=10):
+    """A ViT: patch embedding, class token, positions; per block two LayerNorms, qkv, projection
+    and an MLP of width 2d; a final LayerNorm and the head."""
+    block = 2 * 2 * d + (d * 3 * d + 3 * d) + (d * d + d) + (d * 2 * d + 2 * d) + (2 * d * d + d)
+    return (patch_inputs * d + d) + d + tokens * d + depth * block + 2 * d + (d * classes + classes)
+
+
+def _vit_features(depth, d, heads, tokens=17):
+    per_block = {"attn": (heads, tokens, tokens), "values": (heads, tokens, d // heads), "block": (tokens, d)}
+    return {f"{k}{i}": v for i in range(1, depth + 1) for k, v in per_block.items()} | {"embedding": (d,)}
+
+
 # Parameter counts by hand: (inputs * outputs + biases) per dense layer and
 # (kh * kw * in_channels * out_channels + out_channels) per convolution.
 EXPECTED_PARAMS = {
@@ -41,6 +54,8 @@ EXPECTED_PARAMS = {
     + (42 * 10 + 10),
     # conv3x3(1->32), conv3x3(32->64), fc(64 -> 128), fc(128 -> 10)
     "small_cnn": (3 * 3 * 1 * 32 + 32) + (3 * 3 * 32 * 64 + 64) + (64 * 128 + 128) + (128 * 10 + 10),
+    "vit4x64": _vit_params(4, 64),
+    "vit2x32": _vit_params(2, 32),
 }
 
 # The models built here, on 28x28x1; the CIFAR zoo (32x32 only) is tested in test_cifar_models.py.
@@ -56,6 +71,8 @@ EXPECTED_FEATURES = {
     "lenet5": {"conv1": (28, 28, 6), "conv2": (10, 10, 16), "fc1": (120,), "embedding": (84,)},
     "lenet5_half": {"conv1": (28, 28, 3), "conv2": (10, 10, 8), "fc1": (60,), "embedding": (42,)},
     "small_cnn": {"conv1": (28, 28, 32), "conv2": (14, 14, 64), "embedding": (128,)},
+    "vit4x64": _vit_features(4, 64, 4),
+    "vit2x32": _vit_features(2, 32, 2),
 }
 
 
@@ -94,6 +111,8 @@ def test_parameter_counts_match_the_known_values():
     assert EXPECTED_PARAMS["mlp256"] == 269_322
     assert EXPECTED_PARAMS["mlp32"] == 25_450
     assert EXPECTED_PARAMS["small_cnn"] == 28_426
+    assert EXPECTED_PARAMS["vit4x64"] == 139_018
+    assert EXPECTED_PARAMS["vit2x32"] == 19_658
 
 
 @pytest.mark.parametrize("name", SMALL_MODELS)

@@ -21,6 +21,7 @@ from jdistill.methods.logits import HardLabels
 from jdistill.models import create_model
 from jdistill.train import (
     RunConfig,
+    RunDir,
     fit,
     load_teacher,
     make_train_step,
@@ -178,6 +179,28 @@ def test_a_different_configuration_in_the_same_directory_is_refused(teacher_dir,
         )
     record = json.load(open(tmp_path / "run" / "config.json"))
     assert record["jdistill_version"] and record["config"]["learning_rate"] == 0.05
+
+
+def test_a_run_made_before_a_field_was_added_still_resumes(tmp_path):
+    """A saved configuration that lacks a newer field (here label_noise) counts it as its
+    default; a saved non-default value of an existing field is still a difference."""
+    config = RunConfig(model="mlp32", dataset="digits", epochs=1)
+    RunDir(tmp_path / "old").claim(config)
+    record = json.loads((tmp_path / "old" / "config.json").read_text())
+    del record["config"]["label_noise"], record["config"]["label_noise_seed"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+    RunDir(tmp_path / "old").claim(config)
+    with pytest.raises(ValueError, match=r"differs in: label_noise\)"):
+        RunDir(tmp_path / "old").claim(dataclasses.replace(config, label_noise=0.2))
+
+
+def test_epoch_means_average_the_steps_and_stop_at_a_non_finite_metric(tmp_path):
+    run = RunDir(tmp_path / "run")
+    steps = [{"loss": 1.0, "loss/kd": 0.5}, {"loss": 3.0, "loss/kd": 1.5}]
+    assert run.epoch_means(steps, epoch=2, last_checkpoint=1) == {"loss": 2.0, "loss/kd": 1.0}
+    steps[1]["loss/kd"] = float("nan")
+    with pytest.raises(FloatingPointError, match=r"non-finite loss/kd in epoch 2.*checkpoint \(epoch 1\)"):
+        run.epoch_means(steps, epoch=2, last_checkpoint=1)
 
 
 def test_non_finite_loss_names_the_step_and_term(digits, tmp_path):

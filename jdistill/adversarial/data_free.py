@@ -489,13 +489,7 @@ def run(config: DataFreeConfig, out_dir, *, dataset: Dataset | None = None, prog
                     title=f"{config.method}, iteration {i + 1}",
                 )
         epoch_metrics = jax.device_get(epoch_metrics)
-        train = {k: float(np.mean([m[k] for m in epoch_metrics])) for k in epoch_metrics[0]}
-        bad = [k for k, v in train.items() if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite {bad[0]} in epoch {epoch + 1}; stopped; the last good checkpoint "
-                f"(epoch {mngr.latest_step() or 0}) is kept in {run_dir.path}"
-            )
+        train = run_dir.epoch_means(epoch_metrics, epoch=epoch + 1, last_checkpoint=mngr.latest_step() or 0)
         seconds = time.perf_counter() - started
         counts = histogram(
             sample(players["generator"], jax.random.fold_in(histogram_key, epoch), config.histogram_samples)

@@ -541,12 +541,7 @@ def run(
             step_metrics.append({**peer_metrics, **metrics})
             bar.update(config.batch_size)
         step_metrics = jax.device_get(step_metrics)
-        train = {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
-        if not np.isfinite(train["loss"]):
-            raise FloatingPointError(
-                f"non-finite loss in epoch {epoch + 1}; stopped; the last good checkpoint "
-                f"(epoch {mngr.latest_step() or 0}) is kept in {run_dir.path}"
-            )
+        train = run_dir.epoch_means(step_metrics, epoch=epoch + 1, last_checkpoint=mngr.latest_step() or 0)
         seconds = time.perf_counter() - started
         last = epoch + 1 == config.epochs
         test = evaluate(peers) if (epoch + 1) % config.eval_every == 0 or last else {}

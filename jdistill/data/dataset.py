@@ -47,6 +47,17 @@ class Dataset:
     def input_shape(self) -> tuple[int, int, int]:
         return tuple(self.x_train.shape[1:])
 
+    def first(self, train: int | None = None, test: int | None = None) -> "Dataset":
+        """The first ``train`` training and ``test`` test examples (``None``: the whole split),
+        for smoke runs and fixed subsets."""
+        return dataclasses.replace(
+            self,
+            x_train=self.x_train[:train],
+            y_train=self.y_train[:train],
+            x_test=self.x_test[:test],
+            y_test=self.y_test[:test],
+        )
+
     def hide_labels(self, labelled_fraction: float, *, seed: int = 0) -> "Dataset":
         """Keep the labels of a random ``labelled_fraction`` of the training set (stratified, so
         every class keeps labels) and set the others to ``UNLABELLED``: the images remain as an
@@ -60,6 +71,22 @@ class Dataset:
             keep = members[: max(1, int(round(labelled_fraction * len(members))))]
             y[keep] = self.y_train[keep]
         return dataclasses.replace(self, y_train=y)
+
+    def with_label_noise(self, rate: float, *, seed: int = 0) -> "Dataset":
+        """Symmetric label noise on the training set: each training label, independently with
+        probability ``rate``, is replaced by a class drawn uniformly from the *other* classes (so
+        a corrupted label is always wrong, and the expected fraction of wrong labels is ``rate``).
+        The test set is untouched; the same ``seed`` corrupts the same examples the same way."""
+        if not 0 <= rate < 1:
+            raise ValueError(f"label noise rate must be in [0, 1), got {rate}")
+        if rate == 0:
+            return self
+        rng = np.random.default_rng(seed)
+        flip = rng.random(len(self.y_train)) < rate
+        # An offset in 1..C-1 added modulo C: uniform over the classes other than the true one.
+        offset = rng.integers(1, self.num_classes, size=len(self.y_train))
+        y = np.where(flip, (self.y_train + offset) % self.num_classes, self.y_train)
+        return dataclasses.replace(self, y_train=y.astype(self.y_train.dtype))
 
     def labelled(self) -> "Dataset":
         """Only the training examples whose label is known."""

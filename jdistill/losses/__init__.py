@@ -22,6 +22,16 @@ Decoupled and relation-of-probabilities (:mod:`jdistill.losses.decoupled`):
   - ``dkd(..., *, temperature, alpha, beta)`` -> [B]
   - ``dist_terms(student_logits, teacher_logits, *, temperature)``, ``dist(...)`` -> scalars
 
+Instance relationship graph (:mod:`jdistill.losses.graph`): ``irg_vertex`` -> [B];
+``irg_edge``, ``irg_transformation``, ``irg`` -> scalars; ``irg_edge_matrix``, ``irg_match_sizes``.
+
+Transformer attention (:mod:`jdistill.losses.attention`): ``attention_kl(student_attn,
+teacher_attn, *, head_map=None)`` and MiniLM's ``value_relation(student_values, teacher_values,
+*, head_map=None)`` -> [B]; ``map_heads``, ``value_relation_logits``.
+
+Logic rules (:mod:`jdistill.losses.rules`): ``rule_teacher(student_logits, rule_satisfaction, *,
+C, rule_weights)`` -> [B, K] probabilities, ``rule_distillation(...)`` -> [B], ``imitation_weight``.
+
 Batch similarity (:mod:`jdistill.losses.similarity`):
   - ``sp(student_feat, teacher_feat)`` -> scalar
   - ``cc(student_emb, teacher_emb)`` -> scalar
@@ -40,6 +50,21 @@ Adversarial (:mod:`jdistill.losses.adversarial`): data-free games ``dfad``, ``df
 ``zskt_belief``, ``zskt_generator``; discriminator objectives ``discriminator_loss``,
 ``fooling_loss`` (``objective="bce" | "least_squares" | "hinge"``), ``gradient_penalty``;
 online ``mutual_learning`` -> [peers, B].
+
+Born-again networks (:mod:`jdistill.losses.born_again`): ``ban_cwtm(student_logits,
+teacher_logits, labels)`` -> [B], ``ban_dkpp(..., *, key, temperature=1)`` -> [B],
+``permute_dark_knowledge(teacher_logits, *, key)`` -> [B, C], ``ensemble_probabilities(logits)``
+-> [B, C].
+
+Generative latent mapping (:mod:`jdistill.losses.generative`): a VAE's ``gaussian_kl(mean,
+log_variance)``, ``bernoulli_nll(logits, targets)``, ``negative_elbo(...)`` and the student's
+``latent_regression(predicted_latent, teacher_latent)``, ``decoder_distillation(student_logits,
+teacher_logits)`` -> [B].
+
+Representation mapping (:mod:`jdistill.losses.representation`): ``embedding_l2``, ``embedding_cosine``
+-> [B]; SRRL's ``teacher_head_regression(projected_student, teacher_logits, head_kernel, head_bias)``
+-> [B]. Temperature (:mod:`jdistill.losses.temperature`): ``softened_probabilities(logits, *,
+temperature)``, ``entropy(probs, *, normalise=False)``.
 
 All losses compute in float32 whatever the input dtype and return float32.
 They do not stop gradients: stop the teacher's yourself when it is frozen.
@@ -60,6 +85,8 @@ from jdistill.losses.adversarial import (
     zskt_belief,
     zskt_generator,
 )
+from jdistill.losses.attention import attention_kl, map_heads, value_relation, value_relation_logits
+from jdistill.losses.born_again import ban_cwtm, ban_dkpp, ensemble_probabilities, permute_dark_knowledge
 from jdistill.losses.contrastive import (
     class_layout,
     crd,
@@ -87,16 +114,38 @@ from jdistill.losses.feature_transfer import (
     vid_log_scale_init,
 )
 from jdistill.losses.features import attention_map, attention_transfer, feature_mse
+from jdistill.losses.generative import (
+    bernoulli_nll,
+    decoder_distillation,
+    gaussian_kl,
+    latent_regression,
+    negative_elbo,
+)
+from jdistill.losses.graph import (
+    irg,
+    irg_edge,
+    irg_edge_matrix,
+    irg_match_sizes,
+    irg_transformation,
+    irg_vertex,
+)
 from jdistill.losses.logits import cross_entropy, hinton, kd
 from jdistill.losses.relational import rkd, rkd_angle, rkd_distance
+from jdistill.losses.representation import embedding_cosine, embedding_l2, teacher_head_regression
+from jdistill.losses.rules import imitation_weight, rule_distillation, rule_teacher
 from jdistill.losses.similarity import cc, pkt, sp
+from jdistill.losses.temperature import entropy, softened_probabilities
 
 __all__ = [
     "ab",
     "ab_layers",
     "adaptive_avg_pool",
+    "attention_kl",
     "attention_map",
     "attention_transfer",
+    "ban_cwtm",
+    "ban_dkpp",
+    "bernoulli_nll",
     "cc",
     "class_layout",
     "crd",
@@ -112,6 +161,7 @@ __all__ = [
     "dafl_generator",
     "dafl_information_entropy",
     "dafl_one_hot",
+    "decoder_distillation",
     "dfad",
     "dfad_generator",
     "discriminator_loss",
@@ -119,24 +169,46 @@ __all__ = [
     "dist_terms",
     "dkd",
     "dkd_terms",
+    "embedding_cosine",
+    "embedding_l2",
+    "ensemble_probabilities",
+    "entropy",
     "factor",
     "factor_transfer",
     "feature_mse",
     "fooling_loss",
     "fsp",
     "fsp_matrix",
+    "gaussian_kl",
     "gradient_penalty",
     "hinton",
+    "imitation_weight",
+    "irg",
+    "irg_edge",
+    "irg_edge_matrix",
+    "irg_match_sizes",
+    "irg_transformation",
+    "irg_vertex",
     "kd",
+    "latent_regression",
+    "map_heads",
     "match_spatial",
     "mutual_learning",
+    "negative_elbo",
     "nst",
     "paraphraser_reconstruction",
+    "permute_dark_knowledge",
     "pkt",
     "rkd",
     "rkd_angle",
     "rkd_distance",
+    "rule_distillation",
+    "rule_teacher",
+    "softened_probabilities",
     "sp",
+    "teacher_head_regression",
+    "value_relation",
+    "value_relation_logits",
     "vid",
     "vid_log_scale_init",
     "zskt_belief",

@@ -14,7 +14,7 @@ from jdistill.methods.base import Method, Shapes, paired_stages, stage_names
 from jdistill.methods.registry import METHODS, register
 
 # Importing the families registers their methods.
-from jdistill.methods import logits, feature_maps, embedding  # noqa: F401  isort: skip
+from jdistill.methods import logits, feature_maps, embedding, born_again, graph, attention, representation  # noqa: F401  isort: skip
 
 
 def build_method(name: str, options: Mapping[str, object] | None = None) -> Method:

@@ -12,16 +12,22 @@ from jdistill.models.registry import CIFAR_MODELS, MODELS, count_params, create_
 from jdistill.models.resnet import ResNet
 from jdistill.models.resnet_bottleneck import BottleneckResNet
 from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
+from jdistill.models.vae import VAE, ImageDecoder, ImageEncoder, LatentMapper
 from jdistill.models.vgg import VGG
+from jdistill.models.vit import ViT
 from jdistill.models.wrn import WideResNet
 
 __all__ = [
     "CIFAR_MODELS",
     "MLP",
     "MODELS",
+    "VAE",
     "VGG",
     "BottleneckResNet",
     "Connector",
+    "ImageDecoder",
+    "ImageEncoder",
+    "LatentMapper",
     "LeNet5",
     "MobileNetV2",
     "Output",
@@ -29,6 +35,7 @@ __all__ = [
     "ShuffleV1",
     "ShuffleV2",
     "SmallCNN",
+    "ViT",
     "WideResNet",
     "count_params",
     "create_model",

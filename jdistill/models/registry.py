@@ -13,6 +13,7 @@ from jdistill.models.resnet import ResNet
 from jdistill.models.resnet_bottleneck import BottleneckResNet
 from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
 from jdistill.models.vgg import VGG
+from jdistill.models.vit import ViT
 from jdistill.models.wrn import WideResNet
 
 SMALL_MODELS: dict[str, Callable[..., nnx.Module]] = {
@@ -25,6 +26,9 @@ SMALL_MODELS: dict[str, Callable[..., nnx.Module]] = {
     "lenet5": LeNet5,
     "lenet5_half": functools.partial(LeNet5, channels=(3, 8), fc=(60, 42)),
     "small_cnn": SmallCNN,
+    # Vision transformers on 7x7 patches (depth x width): a teacher and a shallower, narrower student.
+    "vit4x64": functools.partial(ViT, depth=4, width=64, heads=4),
+    "vit2x32": functools.partial(ViT, depth=2, width=32, heads=2),
 }
 # The CIFAR-100 model zoo of the CRD/RepDistiller benchmark (Tian et al. 2020), 32x32 inputs.
 CIFAR_ZOO: dict[str, Callable[..., nnx.Module]] = {

@@ -22,7 +22,9 @@ class RunConfig:
     ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
     et al. 2014). ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
     instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
-    from the training (transfer) set, not from the test set.
+    from the training (transfer) set, not from the test set. ``label_noise`` corrupts that fraction
+    of the training labels (symmetric noise, seeded by ``label_noise_seed``; see
+    :meth:`jdistill.data.Dataset.with_label_noise`); the test labels stay clean.
     """
 
     model: str
@@ -51,6 +53,8 @@ class RunConfig:
     method_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
     temperature: float = 4.0
     labelled_fraction: float = 1.0
+    label_noise: float = 0.0
+    label_noise_seed: int = 0
     checkpoint_every: int = 1
     eval_every: int = 1
 
@@ -77,6 +81,8 @@ class RunConfig:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
         if not 0 < self.labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
         if self.teacher is None and tuple(self.methods) != ("ce",):

@@ -175,6 +175,8 @@ def prepare(config: RunConfig, dataset: Dataset | None = None, devices=None) -> 
         dataset = dataset.holdout(config.holdout_fraction)
     if config.exclude_classes:
         dataset = dataset.without_classes(config.exclude_classes)
+    if config.label_noise:
+        dataset = dataset.with_label_noise(config.label_noise, seed=config.label_noise_seed)
     dataset = dataset.hide_labels(config.labelled_fraction)
     if config.teacher is None:
         dataset = dataset.labelled()

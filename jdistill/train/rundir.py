@@ -5,6 +5,8 @@ import dataclasses
 import json
 import pathlib
 
+import numpy as np
+
 import jdistill
 from jdistill.train.config import RunConfig
 
@@ -28,10 +30,11 @@ class RunDir:
     def claim(self, config) -> None:
         """Create the directory for ``config`` (a dataclass: a :class:`RunConfig` or an adversarial
         run's configuration), or accept it if it already holds the same configuration (a resumed
-        run). A different configuration is refused."""
+        run). A different configuration is refused. A field the saved configuration lacks (one
+        added to the library after the run was made) counts as its default."""
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         if self.config_file.exists():
-            previous = json.loads(self.config_file.read_text())["config"]
+            previous = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
             if previous != current:
                 changed = sorted(
                     k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
@@ -75,6 +78,19 @@ class RunDir:
             }
         )
 
+    def epoch_means(self, step_metrics: list[dict], *, epoch: int, last_checkpoint: int) -> dict:
+        """The mean over an epoch's steps of each metric (``step_metrics``: one dict per step, on
+        the host). A non-finite mean stops the run: ``FloatingPointError`` names the metric, the
+        epoch (1-based) and the checkpoint that is kept."""
+        means = {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
+        bad = [k for k, v in means.items() if not np.isfinite(v)]
+        if bad:
+            raise FloatingPointError(
+                f"non-finite {bad[0]} in epoch {epoch}; stopped; the last good checkpoint "
+                f"(epoch {last_checkpoint}) is kept in {self.path}"
+            )
+        return means
+
     def append_metrics(self, record: dict) -> None:
         with self.metrics_file.open("a") as f:
             f.write(json.dumps(record) + "\n")
@@ -86,3 +102,14 @@ class RunDir:
         if not self.summary_file.exists():
             raise FileNotFoundError(f"{self.path} holds no finished run (no summary.json)")
         return json.loads(self.summary_file.read_text())
+
+
+def _defaults(config_class) -> dict:
+    """The JSON form of the default of every field of ``config_class`` that has one."""
+    defaults = {}
+    for field in dataclasses.fields(config_class):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return json.loads(json.dumps(defaults))

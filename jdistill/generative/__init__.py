@@ -1,0 +1,47 @@
+"""Generative latent mapping: a VAE teacher, and a smaller student that learns an encoder into
+the teacher's latent space and a decoder that reproduces the teacher's images from latent points,
+both from teacher-generated pairs only.
+
+- :mod:`jdistill.generative.training`: :func:`train_vae`, :func:`train_mapping` (run
+  directories that resume) and their pure jitted steps.
+- :mod:`jdistill.generative.evaluation`: errors on held-out latent points and real images,
+  classifier scores of generated images, throughput, sample grids.
+"""
+
+from jdistill.generative.evaluation import (
+    Frozen,
+    classifier_scores,
+    heldout_latents,
+    mapping_metrics,
+    real_image_metrics,
+    save_grid,
+    throughput,
+)
+from jdistill.generative.training import (
+    MappingConfig,
+    VAEConfig,
+    load_mapping,
+    load_vae,
+    make_mapping_step,
+    make_vae_step,
+    train_mapping,
+    train_vae,
+)
+
+__all__ = [
+    "Frozen",
+    "MappingConfig",
+    "VAEConfig",
+    "classifier_scores",
+    "heldout_latents",
+    "load_mapping",
+    "load_vae",
+    "make_mapping_step",
+    "make_vae_step",
+    "mapping_metrics",
+    "real_image_metrics",
+    "save_grid",
+    "throughput",
+    "train_mapping",
+    "train_vae",
+]

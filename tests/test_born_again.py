@@ -1,0 +1,79 @@
+"""Born-again networks: the CWTM and DKPP methods in the trainer, and experiments/born_again_mnist.py
+end to end on a small MNIST-like directory (--smoke)."""
+
+import json
+import pathlib
+import runpy
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from idx_files import write_mnist_like
+
+from jdistill import losses
+from jdistill.data import UNLABELLED
+from jdistill.methods import build_method, parse_methods
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "born_again_mnist.py"
+
+
+def _outputs(seed):
+    return (jax.random.normal(jax.random.key(seed), (4, 10)), {})
+
+
+def test_methods_return_the_losses_and_cwtm_ignores_unlabelled_examples():
+    assert parse_methods("cwtm+dkpp") == ("ce", "cwtm", "dkpp")
+    student, teacher = _outputs(0), _outputs(1)
+    labels = jnp.array([1, 2, UNLABELLED, 3])
+    batch = {"label": labels, "key": jax.random.key(7), "epoch": 0.0}
+    hparams = {"temperature": jnp.float32(1.0)}
+    cwtm = build_method("cwtm").loss(student, teacher, batch, {}, hparams)["cwtm"]
+    expected = losses.ban_cwtm(student[0], teacher[0], jnp.maximum(labels, 0))
+    np.testing.assert_allclose(cwtm, jnp.where(labels != UNLABELLED, expected, 0.0), rtol=1e-6)
+    assert cwtm[2] == 0
+    dkpp = build_method("dkpp").loss(student, teacher, batch, {}, hparams)["dkpp"]
+    np.testing.assert_allclose(dkpp, losses.ban_dkpp(student[0], teacher[0], key=batch["key"]), rtol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def mnist_like_dir(tmp_path_factory):
+    return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
+
+
+def _run(monkeypatch, *args):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+
+
+def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "ban"
+    args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke", "--quiet"]
+    _run(monkeypatch, *args, "--seeds", "1", "--generations", "3")
+    printed = capsys.readouterr().out
+
+    configs = {
+        name: json.loads((out / "seed0" / name / "config.json").read_text())["config"]
+        for name in ("gen0", "gen1", "gen2", "cwtm", "dkpp")
+    }
+    assert configs["gen0"]["teacher"] is None and configs["gen0"]["methods"] == ["ce"]
+    for gen in (1, 2):
+        config = configs[f"gen{gen}"]
+        assert pathlib.Path(config["teacher"]) == (out / "seed0" / f"gen{gen - 1}").absolute()
+        assert config["methods"] == ["ce", "kd"] and config["weights"] == {"ce": 0.0, "kd": 1.0}
+        assert config["temperature"] == 1.0 and config["model"] == configs["gen0"]["model"]
+    for method in ("cwtm", "dkpp"):
+        assert pathlib.Path(configs[method]["teacher"]) == (out / "seed0" / "gen0").absolute()
+        assert configs[method]["weights"] == {"ce": 0.0, method: 1.0}
+
+    results = json.loads((out / "results.json").read_text())
+    for gen in range(3):
+        summary = json.loads((out / "seed0" / f"gen{gen}" / "summary.json").read_text())
+        assert results["generation"][gen] == [summary["test/accuracy"]]
+    # The ensemble of generation 0 alone is generation 0 (its logits recomputed from the checkpoint).
+    assert results["ensemble"][0][0] == pytest.approx(results["generation"][0][0], abs=1e-6)
+    assert all(0 <= a <= 1 for a in results["ensemble"][2])
+    table = (out / "table.md").read_text()
+    assert table in printed and "gen 2 (BAN from gen 1)" in table and "DKPP" in table
+    assert (out / "generations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
