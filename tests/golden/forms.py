@@ -1,0 +1,160 @@
+"""The fixed small configuration of every training form, run into a directory, and its metrics
+as a golden record: every ``metrics.jsonl`` line and the summary, without wall-clock fields.
+
+``record.py`` writes the records (``tests/golden/*.json``); ``tests/test_golden.py`` runs the same
+configurations on the current engine and compares.
+"""
+
+import dataclasses
+import functools
+import json
+import pathlib
+
+import jax
+import numpy as np
+from flax import nnx
+
+from jdistill.adversarial import data_free, discriminator, online
+from jdistill.data import Dataset, load_digits
+from jdistill.generative import MappingConfig, VAEConfig, train_mapping, train_vae
+from jdistill.models import MODELS
+from jdistill.train import RunConfig, fit
+
+TIMING = ("seconds", "train_seconds")
+
+
+class TinyStaged(nnx.Module):
+    """A stem and three conv-BN stages with the CIFAR models' feature names (stem, stageK_pre,
+    stageK, embedding), small enough to compile in seconds."""
+
+    def __init__(self, input_shape, num_classes, *, widths=(4, 8, 8), rngs):
+        self.stem = nnx.Conv(input_shape[-1], widths[0], (3, 3), rngs=rngs)
+        self.convs = nnx.List(
+            [
+                nnx.Conv(a, b, (3, 3), strides=s, rngs=rngs)
+                for a, b, s in zip((widths[0], *widths[:-1]), widths, (1, 2, 2), strict=True)
+            ]
+        )
+        self.bns = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in widths])
+        self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
+
+    def __call__(self, x, *, train=False, dropout_key=None):
+        h = jax.nn.relu(self.stem(x))
+        features = {"stem": h}
+        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
+            pre = bn(conv(h), use_running_average=not train)
+            h = jax.nn.relu(pre)
+            features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h
+        features["embedding"] = h.mean(axis=(1, 2))
+        return self.head(features["embedding"]), features
+
+
+def register_tiny_models() -> None:
+    MODELS.setdefault("golden_tiny_teacher", functools.partial(TinyStaged, widths=(4, 8, 16)))
+    MODELS.setdefault("golden_tiny_student", functools.partial(TinyStaged, widths=(4, 6, 8)))
+
+
+def tiny_data() -> Dataset:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (96, 8, 8, 3)).astype(np.float32)
+    y = (np.arange(96) % 4).astype(np.int32)
+    return Dataset("tiny", x, y, x[:24], y[:24], num_classes=4, mean=(0.5,) * 3, std=(0.3,) * 3)
+
+
+def record_of(run_dir) -> dict:
+    """The run's metric lines and summary, without wall-clock fields."""
+    run_dir = pathlib.Path(run_dir)
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    drop = lambda d: {k: v for k, v in d.items() if k not in TIMING}
+    return {"metrics": [drop(m) for m in lines], "summary": drop(summary)}
+
+
+# ------------------------------------------------------------------ the configurations
+
+
+def teacher_config() -> RunConfig:
+    """Dropout, input jitter, max-norm, a warm-up: every source of randomness of the loop."""
+    return RunConfig(model="mlp1200", dataset="digits", epochs=3, batch_size=64, learning_rate=0.05,
+                     max_shift=1, max_norm=3.0, warmup_epochs=1, seed=1)  # fmt: skip
+
+
+def distill_config(teacher: str) -> RunConfig:
+    """Soft targets and a FitNets hint through a connector; no augmentation."""
+    return RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64, teacher=teacher,
+                     methods=("ce", "kd", "fitnet"), weights={"fitnet": 1.0}, seed=2)  # fmt: skip
+
+
+def tiny_teacher_config() -> RunConfig:
+    return RunConfig(model="golden_tiny_teacher", dataset="tiny", epochs=2, batch_size=16, learning_rate=0.05)
+
+
+def staged_config(teacher: str) -> RunConfig:
+    """CRD's memory banks (state), FT's initialisation stage and frozen paraphraser, crops and flips,
+    the CIFAR recipe's SGD (no Nesterov, weight decay, step schedule)."""
+    return RunConfig(model="golden_tiny_student", dataset="tiny", epochs=3, batch_size=16, teacher=teacher,
+                     methods=("ce", "crd", "ft"), seed=3, max_shift=1, hflip=True, nesterov=False,
+                     weight_decay=5e-4, schedule="step", lr_milestones=(2,),
+                     method_options={"crd": {"num_negatives": 32}, "ft": {"init_epochs": 1}})  # fmt: skip
+
+
+def df_teacher_config() -> RunConfig:
+    return RunConfig(model="small_cnn", dataset="digits", epochs=2, batch_size=32, learning_rate=0.1)
+
+
+def data_free_config(teacher: str, method: str) -> data_free.DataFreeConfig:
+    return data_free.DataFreeConfig(
+        teacher_dir=teacher, method=method, dataset="digits", student="small_cnn", batch_size=32,
+        generator_width=4, iterations=4, iterations_per_epoch=2, samples_every=2, histogram_samples=40,
+        at_features=("conv1", "conv2"), activation_feature="embedding", seed=4,
+    )  # fmt: skip
+
+
+def adversarial_config(teacher: str) -> discriminator.AdversarialKDConfig:
+    return discriminator.AdversarialKDConfig(
+        teacher_dir=teacher, model="mlp32", epochs=2, dataset="digits", batch_size=64, seed=5,
+        disc_input="probs", conditional=True, disc_steps=2, disc_widths=(32,),
+    )  # fmt: skip
+
+
+def online_config() -> online.OnlineConfig:
+    return online.OnlineConfig(model="mlp32", dataset="digits", epochs=2, batch_size=64, seed=6,
+                               disc_input="probs", disc_hidden=16)  # fmt: skip
+
+
+def vae_config() -> VAEConfig:
+    return VAEConfig(dataset="digits", latent_dim=4, widths=(32,), epochs=2, batch_size=64, seed=7)
+
+
+def mapping_config(teacher: str) -> MappingConfig:
+    return MappingConfig(teacher=teacher, encoder_widths=(8,), decoder_widths=(8,), epochs=2,
+                         steps_per_epoch=5, batch_size=32, eval_points=200, seed=8)  # fmt: skip
+
+
+# ------------------------------------------------------------------ running them
+
+FORMS = (
+    "teacher", "distill", "tiny_teacher", "staged", "adversarial_kd", "df_teacher",
+    "data_free_dfad", "data_free_dafl", "data_free_zskt", "online", "vae", "mapping",
+)  # fmt: skip
+
+
+def run_all(out: pathlib.Path, devices) -> dict[str, dict]:
+    """Every form into ``out/<form>``, on ``devices``; returns ``{form: record}``."""
+    register_tiny_models()
+    digits, tiny = load_digits(), tiny_data()
+    df_digits = data_free.teacher_dataset(digits)
+    kw = {"progress": False}
+    d = lambda name: str(out / name)
+    fit(teacher_config(), d("teacher"), dataset=digits, devices=devices, **kw)
+    fit(distill_config(d("teacher")), d("distill"), dataset=digits, devices=devices, **kw)
+    fit(tiny_teacher_config(), d("tiny_teacher"), dataset=tiny, devices=devices, **kw)
+    fit(staged_config(d("tiny_teacher")), d("staged"), dataset=tiny, devices=devices, **kw)
+    discriminator.run(adversarial_config(d("teacher")), d("adversarial_kd"), dataset=digits, **kw)
+    fit(df_teacher_config(), d("df_teacher"), dataset=df_digits, devices=devices, **kw)
+    for method in data_free.METHODS:
+        data_free.run(data_free_config(d("df_teacher"), method), d(f"data_free_{method}"), dataset=df_digits, **kw)
+    online.run(online_config(), d("online"), dataset=digits, **kw)
+    train_vae(vae_config(), d("vae"), dataset=digits, **kw)
+    train_mapping(mapping_config(d("vae")), d("mapping"), **kw)
+    return {form: record_of(out / form) for form in FORMS}
