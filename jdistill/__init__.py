@@ -6,4 +6,4 @@
 - :mod:`jdistill.train`: jitted, data-parallel teacher training and distillation.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

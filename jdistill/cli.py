@@ -7,15 +7,8 @@ import json
 import sys
 import time
 
-DATASET_HELP = (
-    "data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
-    "(one .npz file with x_train, y_train, x_test, y_test)"
-)
-DATA_DIR_HELP = (
-    "where the data set's files are: for mnist the directory of the four IDX .gz files, for cifar10/100 "
-    "the extracted official python-format folder (cifar-10-batches-py/, cifar-100-python/) or its parent, "
-    "for npz the file; without it, mnist and cifar come through tensorflow-datasets"
-)
+from jdistill.cli_games import DATASET_HELP, add_run_options
+
 # Defaults outside the CIFAR benchmark's recipe (see jdistill.recipes for the recipe's).
 PLAIN_DEFAULTS = {
     "batch_size": 128,
@@ -33,7 +26,7 @@ PLAIN_DEFAULTS = {
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    add_run_options(p)
     p.add_argument(
         "--recipe",
         choices=("crd", "none"),
@@ -51,12 +44,6 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         "the milestones, DKD's ramp and the initialisation stages scale with it: the option to shorten a run",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, dropout, jitter")
-    p.add_argument(
-        "--out",
-        required=True,
-        help="run directory (config.json, metrics.jsonl, checkpoints/, summary.json); "
-        "re-running the same command there resumes from the last checkpoint",
-    )
     p.add_argument("--batch-size", type=int, default=None, help="global batch, split over all devices (128)")
     p.add_argument(
         "--optimizer",
@@ -94,6 +81,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="cap the L2 norm of each unit's incoming weights after every update (max-norm constraint)",
     )
     p.add_argument(
+        "--clip-norm", type=float, default=None, help="clip the gradient to this global norm before each update"
+    )
+    p.add_argument(
         "--holdout-fraction",
         type=float,
         default=0.0,
@@ -123,7 +113,6 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--eval-every", type=int, default=1, help="evaluate on the test set every N epochs (and at the end)"
     )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _parse_weights(items: list[str]) -> dict[str, float]:
@@ -217,6 +206,7 @@ def _common_config(args) -> dict:
         seed=args.seed,
         warmup_epochs=args.warmup_epochs,
         max_norm=args.max_norm,
+        clip_norm=args.clip_norm,
         holdout_fraction=args.holdout_fraction,
         exclude_classes=_parse_classes(args.exclude_classes),
         labelled_fraction=args.labelled_fraction,
@@ -231,7 +221,7 @@ def cmd_train_teacher(args) -> None:
 
     settings, _, _ = _settings(args, args.model)
     config = RunConfig(model=args.model, **settings, **_common_config(args))
-    summary = fit(config, args.out, progress=not args.quiet)
+    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
     print(json.dumps(summary, indent=2))
 
 
@@ -253,7 +243,7 @@ def cmd_distill(args) -> None:
         **settings,
         **_common_config(args),
     )
-    summary = fit(config, args.out, progress=not args.quiet)
+    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
     print(json.dumps(summary, indent=2))
 
 
@@ -317,11 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_demo)
 
-    from jdistill.adversarial import data_free, discriminator, online
+    from jdistill.cli_games import add_parsers
 
-    data_free.add_parser(sub)
-    discriminator.add_parser(sub)
-    online.add_parser(sub)
+    add_parsers(sub)
 
     from jdistill import temperature
 

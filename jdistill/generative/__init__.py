@@ -2,8 +2,8 @@
 the teacher's latent space and a decoder that reproduces the teacher's images from latent points,
 both from teacher-generated pairs only.
 
-- :mod:`jdistill.generative.training`: :func:`train_vae`, :func:`train_mapping` (run
-  directories that resume) and their pure jitted steps.
+- :mod:`jdistill.generative.training`: the VAE teacher's and the latent-mapping student's games
+  (``VAEConfig``, ``MappingConfig``), played by :func:`train_vae`, :func:`train_mapping`.
 - :mod:`jdistill.generative.evaluation`: errors on held-out latent points and real images,
   classifier scores of generated images, throughput, sample grids.
 """
@@ -22,10 +22,10 @@ from jdistill.generative.training import (
     VAEConfig,
     load_mapping,
     load_vae,
-    make_mapping_step,
-    make_vae_step,
+    mapping_loss,
     train_mapping,
     train_vae,
+    vae_loss,
 )
 
 __all__ = [
@@ -36,12 +36,12 @@ __all__ = [
     "heldout_latents",
     "load_mapping",
     "load_vae",
-    "make_mapping_step",
-    "make_vae_step",
+    "mapping_loss",
     "mapping_metrics",
     "real_image_metrics",
     "save_grid",
     "throughput",
     "train_mapping",
     "train_vae",
+    "vae_loss",
 ]

@@ -1,12 +1,10 @@
 """How well a latent-mapping student reproduces its VAE teacher: errors on held-out latent points
 and real images, classifier scores of generated images, throughput, and sample grids."""
 
-import dataclasses
 import functools
 import statistics
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -14,27 +12,11 @@ import numpy as np
 from flax import nnx
 
 from jdistill.losses.generative import bernoulli_nll, decoder_distillation, latent_regression
+from jdistill.train.player import Frozen
 
 HELDOUT_SEED = 1_000_003  # the held-out latent points: no training step draws from this key
 BATCH = 1000
 ACTIVE = 0.01  # variance of the posterior mean above which a latent dimension is active
-
-
-@dataclasses.dataclass(frozen=True)
-class Frozen:
-    """A model held fixed: its graph definition and ``params``, ``rest`` (pure dicts)."""
-
-    graphdef: nnx.GraphDef
-    params: Any
-    rest: Any
-
-    @property
-    def variables(self) -> tuple:
-        return self.params, self.rest
-
-    def module(self, params=None) -> nnx.Module:
-        """The model, with ``params`` in place of its own if given (e.g. traced under jit)."""
-        return nnx.merge(self.graphdef, self.params if params is None else params, self.rest)
 
 
 def heldout_latents(n: int, latent_dim: int) -> jax.Array:

@@ -106,7 +106,7 @@ class SoftmaxRegression(Method):
                 "srrl: reads the teacher's classifier head from its run directory; set "
                 "--method-option srrl.teacher_run=DIR to the same directory as --teacher"
             )
-        from jdistill.train.loop import load_teacher  # the trainer imports the methods
+        from jdistill.train.distill import load_teacher  # the trainer imports the methods
 
         head = load_teacher(self.teacher_run, dataset).variables[0]["model"].get("head")
         width = math.prod(teacher_shapes[TEACHER_LAYER])
@@ -145,23 +145,15 @@ class TeacherHeadStudent(nnx.Module):
 def load_run(run_dir: str, dataset: Dataset) -> nnx.Module:
     """The final state of the finished run in ``run_dir`` as a ``Trainable``: its ``model`` and
     its methods' ``extras`` (e.g. ``extras["repmap"]["projection"]``)."""
-    from jdistill.train import checkpoint
-    from jdistill.train.loop import prepare
-    from jdistill.train.rundir import RunDir
+    from jdistill.train.distill import load_student
 
-    run = RunDir(run_dir)
-    run.summary()  # refuses unfinished runs
-    setup = prepare(run.config(), dataset)
-    state = checkpoint.restore(checkpoint.manager(run.path), setup.state)
-    # Off the training mesh, onto the default device (where load_teacher puts a teacher).
-    params, rest = jax.device_put(jax.device_get((state.params, state.rest)))
-    return nnx.merge(setup.graphdef, params, rest)
+    return load_student(run_dir, dataset)
 
 
 def with_teacher_head(student_run: str, teacher_run: str, dataset: Dataset) -> TeacherHeadStudent:
     """The student of ``student_run`` (trained with ``repmap`` or ``srrl``) with its projection
     and the classifier head of the teacher in ``teacher_run``."""
-    from jdistill.train.loop import load_teacher
+    from jdistill.train.distill import load_teacher
     from jdistill.train.rundir import RunDir
 
     config = RunDir(student_run).config()

@@ -1,34 +1,49 @@
-"""Jitted, data-parallel training: teacher training and distillation share one loop.
+"""One training engine: every training form is a :class:`Game` of :class:`Player` s and
+:class:`Move` s, played by :func:`fit` on a data-parallel mesh.
 
-- :func:`fit` runs a whole configuration (:class:`RunConfig`) into a run directory.
-- :func:`make_train_step` / :func:`make_eval_step` are the pure jitted steps, for your own loop.
-- :data:`METHODS` holds the distillation methods (named loss terms).
+- :func:`fit` plays a game (or a configuration such as :class:`RunConfig`, which builds its game)
+  into a run directory: sharding, PRNG, evaluation, checkpoints, resumption, metrics, summary.
+- :mod:`jdistill.train.distill`: teacher training and distillation with the method registry
+  (:class:`RunConfig`); the adversarial and generative forms live in :mod:`jdistill.adversarial`
+  and :mod:`jdistill.generative`.
+- :class:`Optimizer`: one optimizer configuration for every player, on optax.
 """
 
 from jdistill.methods import METHODS, parse_methods, resolve_weights
 from jdistill.train.config import RunConfig
-from jdistill.train.loop import Setup, Teacher, fit, load_teacher, prepare
+from jdistill.train.distill import Teacher, build, load_teacher, teacher_forward
+from jdistill.train.evaluate import ClassifierEvaluator
+from jdistill.train.fit import fit
+from jdistill.train.game import Game, Hooks, Move, Phase, View
+from jdistill.train.optim import Optimizer
 from jdistill.train.parallel import make_mesh
+from jdistill.train.player import Frozen, Player, Stacked, Trainable, split_module
 from jdistill.train.rundir import RunDir
-from jdistill.train.state import Trainable, TrainState, create_state, split_module
-from jdistill.train.steps import make_eval_step, make_train_step, teacher_forward
+from jdistill.train.sources import DataSource, NoiseSource
 
 __all__ = [
     "METHODS",
+    "ClassifierEvaluator",
+    "DataSource",
+    "Frozen",
+    "Game",
+    "Hooks",
+    "Move",
+    "NoiseSource",
+    "Optimizer",
+    "Phase",
+    "Player",
     "RunConfig",
     "RunDir",
-    "Setup",
+    "Stacked",
     "Teacher",
-    "TrainState",
     "Trainable",
-    "create_state",
+    "View",
+    "build",
     "fit",
     "load_teacher",
-    "make_eval_step",
     "make_mesh",
-    "make_train_step",
     "parse_methods",
-    "prepare",
     "resolve_weights",
     "split_module",
     "teacher_forward",

@@ -1,4 +1,4 @@
-"""Checkpoints of a run's TrainState with orbax ``CheckpointManager``."""
+"""Checkpoints of a run's players with orbax ``CheckpointManager``."""
 
 import contextlib
 import pathlib
@@ -8,7 +8,6 @@ import threading
 import jax
 import orbax.checkpoint as ocp
 
-from jdistill.train.state import TrainState
 
 
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -39,7 +38,7 @@ def _ctrl_c_deferred():
         raise KeyboardInterrupt
 
 
-def save(mngr: ocp.CheckpointManager, epoch: int, state: TrainState) -> None:
+def save(mngr: ocp.CheckpointManager, epoch: int, state) -> None:
     """Save ``state`` as checkpoint number ``epoch`` (epochs completed) and wait for it; a Ctrl-C
     meanwhile takes effect once the checkpoint is complete."""
     with _ctrl_c_deferred():
@@ -47,7 +46,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state: TrainState) -> None:
         mngr.wait_until_finished()
 
 
-def restore(mngr: ocp.CheckpointManager, like: TrainState, epoch: int | None = None) -> TrainState:
+def restore(mngr: ocp.CheckpointManager, like, epoch: int | None = None):
     """Restore checkpoint ``epoch`` (default: the latest) into the structure, shapes and
     shardings of ``like``."""
     epoch = mngr.latest_step() if epoch is None else epoch
@@ -55,3 +54,19 @@ def restore(mngr: ocp.CheckpointManager, like: TrainState, epoch: int | None = N
         raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_variables(run_dir: pathlib.Path, player: str, params_like, rest_like, *, format: int):
+    """``(params, rest)`` of ``player`` in the latest checkpoint of the run in ``run_dir``, in the
+    structure of ``params_like`` and ``rest_like`` (the rest of the checkpoint is not read).
+    ``format`` 1 (jdistill 0.1) saved one ``TrainState`` instead of a dictionary of players."""
+    mngr = manager(run_dir)
+    abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+    item = {"params": abstract(params_like), "rest": abstract(rest_like)}
+    item = item if format == 1 else {player: item}
+    restore_args = ocp.checkpoint_utils.construct_restore_args(item)  # onto the devices of ``*_like``
+    restored = mngr.restore(
+        mngr.latest_step(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+    )
+    restored = restored if format == 1 else restored[player]
+    return restored["params"], restored["rest"]

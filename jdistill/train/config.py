@@ -20,7 +20,7 @@ class RunConfig:
     and mirrored left-right at random when ``hflip``. Methods with an initialisation stage (AB,
     FT, FSP) run it before the ``epochs`` of training.
     ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
-    et al. 2014). ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
+    et al. 2014); ``clip_norm`` clips the gradient's global norm before the optimizer sees it. ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
     instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
     from the training (transfer) set, not from the test set. ``label_noise`` corrupts that fraction
     of the training labels (symmetric noise, seeded by ``label_noise_seed``; see
@@ -45,6 +45,7 @@ class RunConfig:
     max_shift: int = 0
     hflip: bool = False
     max_norm: float | None = None
+    clip_norm: float | None = None
     holdout_fraction: float = 0.0
     exclude_classes: tuple[int, ...] = ()
     teacher: str | None = None
@@ -75,8 +76,9 @@ class RunConfig:
             raise ValueError(f"lr_milestones are used by the 'step' schedule only, not {self.schedule!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
-        if self.max_norm is not None and self.max_norm <= 0:
-            raise ValueError(f"max_norm must be > 0 (or None for no constraint), got {self.max_norm}")
+        for name in ("max_norm", "clip_norm"):
+            if getattr(self, name) is not None and getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0 (or None for no constraint), got {getattr(self, name)}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if not 0 <= self.holdout_fraction < 1:
@@ -97,6 +99,12 @@ class RunConfig:
                 f"method_options given for {', '.join(unused)}, which is not among the methods "
                 f"{'+'.join(self.methods)}"
             )
+
+    def build(self, dataset=None):
+        """The game of this run (:func:`jdistill.train.distill.build`)."""
+        from jdistill.train.distill import build
+
+        return build(self, dataset)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)

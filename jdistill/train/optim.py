@@ -1,46 +1,106 @@
-"""Optimizers whose learning rate is an argument of the step, not a compiled-in constant.
+"""One optimizer configuration for every player, built on optax.
 
-``direction(config)`` is an optax transformation without the learning rate; the step scales its
-output by ``-hparams["learning_rate"] * schedule(step)``, so changing the rate never recompiles.
+:class:`Optimizer` makes ``inject_hyperparams(...)``-wrapped optax chains, so the base learning
+rate lives in the optimizer state as an array (changing it never recompiles), times a schedule
+multiplier of the player's own step:
+
+- ``sgd``: ``w <- w - lr(t) * trace(g + wd * w)``: weight decay **coupled** (an L2 term added to
+  the gradient before momentum), as ``torch.optim.SGD`` does; momentum with optional Nesterov.
+- ``adam``: ``w <- w - lr(t) * (adam(g) + wd * w)``: weight decay **decoupled** (AdamW,
+  Loshchilov & Hutter 2019), as ``torch.optim.AdamW`` and ``optax.adamw`` do.
+
+Optional global-norm gradient clipping comes first; ``trains`` (a predicate of a parameter's
+path) freezes the other parameters through ``optax.multi_transform`` (their update is zero);
+``max_norm`` projects each unit's incoming weights after the update (Srivastava et al. 2014).
 """
 
+import dataclasses
 from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jdistill.train.config import RunConfig
+Schedule = Callable[[jax.Array], jax.Array]
 
 
-def direction(config: RunConfig) -> optax.GradientTransformation:
-    """SGD (coupled weight decay, momentum, optional Nesterov) or Adam (decoupled, AdamW)."""
-    if config.optimizer == "sgd":
-        return optax.chain(
-            optax.add_decayed_weights(config.weight_decay),
-            optax.trace(decay=config.momentum, nesterov=config.nesterov),
+def path_names(path) -> tuple[str, ...]:
+    """``("model", "hidden", "0", "kernel")`` for a key path of a parameter pytree."""
+    return tuple(str(getattr(k, "key", getattr(k, "idx", k))) for k in path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """A player's optimizer: ``name`` (``sgd`` or ``adam``, see the module docstring), base
+    ``learning_rate`` times ``schedule(step)``, ``momentum``/``nesterov`` (SGD), ``b1`` (Adam),
+    ``weight_decay``, ``clip_norm`` (global gradient norm), ``max_norm`` (per-unit weight norm after
+    each update), ``trains`` (which parameter paths update; default all)."""
+
+    name: str = "sgd"
+    learning_rate: float = 0.05
+    schedule: Schedule = optax.constant_schedule(1.0)
+    momentum: float = 0.9
+    nesterov: bool = True
+    b1: float = 0.9
+    weight_decay: float = 0.0
+    clip_norm: float | None = None
+    max_norm: float | None = None
+    trains: Callable[[tuple[str, ...]], bool] | None = None
+
+    def __post_init__(self):
+        if self.name not in ("sgd", "adam"):
+            raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.name!r}")
+        for field in ("learning_rate", "weight_decay", "momentum"):
+            if getattr(self, field) < 0:
+                raise ValueError(f"{field} must be >= 0, got {getattr(self, field)}")
+        for field in ("clip_norm", "max_norm"):
+            if getattr(self, field) is not None and getattr(self, field) <= 0:
+                raise ValueError(f"{field} must be > 0 (or None), got {getattr(self, field)}")
+
+    def transformation(self) -> optax.GradientTransformation:
+        def chain(learning_rate):
+            parts = [optax.clip_by_global_norm(self.clip_norm)] if self.clip_norm else []
+            if self.name == "sgd":
+                if self.weight_decay:
+                    parts.append(optax.add_decayed_weights(self.weight_decay))
+                parts.append(optax.trace(decay=self.momentum, nesterov=self.nesterov))
+            else:
+                parts.append(optax.scale_by_adam(b1=self.b1))
+                if self.weight_decay:
+                    parts.append(optax.add_decayed_weights(self.weight_decay))
+            parts.append(optax.scale_by_schedule(lambda step: -learning_rate * self.schedule(step)))
+            return optax.chain(*parts)
+
+        tx = optax.inject_hyperparams(chain)(learning_rate=self.learning_rate)
+        if self.trains is None:
+            return tx
+        labels = lambda params: jax.tree_util.tree_map_with_path(
+            lambda path, _: "train" if self.trains(path_names(path)) else "frozen", params
         )
-    return optax.chain(optax.scale_by_adam(), optax.add_decayed_weights(config.weight_decay))
+        return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+    def learning_rate_at(self, opt_state, step: jax.Array) -> jax.Array:
+        """The rate of the update at ``step``: the state's base rate times the schedule."""
+        return optax.tree_utils.tree_get(opt_state, "learning_rate") * self.schedule(step)
 
 
-def schedule(config: RunConfig, steps_per_epoch: int) -> Callable[[jax.Array], jax.Array]:
+def schedule(kind: str, total_steps: int, *, warmup_steps: int = 0, milestones=(), decay: float = 0.1) -> Schedule:
     """Multiplier of the base learning rate at each step: a linear warm-up from 0 over
-    ``warmup_epochs``, then cosine decay to 0 over the remaining steps, constant, or steps of
-    ``lr_decay`` at the ``lr_milestones`` epochs."""
-    warmup = config.warmup_epochs * steps_per_epoch
-    rest = config.epochs * steps_per_epoch - warmup
-    if config.schedule == "cosine":
+    ``warmup_steps``, then ``cosine`` decay to 0 over the remaining steps, ``constant``, or
+    ``step`` (times ``decay`` at each step of ``milestones``, counted from the run's start as
+    PyTorch's MultiStepLR counts epochs)."""
+    rest = total_steps - warmup_steps
+    if kind == "cosine":
         after = optax.cosine_decay_schedule(1.0, decay_steps=max(rest, 1))
-    elif config.schedule == "step":
-        # Scaled from the first step of epoch e (0-based), e * steps_per_epoch, as PyTorch's MultiStepLR.
-        after = optax.piecewise_constant_schedule(
-            1.0, {e * steps_per_epoch - warmup: config.lr_decay for e in config.lr_milestones}
-        )
-    else:
+    elif kind == "step":
+        after = optax.piecewise_constant_schedule(1.0, {m - warmup_steps: decay for m in milestones})
+    elif kind == "constant":
         after = optax.constant_schedule(1.0)
-    if not warmup:
+    else:
+        raise ValueError(f"schedule: choose 'cosine', 'constant' or 'step', got {kind!r}")
+    if not warmup_steps:
         return after
-    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup), after], [warmup])
+    return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup_steps), after], [warmup_steps])
 
 
 def max_norm(params, limit: float | jax.Array):

@@ -1,14 +1,20 @@
-"""A run directory: ``config.json`` (configuration and library version), ``metrics.jsonl`` (one
-line per epoch), ``summary.json`` (written when the run finishes) and ``checkpoints/``."""
+"""A run directory: ``config.json`` (configuration, library version and checkpoint format),
+``metrics.jsonl`` (one line per epoch), ``summary.json`` (written when the run finishes) and
+``checkpoints/``.
+
+Checkpoint formats: 1 (jdistill 0.1: one ``TrainState``) and 2 (a dictionary of players). A
+finished run of either format serves as a teacher; an unfinished run of format 1 cannot resume.
+"""
 
 import dataclasses
 import json
 import pathlib
 
-import numpy as np
-
 import jdistill
 from jdistill.train.config import RunConfig
+
+
+FORMAT = 2
 
 
 class RunDir:
@@ -34,7 +40,8 @@ class RunDir:
         added to the library after the run was made) counts as its default."""
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         if self.config_file.exists():
-            previous = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
+            record = json.loads(self.config_file.read_text())
+            previous = {**_defaults(type(config)), **record["config"]}
             if previous != current:
                 changed = sorted(
                     k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
@@ -43,15 +50,39 @@ class RunDir:
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
                 )
-            return
+            if self.format == FORMAT:
+                return
+            if any((self.path / "checkpoints").glob("[0-9]*")):
+                raise ValueError(
+                    f"{self.path} holds an unfinished run of jdistill {record.get('jdistill_version', '?')} "
+                    f"(checkpoint format {self.format}), which jdistill {jdistill.__version__} cannot resume; "
+                    f"start it again in another --out directory (its finished runs still load as teachers)"
+                )
         self.path.mkdir(parents=True, exist_ok=True)
-        record = {"config": current, "jdistill_version": jdistill.__version__}
+        record = {"config": current, "jdistill_version": jdistill.__version__, "format": FORMAT}
         self.config_file.write_text(json.dumps(record, indent=2) + "\n")
 
-    def config(self) -> RunConfig:
+    @property
+    def format(self) -> int:
+        """The checkpoint format of the run (1 for runs of jdistill 0.1, which did not record it)."""
+        return self.config_record().get("format", 1)
+
+    def finished(self, config) -> bool:
+        """Whether the directory holds a finished run of exactly ``config``."""
+        if not (self.summary_file.exists() and self.config_file.exists()):
+            return False
+        saved = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
+        return saved == json.loads(json.dumps(dataclasses.asdict(config)))
+
+    def config_record(self) -> dict:
+        """``config.json``: the configuration, the library version, the checkpoint format."""
         if not self.config_file.exists():
             raise FileNotFoundError(f"{self.path} is not a jdistill run directory (no config.json)")
-        return RunConfig(**json.loads(self.config_file.read_text())["config"])
+        return json.loads(self.config_file.read_text())
+
+    def config(self) -> RunConfig:
+        """The configuration of a teacher-training or distillation run."""
+        return RunConfig(**self.config_record()["config"])
 
     def metrics(self) -> list[dict]:
         if not self.metrics_file.exists():
@@ -77,19 +108,6 @@ class RunDir:
                 **{f"test/{k}": v for k, v in test.items()},
             }
         )
-
-    def epoch_means(self, step_metrics: list[dict], *, epoch: int, last_checkpoint: int) -> dict:
-        """The mean over an epoch's steps of each metric (``step_metrics``: one dict per step, on
-        the host). A non-finite mean stops the run: ``FloatingPointError`` names the metric, the
-        epoch (1-based) and the checkpoint that is kept."""
-        means = {k: float(np.mean([m[k] for m in step_metrics])) for k in step_metrics[0]}
-        bad = [k for k, v in means.items() if not np.isfinite(v)]
-        if bad:
-            raise FloatingPointError(
-                f"non-finite {bad[0]} in epoch {epoch}; stopped; the last good checkpoint "
-                f"(epoch {last_checkpoint}) is kept in {self.path}"
-            )
-        return means
 
     def append_metrics(self, record: dict) -> None:
         with self.metrics_file.open("a") as f:

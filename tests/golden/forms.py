@@ -16,7 +16,7 @@ from flax import nnx
 
 from jdistill.adversarial import data_free, discriminator, online
 from jdistill.data import Dataset, load_digits
-from jdistill.generative import MappingConfig, VAEConfig, train_mapping, train_vae
+from jdistill.generative import MappingConfig, VAEConfig
 from jdistill.models import MODELS
 from jdistill.train import RunConfig, fit
 
@@ -139,22 +139,22 @@ FORMS = (
 )  # fmt: skip
 
 
-def run_all(out: pathlib.Path, devices) -> dict[str, dict]:
+def run_all(out: pathlib.Path, devices, **options) -> dict[str, dict]:
     """Every form into ``out/<form>``, on ``devices``; returns ``{form: record}``."""
     register_tiny_models()
     digits, tiny = load_digits(), tiny_data()
     df_digits = data_free.teacher_dataset(digits)
-    kw = {"progress": False}
     d = lambda name: str(out / name)
-    fit(teacher_config(), d("teacher"), dataset=digits, devices=devices, **kw)
-    fit(distill_config(d("teacher")), d("distill"), dataset=digits, devices=devices, **kw)
-    fit(tiny_teacher_config(), d("tiny_teacher"), dataset=tiny, devices=devices, **kw)
-    fit(staged_config(d("tiny_teacher")), d("staged"), dataset=tiny, devices=devices, **kw)
-    discriminator.run(adversarial_config(d("teacher")), d("adversarial_kd"), dataset=digits, **kw)
-    fit(df_teacher_config(), d("df_teacher"), dataset=df_digits, devices=devices, **kw)
-    for method in data_free.METHODS:
-        data_free.run(data_free_config(d("df_teacher"), method), d(f"data_free_{method}"), dataset=df_digits, **kw)
-    online.run(online_config(), d("online"), dataset=digits, **kw)
-    train_vae(vae_config(), d("vae"), dataset=digits, **kw)
-    train_mapping(mapping_config(d("vae")), d("mapping"), **kw)
+    play = lambda config, name, dataset=None: fit(config, d(name), dataset=dataset, devices=devices, progress=False, **options)
+    play(teacher_config(), "teacher", digits)
+    play(distill_config(d("teacher")), "distill", digits)
+    play(tiny_teacher_config(), "tiny_teacher", tiny)
+    play(staged_config(d("tiny_teacher")), "staged", tiny)
+    play(adversarial_config(d("teacher")), "adversarial_kd", digits)
+    play(df_teacher_config(), "df_teacher", df_digits)
+    for method in data_free.DATA_FREE_METHODS:
+        play(data_free_config(d("df_teacher"), method), f"data_free_{method}", df_digits)
+    play(online_config(), "online", digits)
+    play(vae_config(), "vae", digits)
+    play(mapping_config(d("vae")), "mapping")
     return {form: record_of(out / form) for form in FORMS}

@@ -1,0 +1,86 @@
+"""What a data-free generator makes: samples, the teacher's class histogram on them and its
+normalised entropy (where mode collapse shows), and their plots."""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jdistill.data import Dataset
+from jdistill.train.player import Frozen, Player
+
+
+def make_sampler(batch_size: int, noise_dim: int) -> Callable:
+    """``sample(generator, key, num) -> images``: ``num`` generated images (numpy), in batches of
+    ``batch_size`` with the batch statistics the generator trains with; compiled once."""
+    generate = jax.jit(lambda generator, z: generator.module()(z))
+
+    def sample(generator: Player, key, num: int) -> np.ndarray:
+        zs = jax.random.normal(key, (-(-num // batch_size), batch_size, noise_dim))
+        return np.concatenate([np.asarray(generate(generator, z)) for z in zs])[:num]
+
+    return sample
+
+
+def make_class_histogram(teacher: Frozen, num_classes: int) -> Callable:
+    """``histogram(images) -> counts``: how many images the teacher assigns to each class."""
+    predict = jax.jit(lambda t, x: jnp.argmax(t.module().model(x, train=False)[0], -1))
+
+    def histogram(images) -> np.ndarray:
+        return np.bincount(np.asarray(predict(teacher, images)), minlength=num_classes)
+
+    return histogram
+
+
+def histogram_entropy(counts) -> float:
+    """Entropy of the class histogram over ``log C``: 1 when every class is generated equally
+    often, 0 when all samples fall into one class (mode collapse)."""
+    p = np.asarray(counts, np.float64) / max(np.sum(counts), 1)
+    p = p[p > 0]
+    return float(-(p * np.log(p)).sum() / np.log(len(counts))) + 0.0  # + 0.0: no "-0.0" for one class
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_grid(images, path, dataset: Dataset, *, columns: int = 8, title: str = "") -> None:
+    """A PNG grid of standardised images, mapped back to pixel values with the data set's
+    statistics and clipped to [0, 1]."""
+    plt = _pyplot()
+    pixels = np.clip(np.asarray(images) * np.asarray(dataset.std) + np.asarray(dataset.mean), 0.0, 1.0)
+    n, h, w, c = pixels.shape
+    rows = -(-n // columns)
+    canvas = np.ones((rows * (h + 2), columns * (w + 2), c), np.float32)
+    for i, image in enumerate(pixels):
+        r, col = divmod(i, columns)
+        canvas[r * (h + 2) + 1 : r * (h + 2) + 1 + h, col * (w + 2) + 1 : col * (w + 2) + 1 + w] = image
+    fig, ax = plt.subplots(figsize=(columns * 0.8, rows * 0.8 + 0.4))
+    ax.imshow(canvas.squeeze(-1) if c == 1 else canvas, cmap="gray" if c == 1 else None, vmin=0, vmax=1)
+    ax.axis("off")
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_histogram(counts, path, *, title: str = "") -> None:
+    """A bar plot (PNG) of the teacher's predicted classes on generated samples."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    ax.bar(np.arange(len(counts)), counts, color="tab:blue")
+    ax.axhline(np.sum(counts) / len(counts), color="k", lw=0.8, ls="--", label="uniform")
+    ax.set_xticks(np.arange(len(counts)))
+    ax.set_xlabel("class predicted by the teacher")
+    ax.set_ylabel("generated samples")
+    ax.set_title(f"{title} (entropy {histogram_entropy(counts):.3f} of log C)", fontsize=9)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

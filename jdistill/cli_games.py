@@ -1,0 +1,228 @@
+"""The ``data-free``, ``adversarial-kd`` and ``online`` commands: options generated from their
+configuration dataclasses' fields (``--field-name``, typed as the field, its default shown), each
+command building its configuration and playing it with :func:`jdistill.train.fit`."""
+
+import argparse
+import dataclasses
+import json
+import types
+import typing
+
+DATASET_HELP = (
+    "data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
+    "(one .npz file with x_train, y_train, x_test, y_test)"
+)
+DATA_DIR_HELP = (
+    "where the data set's files are: for mnist the directory of the four IDX .gz files, for cifar10/100 "
+    "the extracted official python-format folder (cifar-10-batches-py/, cifar-100-python/) or its parent, "
+    "for npz the file; without it, mnist and cifar come through tensorflow-datasets"
+)
+STEPS_PER_CALL_HELP = (
+    "rounds run in one jitted call (lax.scan): the same metrics, less Python dispatch on an accelerator; default: 1"
+)
+
+
+def _sequence(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}")
+
+    return parse
+
+
+def _argument_type(annotation):
+    """The argparse ``type`` of a field annotated ``annotation`` (``X | None`` as ``X``)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _argument_type(args[0])
+    if typing.get_origin(annotation) is tuple:
+        return _sequence(args[0])
+    return annotation
+
+
+def add_config_options(parser, config_class, helps: dict, *, options: dict = {}, choices: dict = {}, required=()):
+    """``--field-name`` (or ``options[field]``) for every field in ``helps``, typed from the field's
+    annotation; booleans get ``--x/--no-x``; the default is the field's unless ``required``."""
+    fields, hints = {f.name: f for f in dataclasses.fields(config_class)}, typing.get_type_hints(config_class)
+    for name, text in helps.items():
+        flag = options.get(name, "--" + name.replace("_", "-"))
+        if name in required:
+            parser.add_argument(flag, dest=name, required=True, type=_argument_type(hints[name]), help=text,
+                                choices=choices.get(name))  # fmt: skip
+            continue
+        default = fields[name].default
+        shown = ",".join(map(str, default)) or "none" if isinstance(default, tuple) else default
+        if hints[name] is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
+                                help=f"{text}; default: {'on' if default else 'off'}")  # fmt: skip
+        else:
+            parser.add_argument(flag, dest=name, type=_argument_type(hints[name]), default=default,
+                                choices=choices.get(name), help=f"{text}; default: {shown}")  # fmt: skip
+
+
+def add_run_options(parser) -> None:
+    """``--data-dir``, ``--out``, ``--steps-per-call`` and ``--quiet``, common to every training command."""
+    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    parser.add_argument("--out", required=True, help="run directory (config.json, metrics.jsonl, checkpoints/, "
+                        "summary.json); re-running the same command there resumes from the last checkpoint")  # fmt: skip
+    parser.add_argument("--steps-per-call", type=int, default=1, help=STEPS_PER_CALL_HELP)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def play(config_class):
+    """The command that builds ``config_class`` from the parsed options and prints the summary."""
+
+    def command(args) -> None:
+        from jdistill.train import fit
+
+        names = {f.name for f in dataclasses.fields(config_class)}
+        config = config_class(**{k: v for k, v in vars(args).items() if k in names})
+        summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
+        print(json.dumps(summary, indent=2))
+
+    return command
+
+
+DATA_FREE_HELP = {
+    "teacher_dir": "run directory of a finished teacher",
+    "method": "dfad, dafl or zskt",
+    "dataset": DATASET_HELP,
+    "student": "built-in model name of the student (see 'jdistill models')",
+    "image_size": "resize the data set's images to this side first (32: the papers' MNIST); the teacher must "
+    "have been trained on images of that size",
+    "seed": "seed of the student, the generator and the noise",
+    "iterations": "rounds of the game (DFAD's paper: 2000 on MNIST)",
+    "iterations_per_epoch": "rounds between evaluations, metrics lines and checkpoints",
+    "batch_size": "generated images per step",
+    "noise_dim": "dimension of the generator's Gaussian noise",
+    "generator_width": "channels of the generator's last hidden layer (the papers: 64)",
+    "generator_bn_epsilon": "epsilon of the generator's inner BatchNorms (default: DAFL 0.8, else 1e-5)",
+    "student_steps": "student steps per generator step (default: DFAD 5, DAFL 1, ZSKT 10)",
+    "student_optimizer": "sgd (momentum 0.9, coupled weight decay) or adam (decoupled; default: the paper's)",
+    "student_lr": "student learning rate (default: the paper's)",
+    "student_weight_decay": "student's weight decay (default: the paper's)",
+    "student_schedule": "constant or cosine over the run",
+    "generator_lr": "generator's Adam learning rate (default: the paper's)",
+    "generator_schedule": "constant or cosine over the run",
+    "grad_clip": "clip both players' gradients to this global norm (ZSKT: 5)",
+    "at_weight": "ZSKT: weight of attention transfer",
+    "at_features": "ZSKT: comma-separated features of teacher and student whose attention maps are matched",
+    "activation_feature": "DAFL: the teacher's feature whose activation the generator raises",
+    "samples_every": "iterations between sample grids (samples/iter_*.png)",
+    "histogram_samples": "generated samples in each class histogram",
+    "checkpoint_every": "epochs between checkpoints",
+}
+
+ADVERSARIAL_KD_HELP = {
+    "teacher_dir": "run directory of a finished 'train-teacher' run",
+    "model": "built-in model name of the student",
+    "dataset": "data set of the teacher",
+    "epochs": "passes over the training set",
+    "seed": "seed of the student (the discriminator's is seed + 1)",
+    "batch_size": "batch size",
+    "optimizer": "student's optimizer: sgd (Nesterov, coupled weight decay) or adam (decoupled)",
+    "learning_rate": "student's learning rate",
+    "momentum": "SGD Nesterov momentum",
+    "weight_decay": "student's weight decay",
+    "schedule": "student's learning-rate schedule",
+    "ce_weight": "hard-label weight",
+    "kd_weight": "KD weight",
+    "adv_weight": "weight of the student's fooling loss; 0 is plain KD and trains no discriminator",
+    "temperature": "T of KD and of --disc-input probs",
+    "objective": "adversarial objective: bce (non-saturating), least_squares (LSGAN) or hinge",
+    "gp_weight": "weight of the WGAN-GP gradient penalty on D (0: off)",
+    "disc_input": "what D sees: logits, probs (softmax(logits / T)) or feature:NAME (a named feature, same shape "
+    "in teacher and student; see 'jdistill models --features')",
+    "conditional": "condition D on the one-hot label",
+    "disc_steps": "discriminator steps per student step",
+    "disc_learning_rate": "D's Adam learning rate",
+    "disc_schedule": "D's learning-rate schedule",
+    "disc_widths": "D's hidden widths, comma-separated",
+    "eval_every": "evaluate on the test set every N epochs",
+}
+
+ONLINE_HELP = {
+    "model": "built-in model name of every peer (see 'jdistill models')",
+    "dataset": DATASET_HELP,
+    "epochs": "passes over the training set",
+    "num_peers": "number of peers K trained together (>= 2)",
+    "seed": "seed of the peers' and discriminators' initialisation, data order, dropout, jitter",
+    "batch_size": "batch of every step, shared by all peers",
+    "optimizer": "the peers' optimizer: sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled)",
+    "learning_rate": "the peers' base learning rate",
+    "momentum": "the peers' SGD momentum",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "the peers' weight decay",
+    "schedule": "the peers' learning-rate schedule over the run: cosine, constant, or step",
+    "lr_milestones": "comma-separated epochs at which the step schedule multiplies the rate by 0.1",
+    "warmup_epochs": "linear warm-up of the peers' learning rate from 0 over N epochs",
+    "max_shift": "random translation of each training image by up to this many pixels",
+    "mutual_weight": "weight of the mutual-learning term T^2 KL(peer j || peer k), averaged over j != k "
+    "(0 with --disc-input none: every peer trains alone)",
+    "temperature": "softmax temperature T of the mutual-learning term and of --disc-input probs",
+    "disc_input": "what the discriminators compare: none (pure mutual learning), logits, probs "
+    "(softmax(z/T)), or feature:NAME (a named feature map; 'jdistill models --features' lists them)",
+    "adv_weight": "weight of each peer's term for fooling its discriminator",
+    "objective": "discriminator objective: bce, least_squares or hinge",
+    "gp_weight": "weight of the discriminators' gradient penalty (WGAN-GP; 0: none)",
+    "disc_steps": "discriminator steps per peer step (on the same batch)",
+    "disc_optimizer": "the discriminators' optimizer",
+    "disc_lr": "the discriminators' learning rate",
+    "disc_schedule": "the discriminators' learning-rate schedule: constant or cosine",
+    "disc_hidden": "hidden units of each of the discriminators' two hidden layers",
+    "eval_every": "evaluate on the test set every N epochs (and at the end)",
+}
+
+
+def add_parsers(sub) -> None:
+    """Register ``data-free``, ``adversarial-kd`` and ``online`` on ``jdistill``'s subparsers."""
+    from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig
+    from jdistill.adversarial.discriminator import SCHEDULES, AdversarialKDConfig
+    from jdistill.adversarial.online import OnlineConfig
+    from jdistill.losses.adversarial import OBJECTIVES
+
+    p = sub.add_parser(
+        "data-free",
+        help="distil a teacher without its training data: DFAD, DAFL or ZSKT",
+        description="Data-free distillation: a generator synthesises the transfer set and the frozen teacher "
+        "judges it; the student never sees a real training image. The data set is read for its test "
+        "set (to score the student) and the teacher's input statistics only.",
+    )
+    add_config_options(p, DataFreeConfig, DATA_FREE_HELP, options={"teacher_dir": "--teacher"},
+                       required=("teacher_dir", "method", "dataset"),
+                       choices={"method": DATA_FREE_METHODS, "student_optimizer": ("sgd", "adam"),
+                                "student_schedule": SCHEDULES, "generator_schedule": SCHEDULES})  # fmt: skip
+    add_run_options(p)
+    p.set_defaults(func=play(DataFreeConfig))
+
+    p = sub.add_parser(
+        "adversarial-kd",
+        help="distil a teacher into a student that also learns to fool a discriminator",
+        description="Adversarial KD (Xu et al. 2017; Belagiannis et al. 2018): a discriminator learns to "
+        "tell the teacher's outputs from the student's; the student minimises ce_weight * CE + kd_weight * "
+        "KD + adv_weight * fooling loss. Re-running the same command resumes from the last checkpoint.",
+    )
+    add_config_options(p, AdversarialKDConfig, ADVERSARIAL_KD_HELP, required=("teacher_dir", "model", "epochs"),
+                       options={"teacher_dir": "--teacher", "model": "--student", "learning_rate": "--lr",
+                                "disc_learning_rate": "--disc-lr"},
+                       choices={"optimizer": ("sgd", "adam"), "schedule": SCHEDULES, "disc_schedule": SCHEDULES,
+                                "objective": OBJECTIVES})  # fmt: skip
+    add_run_options(p)
+    p.set_defaults(func=play(AdversarialKDConfig))
+
+    p = sub.add_parser(
+        "online",
+        help="train K peers together from scratch (mutual learning, discriminators between peers)",
+        description="Online distillation: K peers of one architecture learn from the labels and from each "
+        "other (deep mutual learning, Zhang et al. 2018), optionally with a discriminator per peer that "
+        "it learns to fool (Chung et al. 2020). --mutual-weight 0 --disc-input none trains the peers alone.",
+    )
+    add_config_options(p, OnlineConfig, ONLINE_HELP, options={"learning_rate": "--lr"},
+                       required=("model", "dataset", "epochs"),
+                       choices={"optimizer": ("sgd", "adam"), "schedule": ("cosine", "constant", "step"),
+                                "objective": OBJECTIVES, "disc_optimizer": ("sgd", "adam"),
+                                "disc_schedule": ("constant", "cosine")})  # fmt: skip
+    add_run_options(p)
+    p.set_defaults(func=play(OnlineConfig))

@@ -1,0 +1,179 @@
+"""Teacher training and distillation as a game: one player (``student``: the model and the methods'
+extra modules) that moves on the weighted sum of the methods' terms, optionally after the methods'
+initialisation stage, with a frozen teacher whose outputs on unaugmented data are computed once.
+
+``build(RunConfig) -> Game``; :func:`jdistill.train.fit` plays it.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from jdistill.data import Dataset, load_dataset
+from jdistill.methods import build_method, check_features, feature_shapes, resolve_weights
+from jdistill.models import count_params, create_model
+from jdistill.train import checkpoint, optim
+from jdistill.train.config import RunConfig
+from jdistill.train.evaluate import ClassifierEvaluator
+from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
+from jdistill.train.player import Frozen, Player, Trainable, split_module
+from jdistill.train.rundir import RunDir
+from jdistill.train.sources import DataSource
+
+
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A finished run's model, ready to be used frozen: graph definition, ``(params, rest)``."""
+
+    config: RunConfig
+    graphdef: nnx.GraphDef
+    variables: tuple
+    shapes: dict
+
+    @property
+    def frozen(self) -> Frozen:
+        return Frozen(self.graphdef, *self.variables)
+
+
+def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
+    """The final model of the finished run in ``run_dir`` as a teacher for ``dataset`` (runs of
+    jdistill 0.1 included); unfinished runs are refused."""
+    run = RunDir(run_dir)
+    config = run.config()
+    run.summary()  # refuses unfinished runs
+    if config.dataset != dataset.name:
+        raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
+    module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
+    graphdef, params, rest = split_module(module)
+    variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
+    return Teacher(config, graphdef, variables, feature_shapes(module.model, dataset.input_shape))
+
+
+def teacher_forward(teacher_graphdef, teacher_vars, images):
+    """The teacher's ``(logits, features)`` in inference mode, outside the gradient."""
+    teacher = nnx.merge(teacher_graphdef, *teacher_vars).model
+    return jax.lax.stop_gradient(teacher(images, train=False))
+
+
+def prepare_dataset(config: RunConfig, dataset: Dataset | None = None) -> Dataset:
+    """The data set as the run sees it: held-out split, excluded classes, label noise, hidden
+    labels; without a teacher, only the labelled examples."""
+    dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
+    if config.holdout_fraction:
+        dataset = dataset.holdout(config.holdout_fraction)
+    if config.exclude_classes:
+        dataset = dataset.without_classes(config.exclude_classes)
+    if config.label_noise:
+        dataset = dataset.with_label_noise(config.label_noise, seed=config.label_noise_seed)
+    dataset = dataset.hide_labels(config.labelled_fraction)
+    return dataset if config.teacher is not None else dataset.labelled()
+
+
+def objective(methods, init: bool, student_trains: bool, view):
+    """``sum_term weight[term] * mean_batch(term)`` over the methods' terms (or their
+    initialisation terms), with the step's accuracy and agreement with the teacher."""
+    batch, hparams = view.batch, view.hparams
+    trainable = view.module("student")
+    teacher_out = batch.get("frozen")
+    context = {**batch, "epoch": view.epoch, "key": view.key(LOSS), "dropout_key": view.key(MODEL)}
+    student_out = trainable.model(batch["image"], train=student_trains, dropout_key=context["dropout_key"])
+    terms = {}
+    for method in methods:
+        modules = trainable.extras.get(method.name, {})
+        if init:
+            returned, declared = method.init_loss(student_out, teacher_out, context, modules, hparams), method.init_weights
+        else:
+            returned, declared = method.loss(student_out, teacher_out, context, modules, hparams), method.default_weights
+        if set(returned) != set(declared):  # checked once, while tracing
+            raise ValueError(
+                f"method {method.name!r} {'init_loss' if init else 'loss'} returned terms {sorted(returned)} "
+                f"but declares {sorted(declared)}"
+            )
+        terms.update(returned)
+    terms = {name: jnp.mean(value) for name, value in terms.items()}
+    total = sum((hparams["weights"][name] * value for name, value in terms.items()), jnp.float32(0))
+    labels, logits = batch["label"], student_out[0]
+    labelled = labels >= 0
+    metrics = {
+        "loss": total,
+        "accuracy": jnp.sum(labelled & (jnp.argmax(logits, -1) == labels)) / jnp.maximum(labelled.sum(), 1),
+        **{f"loss/{k}": v for k, v in terms.items()},
+    }
+    if teacher_out is not None:
+        metrics["agreement"] = jnp.mean(jnp.argmax(logits, -1) == jnp.argmax(teacher_out[0], -1))
+    return total, metrics
+
+
+def teacher_outputs(features: tuple[str, ...], teachers, images):
+    """The teacher's logits and the ``features`` the methods read, in inference mode; the other
+    features keep their names, with ``None`` for a value (methods find layers by name)."""
+    logits, all_features = teacher_forward(teachers["teacher"].graphdef, teachers["teacher"].variables, images)
+    return logits, {name: value if name in features else None for name, value in all_features.items()}
+
+
+def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
+    """The game ``config`` describes, at step 0."""
+    dataset = prepare_dataset(config, dataset)
+    teacher = None if config.teacher is None else load_teacher(config.teacher, dataset)
+    methods = tuple(build_method(name, config.method_options.get(name)) for name in config.methods)
+    weights = resolve_weights(methods, config.weights)
+    model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
+    student_shapes, teacher_shapes = feature_shapes(model, dataset.input_shape), teacher.shapes if teacher else {}
+    check_features(methods, student_shapes, teacher_shapes)
+    extra_rngs = nnx.Rngs(config.seed + 1)
+    extras = {m.name: m.modules(student_shapes, teacher_shapes, dataset, extra_rngs) for m in methods}
+    trainable = Trainable(model, {k: v for k, v in extras.items() if v})
+    source = DataSource(dataset, config.batch_size, config.max_shift, config.hflip)
+    per_epoch = source.steps_per_epoch
+    optimizer = optim.Optimizer(
+        name=config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum,
+        nesterov=config.nesterov, weight_decay=config.weight_decay, clip_norm=config.clip_norm,
+        max_norm=config.max_norm, trains=lambda path: not any(m.frozen(path) for m in methods),
+        schedule=optim.schedule(config.schedule, config.epochs * per_epoch, warmup_steps=config.warmup_epochs * per_epoch,
+                                milestones=[e * per_epoch for e in config.lr_milestones], decay=config.lr_decay),
+    )  # fmt: skip
+    train = Phase("train", config.epochs, (Move("student", functools.partial(objective, methods, False, True)),),
+                  {"student": optimizer})  # fmt: skip
+    phases = (train,)
+    init_epochs = max(m.init_epochs for m in methods)
+    if init_epochs:
+        # Only what the initialisation stage trains moves, at the constant base rate; a student none of
+        # whose parameters train (FT's) runs in inference mode.
+        trains = lambda path: any(m.init_trains(path) for m in methods)
+        paths = [optim.path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(split_module(trainable)[1])]
+        student_trains = any(trains(p) for p in paths if p[0] == "model")
+        init_optimizer = dataclasses.replace(optimizer, schedule=optim.schedule("constant", 1), trains=trains)
+        init = Move("student", functools.partial(objective, methods, True, student_trains))
+        phases = (Phase("init", init_epochs, (init,), {"student": init_optimizer}), train)
+    features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
+    return Game(
+        config=config,
+        players={"student": Player.create(trainable, phases[0].optimizers["student"])},
+        phases=phases,
+        source=source,
+        seed=config.seed,
+        evaluate=ClassifierEvaluator(dataset, teacher=teacher and teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]),
+        teachers={"teacher": teacher.frozen} if teacher else {},
+        frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,
+        hparams={"temperature": jnp.float32(config.temperature), "weights": {k: jnp.float32(v) for k, v in weights.items()}},
+        eval_every=config.eval_every,
+        checkpoint_every=config.checkpoint_every,
+        label=config.model,
+        summary={"model": config.model, "methods": list(config.methods), "epochs": config.epochs, "seed": config.seed,
+                 "params": count_params(model), "extra_params": count_params(trainable) - count_params(model),
+                 **({"init_epochs": init_epochs} if init_epochs else {})},
+    )  # fmt: skip
+
+
+def load_student(run_dir: str, dataset: Dataset) -> Trainable:
+    """The final model and extra modules of the finished run in ``run_dir``."""
+    run = RunDir(run_dir)
+    run.summary()  # refuses unfinished runs
+    game = build(run.config(), dataset)
+    module = game.players["student"].module()
+    graphdef, params, rest = split_module(module)
+    params, rest = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
+    return nnx.merge(graphdef, params, rest)

@@ -1,0 +1,103 @@
+"""The jitted rounds of a game: ``k`` consecutive rounds of a phase in one ``lax.scan`` (batch
+gather, augmentation and the frozen teachers' outputs inside), each round playing the phase's
+moves in order. The players are donated; the teachers and the data never are."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from jdistill.train.game import BATCH, Game, Move, View, epoch_fraction, round_key
+from jdistill.train.parallel import DATA_AXIS
+
+
+def play(players: dict, move: Move, view_args: tuple) -> tuple[dict, dict]:
+    """One optimizer step of ``move.player`` on ``move.loss``; returns the players and the step's
+    metrics (with the learning rate)."""
+    player = players[move.player]
+
+    def objective(params):
+        view = View(players, move.player, params, *view_args)
+        total, metrics = move.loss(view)
+        return total, (metrics, view.new_rest())
+
+    (_, (metrics, rest)), grads = jax.value_and_grad(objective, has_aux=True)(player.params)
+    player, learning_rate = player.update(grads, rest)
+    return {**players, move.player: player}, {**metrics, "learning_rate": learning_rate}
+
+
+def _mean(results: list[dict]) -> dict:
+    if len(results) == 1:
+        return results[0]
+    return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
+
+
+def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool, owners: dict):
+    """``rounds(players, teachers, data, order, epoch_first_round, first_round, hparams) ->
+    (players, metrics {name: [count]})``, jitted, for ``count`` rounds of phase ``phase_index``.
+    ``cached``: the frozen outputs are in ``data["frozen"]`` (one row per training example).
+    ``owners`` is filled with ``{metric name: player}`` while tracing."""
+    phase, source = game.phases[phase_index], game.source
+    per_epoch = source.steps_per_epoch
+    phase_first_round = game.first_epoch(phase_index) * per_epoch
+    sharded = NamedSharding(mesh, P(DATA_AXIS))
+    constrain = lambda tree: jax.lax.with_sharding_constraint(tree, sharded)
+
+    def one_round(players, teachers, data, order, epoch_first_round, r, hparams):
+        rkey = round_key(game.seed, r)
+        indices = None if order is None else order[r - epoch_first_round]
+        batch = source.batch(data, indices, jax.random.fold_in(rkey, BATCH))
+        if game.frozen_outputs is not None:
+            if cached:
+                batch["frozen"] = jax.tree.map(lambda a: a[indices], data["frozen"])
+            else:
+                batch["frozen"] = game.frozen_outputs(teachers, batch["image"])
+        batch = constrain(batch)
+        epoch = epoch_fraction(r, phase_first_round, per_epoch)
+        metrics = {}
+        for m, move in enumerate(phase.moves):
+            results = []
+            for j in range(move.repeats):
+                move_batch = batch
+                if move.fresh_batch:
+                    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rkey, BATCH), m + 1), j)
+                    move_batch = constrain(source.fresh(key))
+                players, result = play(players, move, (teachers, move_batch, hparams, rkey, r, j, epoch))
+                results.append(result)
+            for name, value in _mean(results).items():
+                metrics[move.prefix + name] = value
+                owners[move.prefix + name] = move.player
+        return players, metrics
+
+    def rounds(players, teachers, data, order, epoch_first_round, first_round, hparams):
+        body = lambda p, j: one_round(p, teachers, data, order, epoch_first_round, first_round + j, hparams)
+        return jax.lax.scan(body, players, jnp.arange(count, dtype=jnp.int32))
+
+    return jax.jit(rounds, donate_argnums=0)
+
+
+CACHE_LIMIT = 1 << 30  # bytes of frozen outputs kept on each device at most
+
+
+def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
+    """The frozen teachers' outputs on every training image, computed once in batches of the
+    training batch size (as the rounds would), when the batches are not augmented; ``None``
+    when they are, or when the outputs would take more than :data:`CACHE_LIMIT` bytes (the
+    rounds compute them)."""
+    source = game.source
+    if game.frozen_outputs is None or source.augmented:
+        return None
+    images = source.images()
+    n, batch = len(images), source.batch_size
+    one = jax.eval_shape(game.frozen_outputs, teachers, jax.ShapeDtypeStruct((1, *images.shape[1:]), images.dtype))
+    if n * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one)) > CACHE_LIMIT:
+        return None
+    padded = np.concatenate([images, np.zeros(((-n) % batch, *images.shape[1:]), images.dtype)])
+    sharded = NamedSharding(mesh, P(DATA_AXIS))
+    forward = jax.jit(game.frozen_outputs)
+    parts = [
+        jax.device_get(forward(teachers, jax.device_put(padded[i : i + batch], sharded)))
+        for i in range(0, len(padded), batch)
+    ]
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)

@@ -1,0 +1,78 @@
+"""Where a game's batches come from: an in-memory data set (gathered, augmented and normalised on
+the device), or Gaussian noise (a generator's input, a latent point). Both run inside the jitted
+round; :func:`jdistill.train.fit` puts their arrays on the devices and shards each batch."""
+
+import dataclasses
+
+import jax
+import numpy as np
+
+from jdistill.data import Dataset, epoch_indices, random_flip, random_shift
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSource:
+    """Batches of ``batch_size`` training examples of ``dataset`` in a fresh random order every
+    epoch (the last partial batch dropped): ``{"image", "label", "index"}``, the images translated
+    by up to ``max_shift`` pixels (zero fill), mirrored at random when ``hflip``, then normalised
+    with the data set's statistics."""
+
+    dataset: Dataset
+    batch_size: int
+    max_shift: int = 0
+    hflip: bool = False
+
+    def __post_init__(self):
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set ({len(self.dataset.y_train)} examples)"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset.y_train) // self.batch_size
+
+    @property
+    def augmented(self) -> bool:
+        return bool(self.max_shift or self.hflip)
+
+    def arrays(self) -> dict:
+        return {"x": self.dataset.x_train, "y": self.dataset.y_train.astype(np.int32)}
+
+    def order(self, seed: int, epoch: int) -> jax.Array:
+        key = jax.random.fold_in(jax.random.key(seed), epoch)
+        return epoch_indices(key, len(self.dataset.y_train), self.batch_size)
+
+    def batch(self, arrays: dict, indices: jax.Array, key: jax.Array) -> dict:
+        shift_key, flip_key = jax.random.split(key)
+        images = random_shift(shift_key, arrays["x"][indices], self.max_shift)
+        if self.hflip:
+            images = random_flip(flip_key, images)
+        return {"image": self.dataset.normalise(images), "label": arrays["y"][indices], "index": indices}
+
+    def images(self) -> np.ndarray:
+        """Every training image as the batches show them without augmentation."""
+        return np.asarray(self.dataset.normalise(self.dataset.x_train), np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class NoiseSource:
+    """``{"z": [batch_size, dim]}`` drawn from N(0, I) in every round; an epoch is
+    ``steps_per_epoch`` rounds."""
+
+    batch_size: int
+    dim: int
+    steps_per_epoch: int
+    augmented = True  # nothing to compute once: every round's batch is new
+
+    def arrays(self) -> dict:
+        return {}
+
+    def order(self, seed: int, epoch: int) -> None:
+        return None
+
+    def batch(self, arrays: dict, indices, key: jax.Array) -> dict:
+        return self.fresh(key)
+
+    def fresh(self, key: jax.Array) -> dict:
+        return {"z": jax.random.normal(key, (self.batch_size, self.dim))}
