@@ -1,8 +1,9 @@
-"""Write the golden records of every training form: ``python tests/golden/record.py``.
+"""Write the golden records of the training forms: ``python tests/golden/record.py [FORM ...]``
+(default: every form).
 
 Runs under the test suite's four fake CPU devices, training on the first only, as
 ``tests/test_golden.py`` does, and writes ``tests/golden/<form>.json``. Re-record only when a
-change of behaviour is intended, and say which and why in the commit.
+change of behaviour is intended, only the forms it changes, and say which and why in the commit.
 """
 
 import json
@@ -24,5 +25,7 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         records = run_all(pathlib.Path(tmp), jax.devices()[:1])
     for form, record in records.items():
+        if sys.argv[1:] and form not in sys.argv[1:]:
+            continue
         (HERE / f"{form}.json").write_text(json.dumps(record, indent=1) + "\n")
         print(f"{form}: {len(record['metrics'])} lines")
