@@ -45,17 +45,20 @@ class ClassifierEvaluator:
             batch = math.ceil(EVAL_BATCH / mesh.size) * mesh.size
             count = math.ceil(n / batch)
             pad = lambda a: np.concatenate([a, np.zeros((count * batch - n, *a.shape[1:]), a.dtype)])
+            sharded = NamedSharding(mesh, P(None, DATA_AXIS))
             batches = jax.device_put(
                 {
                     "image": pad(np.asarray(data.normalise(data.x_test), np.float32)).reshape(count, batch, *data.input_shape),
                     "label": pad(data.y_test.astype(np.int32)).reshape(count, batch),
                     "mask": pad(np.ones(n, np.float32)).reshape(count, batch),
                 },
-                NamedSharding(mesh, P(None, DATA_AXIS)),
+                sharded,
             )  # fmt: skip
             if self.teacher is not None:
+                teacher = jax.device_put(self.teacher, NamedSharding(mesh, P()))
                 predict = jax.jit(lambda t, x: jnp.argmax(self.logits(t.module(), x), -1))
-                batches["teacher_prediction"] = jnp.stack([predict(self.teacher, x) for x in batches["image"]])
+                predictions = jnp.stack([predict(teacher, x) for x in batches["image"]])
+                batches["teacher_prediction"] = jax.device_put(predictions, sharded)
             self._batches[mesh] = batches
         return self._batches[mesh]
 

@@ -1,6 +1,13 @@
 """The jitted rounds of a game: ``k`` consecutive rounds of a phase in one call, a ``lax.scan``
 (batch gather, augmentation and the frozen teachers' outputs inside), each round playing the
-phase's moves in order. The players are donated; the teachers and the data never are."""
+phase's moves in order. The players are donated; the teachers and the data never are.
+
+One round per call is compiled without a loop. That matters on the CPU: XLA's CPU compiler
+leaves the convolutions of a loop body in layouts its fast convolution library cannot take, so
+inside ``lax.scan`` a conv net's gradient steps ran 25-50x slower here (and, computed by the
+generic emitter, differ from the unlooped ones by float rounding). On the CPU there is no dispatch
+overhead to save: keep ``steps_per_call=1`` there; it is for accelerators.
+"""
 
 import jax
 import jax.numpy as jnp
@@ -72,14 +79,10 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
 
     def rounds(players, teachers, data, order, epoch_first_round, first_round, hparams):
         body = lambda p, j: one_round(p, teachers, data, order, epoch_first_round, first_round + j, hparams)
-        if count == 1:
+        if count == 1:  # no loop: XLA's CPU compiler leaves convolutions inside loops unoptimised
             players, metrics = body(players, jnp.int32(0))
             return players, jax.tree.map(lambda m: m[None], metrics)
-        # XLA's CPU compiler leaves the convolutions of a loop body in slow, uncanonicalised
-        # forms (a data-free generator step ran 30x slower in a loop): on the CPU the rounds are
-        # unrolled; on accelerators they stay a loop, one compact program.
-        unroll = count if jax.default_backend() == "cpu" else 1
-        return jax.lax.scan(body, players, jnp.arange(count, dtype=jnp.int32), unroll=unroll)
+        return jax.lax.scan(body, players, jnp.arange(count, dtype=jnp.int32))
 
     return jax.jit(rounds, donate_argnums=0)
 
