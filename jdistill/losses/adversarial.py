@@ -93,8 +93,7 @@ def zskt_belief(student_logits, teacher_logits) -> jax.Array:
     classes, ``(1/C) sum_c p_t log(p_t / p_s)`` (the reference's element-wise mean). The student
     minimises it; the generator maximises it (:func:`zskt_generator`)."""
     s, t = _pair(student_logits, teacher_logits)
-    log_p_t = jax.nn.log_softmax(t, axis=-1)
-    kl = jnp.sum(jnp.exp(log_p_t) * (log_p_t - jax.nn.log_softmax(s, axis=-1)), axis=-1)
+    kl = optax.losses.kl_divergence_with_log_targets(jax.nn.log_softmax(s, axis=-1), jax.nn.log_softmax(t, axis=-1))
     return kl / s.shape[-1]
 
 
@@ -118,18 +117,24 @@ def discriminator_loss(real_scores, fake_scores, *, objective: str = "bce") -> j
     (student) inputs of any shape:
 
     - ``bce``: ``mean softplus(-r) + mean softplus(f)``, i.e. BCE with D(real) -> 1, D(fake) -> 0
-      (Goodfellow et al. 2014);
-    - ``least_squares``: ``0.5 mean (r - 1)^2 + 0.5 mean f^2`` (Mao et al. 2017, LSGAN);
-    - ``hinge``: ``mean relu(1 - r) + mean relu(1 + f)`` (Lim & Ye 2017).
+      (Goodfellow et al. 2014; ``optax.sigmoid_binary_cross_entropy``);
+    - ``least_squares``: ``0.5 mean (r - 1)^2 + 0.5 mean f^2`` (Mao et al. 2017, LSGAN;
+      ``optax.l2_loss``);
+    - ``hinge``: ``mean relu(1 - r) + mean relu(1 + f)`` (Lim & Ye 2017; ``optax.hinge_loss``).
     """
     _check_objective(objective)
     r = jnp.asarray(real_scores, jnp.float32)
     f = jnp.asarray(fake_scores, jnp.float32)
+    return jnp.mean(_against(r, 1.0, objective)) + jnp.mean(_against(f, 0.0, objective))
+
+
+def _against(scores, target: float, objective: str) -> jax.Array:
+    """Per-score loss of raw ``scores`` against the ``target`` class (1: real, 0: fake)."""
     if objective == "bce":
-        return jnp.mean(jax.nn.softplus(-r)) + jnp.mean(jax.nn.softplus(f))
+        return optax.losses.sigmoid_binary_cross_entropy(scores, jnp.full_like(scores, target))
     if objective == "least_squares":
-        return 0.5 * jnp.mean(jnp.square(r - 1.0)) + 0.5 * jnp.mean(jnp.square(f))
-    return jnp.mean(jax.nn.relu(1.0 - r)) + jnp.mean(jax.nn.relu(1.0 + f))
+        return optax.losses.l2_loss(scores, jnp.full_like(scores, target))
+    return optax.losses.hinge_loss(scores, jnp.full_like(scores, 2.0 * target - 1.0))
 
 
 def fooling_loss(fake_scores, *, objective: str = "bce") -> jax.Array:
@@ -138,11 +143,7 @@ def fooling_loss(fake_scores, *, objective: str = "bce") -> jax.Array:
     D(fake) -> 1); ``least_squares``: ``0.5 mean (f - 1)^2``; ``hinge``: ``-mean f``."""
     _check_objective(objective)
     f = jnp.asarray(fake_scores, jnp.float32)
-    if objective == "bce":
-        return jnp.mean(jax.nn.softplus(-f))
-    if objective == "least_squares":
-        return 0.5 * jnp.mean(jnp.square(f - 1.0))
-    return -jnp.mean(f)
+    return -jnp.mean(f) if objective == "hinge" else jnp.mean(_against(f, 1.0, objective))
 
 
 def gradient_penalty(critic, real, fake, key, *, target: float = 1.0) -> jax.Array:
@@ -175,5 +176,5 @@ def mutual_learning(peer_logits, *, temperature: float = 1.0) -> jax.Array:
     log_p = jax.nn.log_softmax(jnp.asarray(peer_logits, jnp.float32) / temperature, axis=-1)
     targets = jax.lax.stop_gradient(log_p)
     # kl[j, k, b] = KL(p_j || p_k) for example b; the j = k terms are 0 in value and gradient.
-    kl = jnp.sum(jnp.exp(targets)[:, None] * (targets[:, None] - log_p[None, :]), axis=-1)
+    kl = optax.losses.kl_divergence_with_log_targets(log_p[None, :], targets[:, None])
     return temperature**2 * jnp.sum(kl, axis=0) / (k - 1)
