@@ -38,7 +38,7 @@ import pathlib
 
 import numpy as np
 
-from jdistill.adversarial.discriminator import AdversarialKDConfig, run
+from jdistill.adversarial.discriminator import AdversarialKDConfig
 from jdistill.data import load_dataset
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir, fit
@@ -114,7 +114,7 @@ def main() -> None:
         )
     summaries = {
         name: [
-            run(
+            fit(
                 student_config(args, teacher_dir, seed, weights),
                 out / name / f"seed{seed}",
                 dataset=dataset,

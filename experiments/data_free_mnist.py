@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from jdistill.adversarial.data_free import DataFreeConfig, run, teacher_dataset
+from jdistill.adversarial.data_free import DataFreeConfig, teacher_dataset
 from jdistill.data import load_dataset
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir, fit
@@ -194,7 +194,7 @@ def main(argv=None) -> None:
                 seed=seed,
                 **fields,
             )
-            run(config, out / f"{method}_seed{seed}", dataset=dataset, progress=progress)
+            fit(config, out / f"{method}_seed{seed}", dataset=dataset, progress=progress)
     # The table shows every finished data-free run in --out, from this command or an earlier one.
     for method in ("dfad", "dafl", "zskt"):
         finished = sorted(d for d in out.glob(f"{method}_seed*") if (d / "summary.json").exists())

@@ -32,9 +32,10 @@ import argparse
 import json
 import pathlib
 
-from jdistill.adversarial.online import OnlineConfig, run
+from jdistill.adversarial.online import OnlineConfig
 from jdistill.data import load_dataset
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
+from jdistill.train import fit
 
 VARIANTS = {
     "alone": ("each peer alone (hard labels)", {"mutual_weight": 0.0}),
@@ -103,7 +104,7 @@ def main() -> None:
     results = {"model": "mlp256", "epochs": config(args, "alone", 0).epochs, "variants": {}}
     for name in VARIANTS:
         summaries = [
-            run(
+            fit(
                 config(args, name, s),
                 out / name / f"seed{s}",
                 dataset=dataset,

@@ -1,11 +1,20 @@
-"""Data-free distillation (DFAD, DAFL, ZSKT): the generator, each player's step, the game and
-the run directory, on scikit-learn's 8x8 digits with a small CNN teacher."""
+"""Data-free distillation (DFAD, DAFL, ZSKT) as a game of the training engine: the generator, the
+configuration's paper defaults and errors, which player each move changes, where the generator's
+gradient flows, one round of each method's alternation, the run's sample grids and class
+histograms, the ``data-free`` command and experiments/data_free_mnist.py, on scikit-learn's 8x8
+digits with a small CNN teacher.
 
+What the engine does for every form (resuming after a lost epoch, checkpoint contents, the
+non-finite rule, 1 vs 4 devices, steps_per_call, golden metrics) is tested in tests/test_engine.py
+and tests/test_golden.py, not here."""
+
+import contextlib
 import dataclasses
+import functools
+import io
 import json
 import pathlib
 import runpy
-import shutil
 import sys
 
 import chex
@@ -16,16 +25,19 @@ import pytest
 from flax import nnx
 from idx_files import write_mnist_like
 
-from jdistill import cli, losses
+from jdistill import cli
 from jdistill.adversarial import data_free as df
 from jdistill.adversarial.data_free import DataFreeConfig
 from jdistill.data import load_digits
-from jdistill.models import create_model
 from jdistill.models.generator import Generator
-from jdistill.train import RunConfig, Trainable, create_state, fit, load_teacher
+from jdistill.train import RunConfig, View, fit, make_mesh
+from jdistill.train.game import round_key
+from jdistill.train.parallel import replicated
+from jdistill.train.rounds import make_rounds, play_move, round_batch
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "data_free_mnist.py"
 BATCH = 32
+PNG = b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +48,7 @@ def digits():
 @pytest.fixture(scope="module")
 def teacher_dir(tmp_path_factory, digits):
     out = tmp_path_factory.mktemp("teacher")
-    fit(RunConfig(model="small_cnn", dataset="digits", epochs=3, batch_size=32, learning_rate=0.1), out,
+    fit(RunConfig(model="small_cnn", dataset="digits", epochs=1, batch_size=32, learning_rate=0.1), out,
         dataset=digits, progress=False)  # fmt: skip
     return str(out)
 
@@ -48,64 +60,100 @@ def config(teacher_dir, **changes) -> DataFreeConfig:
     return DataFreeConfig(**{**base, **changes})
 
 
-def players(cfg, digits, teacher):
-    rngs = nnx.Rngs(0)
-    student_graphdef, student = create_state(
-        Trainable(create_model(cfg.student, digits.input_shape, 10, rngs=rngs), {}),
-        df.student_optimizer(cfg),
-        0,
-    )
-    generator_graphdef, generator = create_state(
-        Generator(digits.input_shape, width=cfg.generator_width, rngs=rngs), df.generator_optimizer(cfg), 0
-    )
-    return (student_graphdef, student), (generator_graphdef, generator)
+# Student steps per round in the games below: fewer than DFAD's 5 and ZSKT's 10, to keep the
+# compilation of a round short; the papers' numbers are checked on the configuration.
+STUDENT_STEPS = {"dfad": 2, "dafl": 1, "zskt": 2}
+
+
+@pytest.fixture(scope="module")
+def games(teacher_dir, digits):
+    """Each method's game at step 0 (the small CNN student has neither dropout nor BatchNorm)."""
+    return {
+        method: df.build(config(teacher_dir, method=method, student_steps=STUDENT_STEPS[method]), digits)
+        for method in df.DATA_FREE_METHODS
+    }
+
+
+def move_of(game, player):
+    (move,) = [m for m in game.phases[0].moves if m.player == player]
+    return move
+
+
+@pytest.fixture(scope="module")
+def moved(games):
+    """``moved(method) -> {player: (players, metrics)}``: each player's move alone, from the game's
+    players at step 0 on round 0's batch (one compilation per method)."""
+
+    @functools.cache
+    def play(method):
+        game = games[method]
+        both = jax.jit(lambda players, batch: {p: play_move(game, players, move_of(game, p), batch)
+                                               for p in ("student", "generator")})  # fmt: skip
+        return both(dict(game.players), round_batch(game))
+
+    return play
 
 
 def host(tree):
     return jax.tree.map(np.array, tree)
 
 
-def changed(before, after) -> list[bool]:
-    return jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after))
+def state(player):
+    """A player's arrays, copied to the host."""
+    return host((player.params, player.rest, player.opt_state, player.step))
+
+
+def all_changed(before, after) -> bool:
+    return all(jax.tree.leaves(jax.tree.map(lambda a, b: not np.array_equal(a, b), before, after)))
 
 
 # ---------------------------------------------------------------- generator and configuration
 
 
-@pytest.mark.parametrize("shape", [(28, 28, 1), (32, 32, 3)])
-def test_generator_makes_standardised_images_of_the_papers_sizes(shape):
-    gen = Generator(shape, noise_dim=10, width=4, rngs=nnx.Rngs(0))
-    images = gen(jax.random.normal(jax.random.key(1), (16, 10)))
-    chex.assert_shape(images, (16, *shape))
-    # The last BatchNorm (no affine) standardises each channel over the batch.
-    chex.assert_trees_all_close(images.mean(axis=(0, 1, 2)), jnp.zeros(shape[-1]), atol=1e-4)
-    chex.assert_trees_all_close(images.std(axis=(0, 1, 2)), jnp.ones(shape[-1]), atol=1e-2)
+def test_generator_makes_standardised_images_of_the_papers_sizes():
+    """The generator makes [B, H, W, C] images of the papers' sizes, standardised per channel over
+    the batch by its last BatchNorm (no affine)."""
+    z = jax.random.normal(jax.random.key(1), (16, 10))
+    make = lambda shape: lambda z: Generator(shape, noise_dim=10, width=4, rngs=nnx.Rngs(0))(z)
+    assert jax.eval_shape(make((28, 28, 1)), z).shape == (16, 28, 28, 1)
+    images = jax.jit(make((32, 32, 3)))(z)  # built inside jit: one compilation
+    chex.assert_shape(images, (16, 32, 32, 3))
+    chex.assert_trees_all_close(images.mean(axis=(0, 1, 2)), jnp.zeros(3), atol=1e-4)
+    chex.assert_trees_all_close(images.std(axis=(0, 1, 2)), jnp.ones(3), atol=1e-2)
 
 
 def test_generator_refuses_bad_shapes():
+    """A non-square image side or one not divisible by 4, and noise of the wrong width, are refused."""
     with pytest.raises(ValueError, match="divisible by 4"):
-        Generator((30, 30, 1), width=4, rngs=nnx.Rngs(0))
-    gen = Generator((8, 8, 1), noise_dim=10, width=4, rngs=nnx.Rngs(0))
-    with pytest.raises(ValueError, match=r"noise must be \[batch, 10\]"):
-        gen(jnp.zeros((4, 7)))
+        jax.eval_shape(lambda: Generator((30, 30, 1), width=4, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="divisible by 4"):
+        jax.eval_shape(lambda: Generator((28, 32, 1), width=4, rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=r"noise must be \[batch, 10\], got \(4, 7\)"):
+        generate = lambda z: Generator((8, 8, 1), noise_dim=10, width=4, rngs=nnx.Rngs(0))(z)
+        jax.eval_shape(generate, jnp.zeros((4, 7)))
 
 
 def test_config_takes_each_papers_settings_unless_given():
+    """Optimizers, learning rates, BN epsilon and alternation default to each paper's."""
+    assert df.DATA_FREE_METHODS == ("dfad", "dafl", "zskt")
+    assert df.ALTERNATIONS == {
+        "dfad": df.Alternation(student_steps=5, generator_first=False, same_noise=False),
+        "dafl": df.Alternation(student_steps=1, generator_first=False, same_noise=True),
+        "zskt": df.Alternation(student_steps=10, generator_first=True, same_noise=True),
+    }
     dfad = DataFreeConfig(teacher_dir="t")
     assert (dfad.student_optimizer, dfad.student_lr, dfad.student_weight_decay, dfad.student_steps) == (
         "sgd", 0.01, 1e-4, 5)  # fmt: skip
     assert (dfad.generator_lr, dfad.generator_bn_epsilon) == (1e-3, 1e-5)
+    assert dfad.alternation == df.ALTERNATIONS["dfad"]
     dafl = DataFreeConfig(teacher_dir="t", method="dafl")
     assert (dafl.student_optimizer, dafl.student_lr, dafl.generator_lr, dafl.student_steps) == (
-        "adam",
-        2e-3,
-        0.2,
-        1,
-    )
+        "adam", 2e-3, 0.2, 1)  # fmt: skip
     assert dafl.generator_bn_epsilon == 0.8
+    assert dafl.alternation == df.ALTERNATIONS["dafl"]
     zskt = DataFreeConfig(teacher_dir="t", method="zskt", student_steps=3, student_lr=0.5)
-    assert zskt.game == df.Game(student_steps=3, generator_first=True, same_noise=True)
-    assert zskt.student_lr == 0.5
+    assert zskt.alternation == df.Alternation(student_steps=3, generator_first=True, same_noise=True)
+    assert (zskt.student_optimizer, zskt.student_lr, zskt.generator_lr) == ("adam", 0.5, 1e-3)
 
 
 @pytest.mark.parametrize(
@@ -114,134 +162,177 @@ def test_config_takes_each_papers_settings_unless_given():
         ({"method": "gan"}, "unknown data-free method 'gan'; choose one of dfad, dafl, zskt"),
         ({"iterations": 10, "iterations_per_epoch": 3}, "must be a multiple of iterations_per_epoch"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
+        ({"student_steps": 0}, "student_steps must be at least 1"),
         ({"student_optimizer": "rmsprop"}, "student_optimizer must be 'sgd' or 'adam'"),
         ({"generator_schedule": "step"}, "generator_schedule must be 'constant' or 'cosine'"),
     ],
 )
 def test_config_errors_name_the_field(changes, message):
+    """An invalid configuration is refused with a message naming the field."""
     with pytest.raises(ValueError, match=message):
         DataFreeConfig(teacher_dir="t", **changes)
 
 
-# ---------------------------------------------------------------- steps
+# ---------------------------------------------------------------- moves
 
 
-@pytest.fixture(scope="module")
-def teacher(teacher_dir, digits):
-    return load_teacher(teacher_dir, digits)
+MOVE_TERMS = {
+    "dfad": ({"l1"}, {"l1"}),
+    "dafl": ({"kl"}, {"one_hot", "information_entropy", "activation"}),
+    "zskt": ({"kl", "at"}, {"kl"}),
+}
 
 
-@pytest.mark.parametrize("method", df.METHODS)
-def test_each_step_moves_only_its_own_player(method, teacher_dir, digits, teacher):
-    cfg = config(teacher_dir, method=method)
-    (sg, student), (gg, generator) = players(cfg, digits, teacher)
-    z = jax.random.normal(jax.random.key(0), (BATCH, cfg.noise_dim))
-    teacher_before, student_before, generator_before = host(teacher.variables), host(student), host(generator)
+@pytest.mark.parametrize("method", df.DATA_FREE_METHODS)
+def test_each_move_changes_only_its_own_player(method, games, moved):
+    """The student's move updates every student parameter and leaves the generator and the teacher
+    bit-identical; the generator's move updates every generator parameter and leaves the student
+    and the teacher bit-identical; each reports its method's terms."""
+    game = games[method]
+    teacher = host(game.teachers["teacher"].variables)
+    student, generator = state(game.players["student"]), state(game.players["generator"])
+    results = moved(method)
+    student_terms, generator_terms = MOVE_TERMS[method]
 
-    new_student, metrics = df.make_student_step(cfg, sg, gg, teacher.graphdef)(
-        student, generator, teacher.variables, z
-    )
-    assert all(changed(student_before.params, new_student.params))
-    assert int(new_student.step) == 1
-    chex.assert_trees_all_equal(host(generator), generator_before)
-    chex.assert_trees_all_equal(host(teacher.variables), teacher_before)
+    after, metrics = results["student"]
+    assert all_changed(student[0], host(after["student"].params))
+    assert int(after["student"].step) == 1
+    chex.assert_trees_all_equal(state(after["generator"]), generator)
+    assert set(metrics) == {"loss", "agreement", "learning_rate", *student_terms}
     chex.assert_tree_all_finite(metrics)
 
-    new_generator, metrics = df.make_generator_step(cfg, sg, gg, teacher.graphdef)(
-        generator, student, teacher.variables, z
-    )
-    # Every generator parameter gets a gradient and moves.
-    assert all(changed(generator_before.params, new_generator.params))
-    chex.assert_trees_all_equal(host(student), student_before)
-    chex.assert_trees_all_equal(host(teacher.variables), teacher_before)
+    after, metrics = results["generator"]
+    assert all_changed(generator[0], host(after["generator"].params))  # every parameter gets a gradient
+    assert int(after["generator"].step) == 1
+    chex.assert_trees_all_equal(state(after["student"]), student)
+    assert set(metrics) == {"loss", "learning_rate", *generator_terms}
     chex.assert_tree_all_finite(metrics)
+    chex.assert_trees_all_equal(host(game.teachers["teacher"].variables), teacher)
 
 
-def test_dafl_generator_gradient_flows_through_the_teacher(teacher_dir, digits, teacher):
-    """DAFL's generator objective depends on the teacher alone: a stopped teacher would leave the
-    generator without gradient."""
-    cfg = config(teacher_dir, method="dafl")
-    _, (gg, generator) = players(cfg, digits, teacher)
-    z = jax.random.normal(jax.random.key(0), (BATCH, cfg.noise_dim))
+def test_dafl_generator_gradient_flows_through_the_teacher(games):
+    """DAFL's generator objective reads the teacher's outputs on the generated images and nothing
+    of the student, so its gradient reaches the generator only through the teacher: it is
+    non-zero for every generator parameter (a stopped teacher would leave none)."""
+    game = games["dafl"]
+    players, batch = dict(game.players), round_batch(game)
+    move = move_of(game, "generator")
 
-    def objective(params):
-        images, _ = df._generate(gg, generator, params, z)
-        logits, feats = df._teacher_apply(teacher.graphdef, teacher.variables, images)
-        return losses.dafl_generator(logits, feats["embedding"])
+    def objective(params, student_params):
+        with_student = {**players, "student": players["student"].replace(params=student_params)}
+        view = View(with_student, "generator", params, dict(game.teachers), batch, dict(game.hparams),
+                    round_key(game.seed, 0), jnp.int32(0), 0, jnp.float32(0))  # fmt: skip
+        return move.loss(view)[0]
 
-    grads = jax.grad(objective)(generator.params)
-    assert all(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(grads["linear"]))
-
-
-def test_dfad_generator_plays_the_negative_of_the_students_objective(teacher_dir, digits, teacher):
-    cfg = config(teacher_dir, method="dfad")
-    (sg, student), (gg, generator) = players(cfg, digits, teacher)
-    z = jax.random.normal(jax.random.key(0), (BATCH, cfg.noise_dim))
-    _, s_metrics = df.make_student_step(cfg, sg, gg, teacher.graphdef)(
-        student, generator, teacher.variables, z
-    )
-    _, g_metrics = df.make_generator_step(cfg, sg, gg, teacher.graphdef)(
-        generator, student, teacher.variables, z
-    )
-    # Same states, same noise, a student without dropout or BatchNorm: the two losses are opposite.
-    chex.assert_trees_all_close(g_metrics["generator/loss"], -s_metrics["student/loss"], rtol=1e-5)
+    gradients = jax.jit(jax.grad(objective, argnums=(0, 1)))
+    to_generator, to_student = gradients(players["generator"].params, players["student"].params)
+    assert all(float(jnp.abs(leaf).max()) > 0 for leaf in jax.tree.leaves(to_generator))
+    assert not any(np.any(leaf) for leaf in jax.tree.leaves(to_student))
 
 
-@pytest.mark.parametrize("method", df.METHODS)
-def test_one_iteration_plays_the_methods_game(method, teacher_dir, digits, teacher):
-    cfg = config(teacher_dir, method=method)
-    (sg, student), (gg, generator) = players(cfg, digits, teacher)
-    iteration = df.make_iteration(cfg, sg, gg, teacher.graphdef)
-    student, generator, metrics = iteration(student, generator, teacher.variables, jax.random.key(0))
-    assert (int(student.step), int(generator.step)) == (cfg.student_steps, 1)
-    expected = {"dfad": {"student/l1", "generator/l1"}, "zskt": {"student/kl", "student/at", "generator/kl"},
-                "dafl": {"student/kl", "generator/one_hot", "generator/information_entropy",
-                         "generator/activation"}}[method]  # fmt: skip
-    assert expected <= set(metrics)
+def test_dfad_generator_plays_the_negative_of_the_students_objective(moved):
+    """On the same players and noise (a student without dropout or BatchNorm), DFAD's generator
+    loss is the negative of the student's."""
+    (_, s_metrics), (_, g_metrics) = moved("dfad")["student"], moved("dfad")["generator"]
+    assert float(s_metrics["loss"]) > 0
+    chex.assert_trees_all_close(g_metrics["loss"], -s_metrics["loss"], rtol=1e-5)
+    chex.assert_trees_all_close(g_metrics["l1"], -s_metrics["l1"], rtol=1e-5)
+
+
+@pytest.mark.parametrize("method", df.DATA_FREE_METHODS)
+def test_one_round_plays_the_methods_alternation(method, games):
+    """A round plays the method's moves in its order (ZSKT's generator first), the student's
+    ``student_steps`` times on fresh noise (DFAD) or on the generator's noise (DAFL, ZSKT); the
+    compiled round leaves the student ``student_steps`` steps on and the generator one, and logs
+    each move's terms under its player's prefix."""
+    game = games[method]
+    alternation = game.config.alternation
+    assert alternation == dataclasses.replace(df.ALTERNATIONS[method], student_steps=STUDENT_STEPS[method])
+    (phase,) = game.phases
+    order = ("generator", "student") if alternation.generator_first else ("student", "generator")
+    assert tuple(m.player for m in phase.moves) == order
+    student, generator = move_of(game, "student"), move_of(game, "generator")
+    assert (student.repeats, student.fresh_batch, student.prefix) == (
+        alternation.student_steps, not alternation.same_noise, "student/")  # fmt: skip
+    assert (generator.repeats, generator.fresh_batch, generator.prefix) == (1, False, "generator/")
+
+    mesh = make_mesh()
+    rounds = make_rounds(game, 0, 1, mesh, cached=False, owners={})
+    # As fit does: players (copied: they are donated) and teachers replicated over the mesh.
+    copies = jax.tree.map(jnp.copy, (dict(game.players), dict(game.teachers)))
+    players, teachers = jax.device_put(copies, replicated(mesh))
+    players, metrics = rounds(players, teachers, {}, None, 0, 0, {})
+    assert (int(players["student"].step), int(players["generator"].step)) == (alternation.student_steps, 1)
+    student_terms, generator_terms = MOVE_TERMS[method]
+    expected = {"student/loss", "student/agreement", "student/learning_rate", "generator/loss",
+                "generator/learning_rate", *("student/" + t for t in student_terms),
+                *("generator/" + t for t in generator_terms)}  # fmt: skip
+    assert set(metrics) == expected
+    chex.assert_tree_all_finite(metrics)
 
 
 # ---------------------------------------------------------------- runs
 
 
-def test_run_writes_grids_histograms_and_metrics_and_resumes(teacher_dir, digits, tmp_path):
-    cfg = config(teacher_dir, method="dfad")
-    out = tmp_path / "run"
-    summary = df.run(cfg, out, dataset=digits, progress=False)
+def test_a_missing_teacher_feature_is_named(teacher_dir, digits):
+    """A feature the method reads but the teacher lacks is named, with the teacher's features."""
+    message = "the teacher has no feature '{}' \\(method {}\\); its features: conv1, conv2, embedding"
+    with pytest.raises(ValueError, match=message.format("fc1", "dafl")):
+        df.build(config(teacher_dir, method="dafl", activation_feature="fc1"), digits)
+    with pytest.raises(ValueError, match=message.format("conv3", "zskt")):
+        df.build(config(teacher_dir, method="zskt", at_features=("conv2", "conv3")), digits)
+
+
+@pytest.fixture(scope="module")
+def cli_run(teacher_dir, tmp_path_factory):
+    """``jdistill data-free`` for ZSKT, 2 iterations of one epoch each: (run directory, printed summary)."""
+    out = tmp_path_factory.mktemp("cli") / "run"
+    capture = io.StringIO()
+    with contextlib.redirect_stdout(capture):
+        cli.main(["data-free", "--teacher", teacher_dir, "--method", "zskt", "--dataset", "digits",
+                  "--out", str(out), "--student", "small_cnn", "--batch-size", "16", "--generator-width", "4",
+                  "--iterations", "2", "--iterations-per-epoch", "1", "--samples-every", "1",
+                  "--histogram-samples", "24", "--student-steps", "1", "--at-features", "conv2",
+                  "--generator-lr", "0.01", "--quiet"])  # fmt: skip
+    return out, json.loads(capture.getvalue())
+
+
+def test_command_line_maps_its_options_onto_the_configuration(cli_run):
+    """``jdistill data-free`` builds its configuration from the options (the paper's defaults
+    for the rest), plays it and prints the summary."""
+    out, summary = cli_run
+    assert summary == json.loads((out / "summary.json").read_text())
+    assert (summary["method"], summary["student"], summary["teacher"], summary["iterations"]) == (
+        "zskt", "small_cnn", "small_cnn", 2)  # fmt: skip
+    recorded = json.loads((out / "config.json").read_text())["config"]
+    assert (recorded["method"], recorded["dataset"], recorded["batch_size"]) == ("zskt", "digits", 16)
+    assert (recorded["student_steps"], recorded["generator_width"], recorded["iterations_per_epoch"]) == (
+        1, 4, 1)  # fmt: skip
+    assert (recorded["student_lr"], recorded["generator_lr"], recorded["student_optimizer"]) == (
+        2e-3, 0.01, "adam")  # fmt: skip
+    assert recorded["at_features"] == ["conv2"] and recorded["histogram_samples"] == 24
+    assert recorded["samples_every"] == 1
+
+
+def test_run_writes_grids_histograms_and_metrics(cli_run):
+    """A run writes a sample grid every ``samples_every`` iterations, the final grid and class
+    histogram, and per epoch the teacher's class counts on generated samples and their entropy."""
+    out, summary = cli_run
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     for m in lines:
-        assert sum(m["generated/class_counts"]) == cfg.histogram_samples
+        assert len(m["generated/class_counts"]) == 10
+        assert sum(m["generated/class_counts"]) == 24
         assert 0.0 <= m["generated/class_entropy"] <= 1.0
-    for png in ("samples/iter_000002.png", "samples/iter_000004.png", "samples.png", "class_histogram.png"):
-        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert {"train/student/kl", "train/student/at", "train/generator/kl", "test/accuracy"} <= set(m)
+    assert sorted(p.name for p in (out / "samples").iterdir()) == ["iter_000001.png", "iter_000002.png"]
+    for png in ("samples/iter_000001.png", "samples/iter_000002.png", "samples.png", "class_histogram.png"):
+        assert (out / png).read_bytes()[:8] == PNG
     assert summary["test/accuracy"] == lines[-1]["test/accuracy"]
-
-    # Lose the last epoch: the run resumes from the checkpoint of the first and ends where it did.
-    shutil.rmtree(out / "checkpoints" / "2")
-    (out / "summary.json").unlink()
-    resumed = df.run(cfg, out, dataset=digits, progress=False)
-    assert [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()] == [1, 2]
-    assert resumed["test/accuracy"] == pytest.approx(summary["test/accuracy"], abs=1e-6)
-
-    with pytest.raises(ValueError, match="different configuration"):
-        df.run(dataclasses.replace(cfg, iterations=6), out, dataset=digits, progress=False)
+    assert summary["generated/class_counts"] == lines[-1]["generated/class_counts"]
 
 
-def test_a_missing_teacher_feature_is_named(teacher_dir, digits, tmp_path):
-    with pytest.raises(ValueError, match="the teacher has no feature 'fc1'.*its features: "):
-        df.run(config(teacher_dir, method="dafl", activation_feature="fc1"), tmp_path / "r", dataset=digits)
-
-
-def test_command_line_runs_a_data_free_student(teacher_dir, tmp_path, capsys):
-    out = tmp_path / "cli"
-    cli.main(["data-free", "--teacher", teacher_dir, "--method", "zskt", "--dataset", "digits", "--out", str(out),
-              "--student", "small_cnn", "--batch-size", "16", "--generator-width", "4", "--iterations", "2",
-              "--iterations-per-epoch", "1", "--histogram-samples", "16", "--student-steps", "2", "--at-features", "conv2", "--quiet"])  # fmt: skip
-    summary = json.loads(capsys.readouterr().out)
-    assert summary["method"] == "zskt" and summary["iterations"] == 2
-    recorded = json.loads((out / "config.json").read_text())["config"]
-    assert (recorded["student_steps"], recorded["generator_width"], recorded["student_lr"]) == (2, 4, 2e-3)
-    assert recorded["at_features"] == ["conv2"]
+# ---------------------------------------------------------------- the experiment
 
 
 @pytest.fixture(scope="module")
@@ -250,6 +341,8 @@ def mnist_like_dir(tmp_path_factory):
 
 
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):
+    """experiments/data_free_mnist.py --config smoke trains its teacher and students and writes
+    the table, the accuracy plot and each run's class histogram."""
     out = tmp_path / "experiment"
     argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--config", "smoke",
             "--methods", "dfad", "--no-progress"]  # fmt: skip
@@ -264,5 +357,5 @@ def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monk
         "DFAD data-free: 4 it. x 5 student steps",
     ):
         assert row in table
-    assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "accuracy.png").read_bytes()[:8] == PNG
     assert (out / "dfad_seed0" / "class_histogram.png").exists()

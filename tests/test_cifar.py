@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from jdistill.cli import main
-from jdistill.data import CIFAR_STATS, load_cifar_dir, load_dataset, load_npz
+from jdistill.data import CIFAR_STATS, Dataset, load_cifar_dir, load_dataset, load_npz
 from jdistill.recipes import crd_benchmark, learning_rate, milestones
 from jdistill.train import RunConfig
-from jdistill.train.optim import schedule
 
 
 def write_cifar(folder, name, n_train=20, n_test=10, seed=0):
@@ -106,8 +105,10 @@ def test_recipe_scales_the_schedule_with_the_epochs_and_the_rate_with_the_batch(
 
 
 def test_step_schedule_decays_from_the_first_step_of_each_milestone_epoch():
-    config = RunConfig(model="m", dataset="d", epochs=10, schedule="step", lr_milestones=(4, 8))
-    multiplier = schedule(config, steps_per_epoch=5)
+    x = np.zeros((40, 8, 8, 1), np.float32)
+    data = Dataset("d", x, np.arange(40) % 2, x[:4], np.arange(4) % 2, num_classes=2)
+    config = RunConfig(model="mlp32", dataset="d", epochs=10, batch_size=8, schedule="step", lr_milestones=(4, 8))
+    multiplier = config.build(data).players["student"].optimizer.schedule  # 5 steps per epoch
     values = [float(multiplier(s)) for s in (19, 20, 39, 40)]
     np.testing.assert_allclose(values, [1.0, 0.1, 0.1, 0.01], rtol=1e-6)
     with pytest.raises(ValueError, match="lr_milestones must be epochs in \\(0, epochs=10\\)"):

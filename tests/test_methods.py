@@ -14,10 +14,9 @@ from flax import nnx
 from jdistill.data import Dataset
 from jdistill.methods import METHODS, parse_methods
 from jdistill.models import MODELS, ViT
-from jdistill.train import RunConfig, fit, prepare
-from jdistill.train.loop import _make_batch_fn
-from jdistill.train.parallel import batch_sharded
-from jdistill.train.steps import INIT, update_mask
+from jdistill.train import RunConfig, fit
+from jdistill.train.optim import path_names
+from jdistill.train.rounds import play_move, round_batch
 
 
 class TinyStaged(nnx.Module):
@@ -111,44 +110,42 @@ def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(
         hflip=True,
         max_shift=1,
     )
-    dataset = tiny_data()
-    setup = prepare(config, dataset)
-    teacher_before = leaves_with_paths(setup.teacher.variables)
-    make_batch = _make_batch_fn(setup.dataset, config, batch_sharded(setup.mesh))
-    x, y = jnp.asarray(dataset.x_train), jnp.asarray(dataset.y_train)
-    order = jnp.arange(64).reshape(4, 16)
-
-    stages = ([(INIT, setup.init_step_fn)] if setup.init_epochs else []) + [("train", setup.step_fn)]
-    state = setup.state
-    for stage, step_fn in stages:
-        before = leaves_with_paths(state.params)
-        rest_before = leaves_with_paths(state.rest)
-        for i in range(3):
-            batch = make_batch(x, y, order, i, state.seed, state.step)
-            state, metrics = step_fn(state, setup.teacher.variables, batch, setup.hparams)
+    game = config.build(tiny_data())
+    teacher_before = leaves_with_paths(game.teachers["teacher"].variables)
+    players = jax.device_put(dict(game.players), jax.devices()[0])  # committed, as the step's outputs are
+    for index, phase in enumerate(game.phases):
+        if index:  # the engine installs the phase's fresh optimizers
+            fresh = {n: players[n].with_optimizer(o) for n, o in phase.optimizers.items()}
+            players = jax.device_put({**players, **fresh}, jax.devices()[0])
+        (move,) = phase.moves
+        step = jax.jit(lambda players, batch, r: play_move(game, players, move, batch, round_index=r))
+        student = players["student"]
+        before, rest_before = leaves_with_paths(student.params), leaves_with_paths(student.rest)
+        for i in range(3):  # crops and flips: the teacher's outputs are computed in the step
+            players, metrics = step(players, round_batch(game, i), i)
             for name, value in metrics.items():
-                assert np.isfinite(np.asarray(value)).all(), (stage, name, value)
-        assert step_fn._cache_size() == 1, f"{stage} step traced {step_fn._cache_size()} times"
-        after = leaves_with_paths(state.params)
-        mask = leaves_with_paths(update_mask(setup.methods, jax.device_get(state.params), stage))
+                assert np.isfinite(np.asarray(value)).all(), (phase.name, name, value)
+        assert step._cache_size() == 1, f"{phase.name} step traced {step._cache_size()} times"
+        student = players["student"]
+        after = leaves_with_paths(student.params)
+        trains = student.optimizer.trains
+        mask = {jax.tree_util.keystr(p): trains(path_names(p)) for p, _ in jax.tree_util.tree_leaves_with_path(student.params)}
         changed = {k for k in before if not np.array_equal(before[k], after[k])}
-        frozen = {k for k, trains in mask.items() if not trains}
-        assert not changed & frozen, (
-            f"{stage}: parameters outside the stage's set changed: {changed & frozen}"
-        )
-        if stage == INIT:
+        frozen = {k for k, moves in mask.items() if not moves}
+        assert not changed & frozen, f"{phase.name}: parameters outside the phase's set changed: {changed & frozen}"
+        if phase.name == "init":
             assert changed, "the initialisation stage trained nothing"
         else:
             student_params = {k for k in before if k.startswith("['model']")}
             assert student_params <= changed, f"student parameters not trained: {student_params - changed}"
             extras = {k for k in before if k.startswith("['extras']") and mask[k]}
             assert extras <= changed, f"extras not trained: {extras - changed}"
-        if "crd" in spec and stage != INIT:
-            rest_after = leaves_with_paths(state.rest)
+        if "crd" in spec and phase.name != "init":
+            rest_after = leaves_with_paths(student.rest)
             bank = [k for k in rest_before if "memory_s" in k][0]
             moved = np.any(rest_before[bank] != rest_after[bank], axis=1)
             assert 0 < moved.sum() <= 48, "the memory rows of the batches seen (and only those) move"
-    teacher_after = leaves_with_paths(setup.teacher.variables)
+    teacher_after = leaves_with_paths(game.teachers["teacher"].variables)
     for k in teacher_before:
         np.testing.assert_array_equal(teacher_before[k], teacher_after[k], err_msg=k)
 
@@ -174,8 +171,11 @@ def test_crd_memory_is_replicated_state_one_and_four_devices_agree(teacher_dir, 
     for one, four in zip(runs[1], runs[4], strict=True):
         np.testing.assert_allclose(one["train/loss/crd"], four["train/loss/crd"], rtol=1e-4)
         np.testing.assert_allclose(one["test/loss"], four["test/loss"], rtol=1e-4)
-    setup = prepare(config, tiny_data())
-    bank = setup.state.rest["extras"]["crd"]["memory"]["memory_s"]
+    from jdistill.train import checkpoint
+
+    game = config.build(tiny_data())
+    players = checkpoint.restore(checkpoint.manager(tmp_path / "4"), jax.device_put(dict(game.players), jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("data",)), jax.sharding.PartitionSpec())))
+    bank = players["student"].rest["extras"]["crd"]["memory"]["memory_s"]
     assert bank.shape == (64, 128) and bank.sharding.is_fully_replicated
 
 

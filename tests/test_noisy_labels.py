@@ -12,7 +12,8 @@ from idx_files import write_mnist_like
 
 from jdistill.cli import _common_config, build_parser
 from jdistill.data import Dataset
-from jdistill.train import RunConfig, prepare
+from jdistill.train import RunConfig
+from jdistill.train.distill import prepare_dataset
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "noisy_labels_mnist.py"
 N, C = 20_000, 10
@@ -66,9 +67,9 @@ def test_rates_outside_zero_one_are_refused(rate):
 def test_prepare_corrupts_the_training_labels_only():
     clean = _dataset(1000)
     config = RunConfig(model="mlp32", dataset="toy", epochs=1, label_noise=0.4, label_noise_seed=2)
-    setup = prepare(config, clean)
-    np.testing.assert_array_equal(setup.dataset.y_train, clean.with_label_noise(0.4, seed=2).y_train)
-    np.testing.assert_array_equal(setup.dataset.y_test, clean.y_test)
+    dataset = prepare_dataset(config, clean)
+    np.testing.assert_array_equal(dataset.y_train, clean.with_label_noise(0.4, seed=2).y_train)
+    np.testing.assert_array_equal(dataset.y_test, clean.y_test)
     assert RunConfig.from_json(config.to_json()) == config
 
 

@@ -1,5 +1,7 @@
-"""The training loop: distillation learns, the teacher stays frozen, steps compile once,
-one device and four give the same trajectory, runs are deterministic and resumable."""
+"""Teacher training and distillation (the ``RunConfig`` game): distillation learns, the teacher stays
+frozen, runs are deterministic, configurations are checked, methods plug in, run directories
+refuse another configuration. (The engine's resumption, non-finite rule, devices and steps per
+call: tests/test_engine.py and tests/test_golden.py.)"""
 
 import dataclasses
 import json
@@ -19,17 +21,9 @@ from jdistill.methods import METHODS, Method, check_features, feature_shapes
 from jdistill.methods.feature_maps import AttentionMaps, FeatureHint
 from jdistill.methods.logits import HardLabels
 from jdistill.models import create_model
-from jdistill.train import (
-    RunConfig,
-    RunDir,
-    fit,
-    load_teacher,
-    make_train_step,
-    parse_methods,
-    prepare,
-    resolve_weights,
-)
-from jdistill.train.optim import max_norm
+from jdistill.train import RunConfig, RunDir, fit, load_teacher, parse_methods, resolve_weights
+from jdistill.train.distill import prepare_dataset
+from jdistill.train.rounds import play_move, round_batch
 
 
 @pytest.fixture(scope="module")
@@ -83,59 +77,6 @@ def test_distilled_student_learns_and_teacher_is_unchanged(teacher_dir, digits, 
     chex.assert_trees_all_equal(host_copy(load_teacher(teacher_dir, digits).variables), before)
 
 
-def test_step_leaves_teacher_buffers_alive_and_equal(teacher_dir, digits):
-    setup = prepare(distill_config(teacher_dir), digits)
-    before = host_copy(setup.teacher.variables)
-    state = setup.state
-    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
-    for _ in range(3):
-        state, _ = setup.step_fn(state, setup.teacher.variables, batch, setup.hparams)
-    # The teacher is not donated (its buffers are still readable) and not updated.
-    chex.assert_trees_all_equal(host_copy(setup.teacher.variables), before)
-    # The student and its connector are.
-    assert int(state.step) == 3
-
-
-def test_step_traces_once_for_new_hyperparameter_values(teacher_dir, digits):
-    setup = prepare(distill_config(teacher_dir), digits)
-    raw = make_train_step(
-        setup.graphdef, setup.methods, setup.tx, setup.schedule, setup.teacher.graphdef, jit=False
-    )
-    step = jax.jit(chex.assert_max_traces(raw, n=1))
-    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
-    kd_losses = []
-    for temperature, kd_weight, lr in [(1.0, 1.0, 0.1), (8.0, 0.5, 0.01), (20.0, 3.0, 0.0)]:
-        hparams = dict(
-            setup.hparams,
-            learning_rate=jnp.float32(lr),
-            temperature=jnp.float32(temperature),
-            weights=dict(setup.hparams["weights"], kd=jnp.float32(kd_weight)),
-        )
-        _, metrics = step(setup.state, setup.teacher.variables, batch, hparams)
-        kd_losses.append(float(metrics["loss/kd"]))
-    assert len(set(kd_losses)) == 3  # the temperature really changes the loss
-    # The library's own jitted step also holds a single compiled version.
-    state = setup.state
-    for lr in (0.1, 0.2):
-        state, _ = setup.step_fn(
-            state, setup.teacher.variables, batch, dict(setup.hparams, learning_rate=jnp.float32(lr))
-        )
-    assert setup.step_fn._cache_size() == 1
-
-
-def test_one_and_four_devices_give_the_same_trajectory(teacher_dir, digits, tmp_path):
-    assert jax.device_count() == 4, "conftest.py sets four CPU devices"
-    config = distill_config(teacher_dir, methods=parse_methods("kd+rkd"), max_shift=1)
-    one = fit(config, tmp_path / "one", dataset=digits, devices=jax.devices()[:1], progress=False)
-    four = fit(config, tmp_path / "four", dataset=digits, progress=False)
-    assert (one["devices"], four["devices"]) == (1, 4)
-    m1 = [json.loads(line) for line in open(tmp_path / "one" / "metrics.jsonl")]
-    m4 = [json.loads(line) for line in open(tmp_path / "four" / "metrics.jsonl")]
-    for a, b in zip(m1, m4, strict=True):
-        for key in ("train/loss", "train/loss/kd", "train/loss/rkd_angle", "test/loss"):
-            np.testing.assert_allclose(a[key], b[key], rtol=2e-4, err_msg=key)
-
-
 def test_same_seed_same_metrics_other_seed_different(teacher_dir, digits, tmp_path):
     def metrics(seed, name):
         fit(
@@ -152,20 +93,6 @@ def test_same_seed_same_metrics_other_seed_different(teacher_dir, digits, tmp_pa
     first = metrics(0, "a")
     assert metrics(0, "b") == first
     assert metrics(1, "c") != first
-
-
-def test_resume_after_losing_the_last_epoch_matches_an_uninterrupted_run(teacher_dir, digits, tmp_path):
-    config = distill_config(teacher_dir, epochs=4)
-    full = fit(config, tmp_path / "full", dataset=digits, progress=False)
-    fit(config, tmp_path / "cut", dataset=digits, progress=False)
-    # As if the run had died during epoch 4: its checkpoint, summary and metric line are gone.
-    shutil.rmtree(tmp_path / "cut" / "checkpoints" / "4")
-    (tmp_path / "cut" / "summary.json").unlink()
-    resumed = fit(config, tmp_path / "cut", dataset=digits, progress=False)
-    assert resumed["test/accuracy"] == full["test/accuracy"]
-    assert resumed["test/loss"] == pytest.approx(full["test/loss"], rel=1e-6)
-    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
 
 
 def test_a_different_configuration_in_the_same_directory_is_refused(teacher_dir, digits, tmp_path):
@@ -192,24 +119,6 @@ def test_a_run_made_before_a_field_was_added_still_resumes(tmp_path):
     RunDir(tmp_path / "old").claim(config)
     with pytest.raises(ValueError, match=r"differs in: label_noise\)"):
         RunDir(tmp_path / "old").claim(dataclasses.replace(config, label_noise=0.2))
-
-
-def test_epoch_means_average_the_steps_and_stop_at_a_non_finite_metric(tmp_path):
-    run = RunDir(tmp_path / "run")
-    steps = [{"loss": 1.0, "loss/kd": 0.5}, {"loss": 3.0, "loss/kd": 1.5}]
-    assert run.epoch_means(steps, epoch=2, last_checkpoint=1) == {"loss": 2.0, "loss/kd": 1.0}
-    steps[1]["loss/kd"] = float("nan")
-    with pytest.raises(FloatingPointError, match=r"non-finite loss/kd in epoch 2.*checkpoint \(epoch 1\)"):
-        run.epoch_means(steps, epoch=2, last_checkpoint=1)
-
-
-def test_non_finite_loss_names_the_step_and_term(digits, tmp_path):
-    config = RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64, learning_rate=1e12)
-    with pytest.raises(
-        FloatingPointError, match=r"non-finite loss/ce at step \d+ \(epoch 1\).*checkpoint \(epoch 0\)"
-    ):
-        fit(config, tmp_path / "run", dataset=digits, progress=False)
-    assert not (tmp_path / "run" / "checkpoints" / "1").exists()
 
 
 def test_hard_labels_average_over_labelled_examples_only():
@@ -260,21 +169,7 @@ def test_teacher_must_be_finished_and_on_the_same_dataset(teacher_dir, digits, t
         fit(distill_config(str(unfinished)), tmp_path / "b", dataset=digits, progress=False)
     other = dataclasses.replace(digits, name="mnist")
     with pytest.raises(ValueError, match="trained on 'digits'"):
-        prepare(distill_config(teacher_dir), other)
-
-
-def test_evaluation_is_exact_with_a_padded_last_batch(teacher_dir, digits):
-    from jdistill.train.loop import TestEvaluator
-
-    setup = prepare(distill_config(teacher_dir), digits)
-    assert len(digits.y_test) % 500 != 0  # the last eval batch is padded
-    result = TestEvaluator(digits, setup.graphdef, setup.teacher, setup.mesh)(setup.state)
-    model = nnx.merge(setup.graphdef, setup.state.params, setup.state.rest).model
-    teacher = nnx.merge(setup.teacher.graphdef, *setup.teacher.variables).model
-    predictions = np.asarray(jnp.argmax(model(jnp.asarray(digits.x_test))[0], -1))
-    teacher_predictions = np.asarray(jnp.argmax(teacher(jnp.asarray(digits.x_test))[0], -1))
-    assert result["accuracy"] == pytest.approx(np.mean(predictions == digits.y_test), abs=1e-6)
-    assert result["agreement"] == pytest.approx(np.mean(predictions == teacher_predictions), abs=1e-6)
+        distill_config(teacher_dir).build(other)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,12 +201,11 @@ def test_a_new_method_is_a_small_registered_class(monkeypatch, teacher_dir, digi
 
 def test_a_method_returning_undeclared_terms_is_refused(monkeypatch, teacher_dir, digits):
     monkeypatch.setitem(METHODS, "logit_mse", Mislabelled)
-    setup = prepare(distill_config(teacher_dir, methods=parse_methods("logit_mse")), digits)
-    batch = {"image": jnp.asarray(digits.x_train[:64]), "label": jnp.asarray(digits.y_train[:64])}
+    game = distill_config(teacher_dir, methods=parse_methods("logit_mse")).build(digits)
     with pytest.raises(
         ValueError, match="returned terms \\['something_else'\\] but declares \\['logit_mse'\\]"
     ):
-        setup.step_fn(setup.state, setup.teacher.variables, batch, setup.hparams)
+        play_move(game, game.players, game.phases[0].moves[0], round_batch(game))
 
 
 def test_a_checkpoint_half_written_when_killed_is_discarded_on_resume(digits, tmp_path):
@@ -329,33 +223,17 @@ def test_a_checkpoint_half_written_when_killed_is_discarded_on_resume(digits, tm
 
 def test_method_options_choose_the_layers(teacher_dir, digits):
     options = {"fitnet": {"student_layer": "hidden1", "teacher_layer": "hidden2"}}
-    setup = prepare(distill_config(teacher_dir, method_options=options), digits)
-    assert FeatureHint(student_layer="hidden1", teacher_layer="hidden2") in setup.methods
+    game = distill_config(teacher_dir, method_options=options).build(digits)
+    connector = game.players["student"].params["extras"]["fitnet"]["connector"]["map"]["kernel"]
+    assert connector.shape == (32, 256)  # hidden1 of mlp32 (32) -> hidden2 of mlp256 (256)
     with pytest.raises(
         ValueError, match="method 'fitnet' has no option layer; its options are: student_layer, teacher_layer"
     ):
-        prepare(distill_config(teacher_dir, method_options={"fitnet": {"layer": "hidden1"}}), digits)
+        distill_config(teacher_dir, method_options={"fitnet": {"layer": "hidden1"}}).build(digits)
     with pytest.raises(
         ValueError, match="method_options given for at, which is not among the methods ce\\+kd\\+fitnet"
     ):
         distill_config(teacher_dir, method_options={"at": {"layers": []}})
-
-
-def test_max_norm_projects_each_units_incoming_weights_and_nothing_else():
-    rng = np.random.default_rng(0)
-    kernel = rng.normal(size=(6, 4)).astype(np.float32) * np.array([0.1, 1.0, 3.0, 10.0], np.float32)
-    conv = rng.normal(size=(3, 3, 2, 5)).astype(np.float32) * 4
-    params = {"dense": {"kernel": kernel, "bias": np.full(4, 50.0, np.float32)}, "conv": {"kernel": conv}}
-    out = jax.device_get(max_norm(params, 2.0))
-    # numpy reference: scale column j by min(1, 2 / ||w_j||)
-    norms = np.linalg.norm(kernel, axis=0)
-    np.testing.assert_allclose(out["dense"]["kernel"], kernel * np.minimum(1.0, 2.0 / norms), rtol=1e-6)
-    conv_norms = np.sqrt((conv**2).sum(axis=(0, 1, 2)))
-    np.testing.assert_allclose(out["conv"]["kernel"], conv * np.minimum(1.0, 2.0 / conv_norms), rtol=1e-6)
-    np.testing.assert_array_equal(out["dense"]["bias"], params["dense"]["bias"])
-    assert np.linalg.norm(out["dense"]["kernel"], axis=0)[0] == pytest.approx(
-        norms[0]
-    )  # short unit untouched
 
 
 def test_a_run_with_max_norm_keeps_every_kernel_within_it(digits, tmp_path):
@@ -374,22 +252,16 @@ def test_a_run_with_max_norm_keeps_every_kernel_within_it(digits, tmp_path):
 
 
 def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_transfer_set(digits):
-    setup = prepare(
-        RunConfig(
-            model="mlp32",
-            dataset="digits",
-            epochs=1,
-            batch_size=64,
-            holdout_fraction=0.2,
-            exclude_classes=[3],
-        )
-    )
+    config = RunConfig(model="mlp32", dataset="digits", epochs=1, batch_size=64, holdout_fraction=0.2,
+                       exclude_classes=[3])  # fmt: skip
+    dataset = prepare_dataset(config, digits)
     n_train = len(digits.y_train)
-    assert len(setup.dataset.y_test) == round(0.2 * n_train)
-    held_out = {x.tobytes() for x in setup.dataset.x_test}
+    assert len(dataset.y_test) == round(0.2 * n_train)
+    held_out = {x.tobytes() for x in dataset.x_test}
     assert held_out <= {x.tobytes() for x in digits.x_train}
-    assert 3 not in setup.dataset.y_train and 3 in setup.dataset.y_test
-    assert not held_out & {x.tobytes() for x in setup.dataset.x_train}
+    assert 3 not in dataset.y_train and 3 in dataset.y_test
+    assert not held_out & {x.tobytes() for x in dataset.x_train}
+    assert len(config.build(digits).evaluate.dataset.y_test) == round(0.2 * n_train)  # evaluated on them
     with pytest.raises(ValueError, match="holdout_fraction"):
         RunConfig(model="mlp32", dataset="digits", epochs=1, holdout_fraction=1.0)
     with pytest.raises(ValueError, match=r"no class \[12\]"):

@@ -27,7 +27,7 @@ from jdistill.generative.evaluation import heldout_latents, mapping_metrics
 from jdistill.losses.generative import bernoulli_nll, decoder_distillation, gaussian_kl, latent_regression
 from jdistill.models import count_params
 from jdistill.models.vae import VAE, LatentMapper
-from jdistill.train import checkpoint, optim
+from jdistill.train import checkpoint, optim, parallel
 from jdistill.train.fit import fit
 from jdistill.train.game import MODEL, Game, Move, Phase
 from jdistill.train.player import Frozen, Player, split_module
@@ -217,7 +217,8 @@ def build_mapping(config: MappingConfig) -> Game:
 
     def evaluate(players, mesh):
         student = players["student"]
-        return mapping_metrics(teacher, Frozen(student.graphdef, student.params, student.rest), z_eval)
+        on_mesh = jax.device_put(teacher, parallel.replicated(mesh))  # where the student is
+        return mapping_metrics(on_mesh, Frozen(student.graphdef, student.params, student.rest), z_eval)
 
     return Game(
         config=config,

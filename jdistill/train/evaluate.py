@@ -92,7 +92,7 @@ class ClassifierEvaluator:
         return self._steps[graphdef, stacked]
 
     def __call__(self, players, mesh) -> dict:
-        player, batches = players[self.player], self.batches(mesh)
+        player, batches = jax.device_put(players[self.player], NamedSharding(mesh, P())), self.batches(mesh)
         step = self._step(player.graphdef, player.stacked)
         sums = [
             step(player.params, player.rest, jax.tree.map(lambda a: a[i], batches))

@@ -20,10 +20,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def batch_sharded(mesh: Mesh) -> NamedSharding:
-    return NamedSharding(mesh, P(DATA_AXIS))
-
-
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.shape[DATA_AXIS]
     if batch_size % n:

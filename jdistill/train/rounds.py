@@ -111,3 +111,23 @@ def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
         for i in range(0, len(padded), batch)
     ]
     return jax.tree.map(lambda *xs: np.concatenate(xs)[:n], *parts)
+
+
+def round_batch(game: Game, round_index: int = 0) -> dict:
+    """The batch of round ``round_index`` of the first epoch, as the rounds make it (with the
+    frozen teachers' outputs), outside the loop: for inspecting a game and testing its moves."""
+    r = jnp.int32(round_index)
+    order = game.source.order(game.seed, 0)
+    indices = None if order is None else order[round_index]
+    batch = game.source.batch(game.source.arrays(), indices, jax.random.fold_in(round_key(game.seed, r), BATCH))
+    if game.frozen_outputs is not None:
+        batch["frozen"] = game.frozen_outputs(dict(game.teachers), batch["image"])
+    return batch
+
+
+def play_move(game: Game, players: dict, move: Move, batch: dict, *, round_index: int = 0, repeat: int = 0):
+    """``(players, metrics)`` after one step of ``move`` on ``batch`` in round ``round_index``, with
+    the game's teachers, hyperparameters and keys, outside the loop (not jitted; jit it to time it)."""
+    r = jnp.int32(round_index)
+    view_args = (dict(game.teachers), batch, dict(game.hparams), round_key(game.seed, r), r, repeat, jnp.float32(0))
+    return play(dict(players), move, view_args)

@@ -139,22 +139,29 @@ FORMS = (
 )  # fmt: skip
 
 
-def run_all(out: pathlib.Path, devices, **options) -> dict[str, dict]:
-    """Every form into ``out/<form>``, on ``devices``; returns ``{form: record}``."""
+def plan(out: pathlib.Path) -> list[tuple[str, object, Dataset | None]]:
+    """``(form, configuration, data set)`` of every form, in the order they depend on each other
+    (a student after its teacher), their run directories under ``out``."""
     register_tiny_models()
     digits, tiny = load_digits(), tiny_data()
     df_digits = data_free.teacher_dataset(digits)
     d = lambda name: str(out / name)
-    play = lambda config, name, dataset=None: fit(config, d(name), dataset=dataset, devices=devices, progress=False, **options)
-    play(teacher_config(), "teacher", digits)
-    play(distill_config(d("teacher")), "distill", digits)
-    play(tiny_teacher_config(), "tiny_teacher", tiny)
-    play(staged_config(d("tiny_teacher")), "staged", tiny)
-    play(adversarial_config(d("teacher")), "adversarial_kd", digits)
-    play(df_teacher_config(), "df_teacher", df_digits)
-    for method in data_free.DATA_FREE_METHODS:
-        play(data_free_config(d("df_teacher"), method), f"data_free_{method}", df_digits)
-    play(online_config(), "online", digits)
-    play(vae_config(), "vae", digits)
-    play(mapping_config(d("vae")), "mapping")
+    return [
+        ("teacher", teacher_config(), digits),
+        ("distill", distill_config(d("teacher")), digits),
+        ("tiny_teacher", tiny_teacher_config(), tiny),
+        ("staged", staged_config(d("tiny_teacher")), tiny),
+        ("adversarial_kd", adversarial_config(d("teacher")), digits),
+        ("df_teacher", df_teacher_config(), df_digits),
+        *((f"data_free_{m}", data_free_config(d("df_teacher"), m), df_digits) for m in data_free.DATA_FREE_METHODS),
+        ("online", online_config(), digits),
+        ("vae", vae_config(), digits),
+        ("mapping", mapping_config(d("vae")), None),
+    ]
+
+
+def run_all(out: pathlib.Path, devices, **options) -> dict[str, dict]:
+    """Every form into ``out/<form>``, on ``devices``; returns ``{form: record}``."""
+    for form, config, dataset in plan(out):
+        fit(config, out / form, dataset=dataset, devices=devices, progress=False, **options)
     return {form: record_of(out / form) for form in FORMS}

@@ -1,0 +1,98 @@
+"""Every training form on the one engine, against its golden record (``tests/golden``: written by the
+five loops the engine replaced, re-recorded only where a change was intended, see
+``tests/golden/record.py``): on one device, on four, with 16 rounds per call, and resumed after
+losing its last epoch."""
+
+import json
+import shutil
+
+import jax
+import pytest
+from golden import forms
+
+from jdistill.train import fit
+
+GOLDEN = forms.pathlib.Path(__file__).parent / "golden"
+# XLA's CPU compiler leaves the convolutions of a loop body to its generic emitter (see
+# jdistill/train/rounds.py): these forms' rounds in a lax.scan agree with unlooped ones to float
+# rounding only.
+CONVOLUTIONAL = {"tiny_teacher", "staged", "df_teacher", "data_free_dfad", "data_free_dafl", "data_free_zskt"}
+
+
+def differences(expected: dict, actual: dict, *, rtol: float, ignore=("devices",)) -> list[str]:
+    """Where ``actual`` (a record: metric lines and summary) departs from ``expected``: a missing key,
+    another value (floats beyond ``rtol`` relative), another number of lines. Keys only ``actual``
+    has are allowed (metrics added since the record)."""
+    lines = [*zip(expected["metrics"], actual["metrics"]), (expected["summary"], actual["summary"])]
+    found = [] if len(expected["metrics"]) == len(actual["metrics"]) else ["number of epochs"]
+    for i, (want, got) in enumerate(lines):
+        for key, value in want.items():
+            if key in ignore:
+                continue
+            if key not in got:
+                found.append(f"line {i}: {key} missing")
+            elif isinstance(value, float) and isinstance(got[key], float):
+                if abs(got[key] - value) > rtol * abs(value):
+                    found.append(f"line {i}: {key} {got[key]!r} != {value!r}")
+            elif got[key] != value:
+                found.append(f"line {i}: {key} {got[key]!r} != {value!r}")
+    return found
+
+
+@pytest.fixture(scope="module")
+def one_device(golden_runs):
+    return golden_runs
+
+
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+    assert jax.device_count() == 4, "conftest.py sets four CPU devices"
+    return forms.run_all(tmp_path_factory.mktemp("four_devices"), jax.devices())
+
+
+@pytest.fixture(scope="module")
+def sixteen_per_call(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sixteen_per_call")
+    return out, forms.run_all(out, jax.devices()[:1], steps_per_call=16)
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_one_device_reproduces_the_golden_record(form, one_device):
+    """Bit-identical where the computation is the old loop's (measured here: every form but online
+    and adversarial KD, whose moves were separate jitted steps); float tolerance elsewhere, and
+    for another CPU."""
+    golden = json.loads((GOLDEN / f"{form}.json").read_text())
+    assert differences(golden, one_device[1][form], rtol=1e-5) == []
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_four_devices_follow_the_one_device_trajectory(form, one_device, four_devices):
+    assert four_devices[form]["summary"]["devices"] == 4
+    assert differences(one_device[1][form], four_devices[form], rtol=2e-4) == []
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_sixteen_rounds_per_call_give_the_metrics_of_one(form, one_device, sixteen_per_call):
+    rtol = 1e-4 if form in CONVOLUTIONAL else 0.0
+    assert differences(one_device[1][form], sixteen_per_call[1][form], rtol=rtol) == []
+
+
+def test_round_hooks_run_where_they_are_due_with_sixteen_rounds_per_call(sixteen_per_call):
+    """The calls are cut where a hook is due: data-free sample grids every 2 iterations."""
+    samples = sixteen_per_call[0] / "data_free_dfad" / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["iter_000002.png", "iter_000004.png"]
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_a_run_that_lost_its_last_epoch_resumes_to_the_same_metrics(form, one_device, tmp_path):
+    """As if the process had died while saving the last epoch: its checkpoint and the summary are
+    gone, its metrics line written; the same command finishes the run exactly as it first ended."""
+    out, records = one_device
+    config, dataset = next((c, d) for f, c, d in forms.plan(out) if f == form)
+    run = tmp_path / form
+    shutil.copytree(out / form, run)
+    last = max(int(p.name) for p in (run / "checkpoints").iterdir() if p.name.isdigit())
+    shutil.rmtree(run / "checkpoints" / str(last))
+    (run / "summary.json").unlink()
+    fit(config, run, dataset=dataset, devices=jax.devices()[:1], progress=False)
+    assert differences(records[form], forms.record_of(run), rtol=0.0) == []
