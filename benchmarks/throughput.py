@@ -83,9 +83,11 @@ def kd_game(teacher_name, student_name, shape, classes, images, labels) -> Game:
         seed=0,
         teachers={"teacher": Frozen(*split_module(teacher))},
         frozen_outputs=functools.partial(teacher_outputs, ()),
-        hparams={"temperature": jnp.float32(TEMPERATURE),
-                 "weights": {"ce": jnp.float32(HARD_WEIGHT), "kd": jnp.float32(1 - HARD_WEIGHT)}},
-    )  # fmt: skip
+        hparams={
+            "temperature": jnp.float32(TEMPERATURE),
+            "weights": {"ce": jnp.float32(HARD_WEIGHT), "kd": jnp.float32(1 - HARD_WEIGHT)},
+        },
+    )
 
 
 def bench_jdistill(game: Game, steps: int, repeats: int, steps_per_call: int) -> dict:
@@ -105,7 +107,9 @@ def bench_jdistill(game: Game, steps: int, repeats: int, steps_per_call: int) ->
     def train():
         nonlocal players
         for i in range(0, steps, steps_per_call):
-            players, metrics = rounds(players, teachers, data, order, 0, i % (per_epoch - steps_per_call + 1), hparams)
+            players, metrics = rounds(
+                players, teachers, data, order, 0, i % (per_epoch - steps_per_call + 1), hparams
+            )
         jax.block_until_ready((players, metrics))
 
     teacher = game.teachers["teacher"]
@@ -140,10 +144,19 @@ def torch_models(teacher_name, student_name):
 
     def lenet(c1, c2, f1, f2):
         return nn.Sequential(
-            nn.Conv2d(1, c1, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(5 * 5 * c2, f1), nn.ReLU(), nn.Linear(f1, f2), nn.ReLU(), nn.Linear(f2, CLASSES),
-        )  # fmt: skip
+            nn.Conv2d(1, c1, 5, padding=2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 5),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(5 * 5 * c2, f1),
+            nn.ReLU(),
+            nn.Linear(f1, f2),
+            nn.ReLU(),
+            nn.Linear(f2, CLASSES),
+        )
 
     build = {
         "mlp1200": lambda: mlp((1200, 1200), dropout=0.5, input_dropout=0.2),
@@ -201,15 +214,21 @@ def bench_pytorch(teacher_name, student_name, images, labels, steps, repeats) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", default=",".join(MNIST_PAIRS), help=f"comma-separated, from {', '.join(PAIRS)}")
+    parser.add_argument(
+        "--pairs", default=",".join(MNIST_PAIRS), help=f"comma-separated, from {', '.join(PAIRS)}"
+    )
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=96, help="steps per timed repetition (a multiple of each setting)")
+    parser.add_argument(
+        "--steps", type=int, default=96, help="steps per timed repetition (a multiple of each setting)"
+    )
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (the median is reported)")
     parser.add_argument("--steps-per-call", default="1,16", help="comma-separated settings of steps_per_call")
     args = parser.parse_args()
     settings = [int(k) for k in args.steps_per_call.split(",")]
     if any(args.steps % k for k in settings):
-        raise SystemExit(f"--steps {args.steps} must be a multiple of every --steps-per-call setting {settings}")
+        raise SystemExit(
+            f"--steps {args.steps} must be a multiple of every --steps-per-call setting {settings}"
+        )
     try:
         import torch
 
@@ -229,8 +248,11 @@ def main() -> None:
         ours = {}
         for k in settings:
             ours[k] = bench_jdistill(game, args.steps, args.repeats, k)
-            print(f"{pair}: jdistill steps_per_call={k}: {ours[k]['img_per_s']:.0f} img/s, first call (compile + run) "
-                  f"{ours[k]['first_call_s']:.2f} s, teacher forward {100 * ours[k]['teacher_share']:.0f} % of a step")  # fmt: skip
+            print(
+                f"{pair}: jdistill steps_per_call={k}: {ours[k]['img_per_s']:.0f} img/s, first call "
+                f"(compile + run) {ours[k]['first_call_s']:.2f} s, teacher forward "
+                f"{100 * ours[k]['teacher_share']:.0f} % of a step"
+            )
         best = max(ours.values(), key=lambda r: r["img_per_s"])
         theirs = {"img_per_s": float("nan")}
         if torch is not None and pair in MNIST_PAIRS:

@@ -81,7 +81,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         help="cap the L2 norm of each unit's incoming weights after every update (max-norm constraint)",
     )
     p.add_argument(
-        "--clip-norm", type=float, default=None, help="clip the gradient to this global norm before each update"
+        "--clip-norm",
+        type=float,
+        default=None,
+        help="clip the gradient to this global norm before each update",
     )
     p.add_argument(
         "--holdout-fraction",

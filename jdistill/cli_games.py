@@ -18,7 +18,8 @@ DATA_DIR_HELP = (
     "for npz the file; without it, mnist and cifar come through tensorflow-datasets"
 )
 STEPS_PER_CALL_HELP = (
-    "rounds run in one jitted call (lax.scan): the same metrics, less Python dispatch on an accelerator; default: 1"
+    "rounds run in one jitted call (lax.scan): the same metrics, less Python dispatch on an accelerator "
+    "(keep 1 on the CPU); default: 1"
 )
 
 
@@ -42,31 +43,54 @@ def _argument_type(annotation):
     return annotation
 
 
-def add_config_options(parser, config_class, helps: dict, *, options: dict = {}, choices: dict = {}, required=()):
+def add_config_options(
+    parser, config_class, helps: dict, *, options: dict = {}, choices: dict = {}, required=()
+):
     """``--field-name`` (or ``options[field]``) for every field in ``helps``, typed from the field's
     annotation; booleans get ``--x/--no-x``; the default is the field's unless ``required``."""
     fields, hints = {f.name: f for f in dataclasses.fields(config_class)}, typing.get_type_hints(config_class)
     for name, text in helps.items():
         flag = options.get(name, "--" + name.replace("_", "-"))
         if name in required:
-            parser.add_argument(flag, dest=name, required=True, type=_argument_type(hints[name]), help=text,
-                                choices=choices.get(name))  # fmt: skip
+            parser.add_argument(
+                flag,
+                dest=name,
+                required=True,
+                type=_argument_type(hints[name]),
+                help=text,
+                choices=choices.get(name),
+            )
             continue
         default = fields[name].default
         shown = ",".join(map(str, default)) or "none" if isinstance(default, tuple) else default
         if hints[name] is bool:
-            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default,
-                                help=f"{text}; default: {'on' if default else 'off'}")  # fmt: skip
+            parser.add_argument(
+                flag,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=f"{text}; default: {'on' if default else 'off'}",
+            )
         else:
-            parser.add_argument(flag, dest=name, type=_argument_type(hints[name]), default=default,
-                                choices=choices.get(name), help=f"{text}; default: {shown}")  # fmt: skip
+            parser.add_argument(
+                flag,
+                dest=name,
+                type=_argument_type(hints[name]),
+                default=default,
+                choices=choices.get(name),
+                help=f"{text}; default: {shown}",
+            )
 
 
 def add_run_options(parser) -> None:
     """``--data-dir``, ``--out``, ``--steps-per-call`` and ``--quiet``, common to every training command."""
     parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
-    parser.add_argument("--out", required=True, help="run directory (config.json, metrics.jsonl, checkpoints/, "
-                        "summary.json); re-running the same command there resumes from the last checkpoint")  # fmt: skip
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="run directory (config.json, metrics.jsonl, checkpoints/, "
+        "summary.json); re-running the same command there resumes from the last checkpoint",
+    )
     parser.add_argument("--steps-per-call", type=int, default=1, help=STEPS_PER_CALL_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -133,8 +157,8 @@ ADVERSARIAL_KD_HELP = {
     "temperature": "T of KD and of --disc-input probs",
     "objective": "adversarial objective: bce (non-saturating), least_squares (LSGAN) or hinge",
     "gp_weight": "weight of the WGAN-GP gradient penalty on D (0: off)",
-    "disc_input": "what D sees: logits, probs (softmax(logits / T)) or feature:NAME (a named feature, same shape "
-    "in teacher and student; see 'jdistill models --features')",
+    "disc_input": "what D sees: logits, probs (softmax(logits / T)) or feature:NAME (a named feature, "
+    "same shape in teacher and student; see 'jdistill models --features')",
     "conditional": "condition D on the one-hot label",
     "disc_steps": "discriminator steps per student step",
     "disc_learning_rate": "D's Adam learning rate",
@@ -190,10 +214,19 @@ def add_parsers(sub) -> None:
         "judges it; the student never sees a real training image. The data set is read for its test "
         "set (to score the student) and the teacher's input statistics only.",
     )
-    add_config_options(p, DataFreeConfig, DATA_FREE_HELP, options={"teacher_dir": "--teacher"},
-                       required=("teacher_dir", "method", "dataset"),
-                       choices={"method": DATA_FREE_METHODS, "student_optimizer": ("sgd", "adam"),
-                                "student_schedule": SCHEDULES, "generator_schedule": SCHEDULES})  # fmt: skip
+    add_config_options(
+        p,
+        DataFreeConfig,
+        DATA_FREE_HELP,
+        options={"teacher_dir": "--teacher"},
+        required=("teacher_dir", "method", "dataset"),
+        choices={
+            "method": DATA_FREE_METHODS,
+            "student_optimizer": ("sgd", "adam"),
+            "student_schedule": SCHEDULES,
+            "generator_schedule": SCHEDULES,
+        },
+    )
     add_run_options(p)
     p.set_defaults(func=play(DataFreeConfig))
 
@@ -204,11 +237,24 @@ def add_parsers(sub) -> None:
         "tell the teacher's outputs from the student's; the student minimises ce_weight * CE + kd_weight * "
         "KD + adv_weight * fooling loss. Re-running the same command resumes from the last checkpoint.",
     )
-    add_config_options(p, AdversarialKDConfig, ADVERSARIAL_KD_HELP, required=("teacher_dir", "model", "epochs"),
-                       options={"teacher_dir": "--teacher", "model": "--student", "learning_rate": "--lr",
-                                "disc_learning_rate": "--disc-lr"},
-                       choices={"optimizer": ("sgd", "adam"), "schedule": SCHEDULES, "disc_schedule": SCHEDULES,
-                                "objective": OBJECTIVES})  # fmt: skip
+    add_config_options(
+        p,
+        AdversarialKDConfig,
+        ADVERSARIAL_KD_HELP,
+        required=("teacher_dir", "model", "epochs"),
+        options={
+            "teacher_dir": "--teacher",
+            "model": "--student",
+            "learning_rate": "--lr",
+            "disc_learning_rate": "--disc-lr",
+        },
+        choices={
+            "optimizer": ("sgd", "adam"),
+            "schedule": SCHEDULES,
+            "disc_schedule": SCHEDULES,
+            "objective": OBJECTIVES,
+        },
+    )
     add_run_options(p)
     p.set_defaults(func=play(AdversarialKDConfig))
 
@@ -219,10 +265,19 @@ def add_parsers(sub) -> None:
         "other (deep mutual learning, Zhang et al. 2018), optionally with a discriminator per peer that "
         "it learns to fool (Chung et al. 2020). --mutual-weight 0 --disc-input none trains the peers alone.",
     )
-    add_config_options(p, OnlineConfig, ONLINE_HELP, options={"learning_rate": "--lr"},
-                       required=("model", "dataset", "epochs"),
-                       choices={"optimizer": ("sgd", "adam"), "schedule": ("cosine", "constant", "step"),
-                                "objective": OBJECTIVES, "disc_optimizer": ("sgd", "adam"),
-                                "disc_schedule": ("constant", "cosine")})  # fmt: skip
+    add_config_options(
+        p,
+        OnlineConfig,
+        ONLINE_HELP,
+        options={"learning_rate": "--lr"},
+        required=("model", "dataset", "epochs"),
+        choices={
+            "optimizer": ("sgd", "adam"),
+            "schedule": ("cosine", "constant", "step"),
+            "objective": OBJECTIVES,
+            "disc_optimizer": ("sgd", "adam"),
+            "disc_schedule": ("constant", "cosine"),
+        },
+    )
     add_run_options(p)
     p.set_defaults(func=play(OnlineConfig))

@@ -70,8 +70,17 @@ def games(teacher_dir, digits):
     CNNs, so their ``conv1`` maps have equal shapes)."""
     return {
         "logits": adv.build(config(teacher_dir), digits),
-        "feature map": adv.build(config(teacher_dir, model="small_cnn", disc_input="feature:conv1",
-                                        conditional=True, gp_weight=1.0, disc_steps=2), digits),  # fmt: skip
+        "feature map": adv.build(
+            config(
+                teacher_dir,
+                model="small_cnn",
+                disc_input="feature:conv1",
+                conditional=True,
+                gp_weight=1.0,
+                disc_steps=2,
+            ),
+            digits,
+        ),  # fmt: skip
     }
 
 
@@ -386,7 +395,12 @@ def test_the_experiment_runs_end_to_end_and_skips_finished_runs(
     adversarial = (out / "kd_adv" / "seed0" / "metrics.jsonl").read_text().splitlines()
     assert len(adversarial) == 1
     line = json.loads(adversarial[0])
-    adversarial_keys = {"train/disc/loss", "train/disc/real_accuracy", "train/loss/adversarial", "train/fooled"}
+    adversarial_keys = {
+        "train/disc/loss",
+        "train/disc/real_accuracy",
+        "train/loss/adversarial",
+        "train/fooled",
+    }
     assert adversarial_keys <= set(line)
 
     # Re-running finds every run finished: nothing trains again and the table is the same.

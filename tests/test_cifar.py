@@ -107,7 +107,9 @@ def test_recipe_scales_the_schedule_with_the_epochs_and_the_rate_with_the_batch(
 def test_step_schedule_decays_from_the_first_step_of_each_milestone_epoch():
     x = np.zeros((40, 8, 8, 1), np.float32)
     data = Dataset("d", x, np.arange(40) % 2, x[:4], np.arange(4) % 2, num_classes=2)
-    config = RunConfig(model="mlp32", dataset="d", epochs=10, batch_size=8, schedule="step", lr_milestones=(4, 8))
+    config = RunConfig(
+        model="mlp32", dataset="d", epochs=10, batch_size=8, schedule="step", lr_milestones=(4, 8)
+    )
     multiplier = config.build(data).players["student"].optimizer.schedule  # 5 steps per epoch
     values = [float(multiplier(s)) for s in (19, 20, 39, 40)]
     np.testing.assert_allclose(values, [1.0, 0.1, 0.1, 0.01], rtol=1e-6)

@@ -60,13 +60,16 @@ def test_a_non_finite_term_stops_the_run_naming_step_player_and_term(form, golde
     bad_epoch = max(first_epoch, 1)  # 0-based: the first epoch of the last phase, the second at least
     bad_round = bad_epoch * game.source.steps_per_epoch
     move, holder = poisoned(last.moves[0], bad_round)
-    game = dataclasses.replace(game, phases=(*game.phases[:-1], dataclasses.replace(last, moves=(move, *last.moves[1:]))))
+    game = dataclasses.replace(
+        game, phases=(*game.phases[:-1], dataclasses.replace(last, moves=(move, *last.moves[1:])))
+    )
     with pytest.raises(FloatingPointError) as error:
         fit(game, tmp_path / "run", devices=jax.devices()[:1], progress=False)
     term = last.moves[0].prefix + holder["term"]
     expected = (
-        f"non-finite {term} at step {bad_round + 1} (epoch {bad_epoch + 1}) of player {last.moves[0].player}; "
-        f"stopped; the last good checkpoint (epoch {bad_epoch}) is kept in {tmp_path / 'run'}"
+        f"non-finite {term} at step {bad_round + 1} (epoch {bad_epoch + 1}) of player "
+        f"{last.moves[0].player}; stopped; the last good checkpoint (epoch {bad_epoch}) is kept in "
+        f"{tmp_path / 'run'}"
     )
     assert str(error.value) == expected
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [str(bad_epoch)]
@@ -90,7 +93,9 @@ def test_sgd_weight_decay_is_coupled_and_adams_is_decoupled():
     direction (AdamW). Two steps of each against a numpy reference."""
     w0, g = np.array([1.0, -2.0, 0.5], np.float32), np.array([0.1, 0.3, -0.2], np.float32)
     lr, wd, mu = 0.1, 0.01, 0.9
-    w, _ = one_update(Optimizer("sgd", lr, momentum=mu, nesterov=True, weight_decay=wd), jnp.array(w0), jnp.array(g), 2)
+    w, _ = one_update(
+        Optimizer("sgd", lr, momentum=mu, nesterov=True, weight_decay=wd), jnp.array(w0), jnp.array(g), 2
+    )
     w1_buf = g + wd * w0
     w1 = w0 - lr * (g + wd * w0 + mu * w1_buf)
     buf2 = (g + wd * w1) + mu * w1_buf
@@ -130,8 +135,12 @@ def test_trains_freezes_the_other_parameters_even_under_weight_decay():
 
 def test_gradient_clipping_bounds_the_global_norm():
     grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([12.0])}  # global norm 13
-    after, _ = one_update(Optimizer("sgd", 1.0, momentum=0.0, clip_norm=1.0), {"a": jnp.zeros(2), "b": jnp.zeros(1)}, grads)
-    np.testing.assert_allclose(np.concatenate([after["a"], after["b"]]), -np.array([3, 4, 12]) / 13, rtol=1e-6)
+    after, _ = one_update(
+        Optimizer("sgd", 1.0, momentum=0.0, clip_norm=1.0), {"a": jnp.zeros(2), "b": jnp.zeros(1)}, grads
+    )
+    np.testing.assert_allclose(
+        np.concatenate([after["a"], after["b"]]), -np.array([3, 4, 12]) / 13, rtol=1e-6
+    )
 
 
 def test_a_stacked_player_keeps_one_optimizer_state_per_peer():
@@ -139,10 +148,14 @@ def test_a_stacked_player_keeps_one_optimizer_state_per_peer():
     peer 1 does not shrink peer 0's update."""
     peers = [nnx.Linear(2, 1, rngs=nnx.Rngs(k)) for k in range(2)]
     player = Player.stack(peers, Optimizer("sgd", 1.0, momentum=0.0, clip_norm=1.0))
-    grads = jax.tree.map(lambda p: jnp.stack([jnp.full(p.shape[1:], 0.1), jnp.full(p.shape[1:], 100.0)]), player.params)
+    grads = jax.tree.map(
+        lambda p: jnp.stack([jnp.full(p.shape[1:], 0.1), jnp.full(p.shape[1:], 100.0)]), player.params
+    )
     after, learning_rate = player.update(grads, player.rest)
     step0 = jax.tree.map(lambda a, b: a[0] - b[0], after.params, player.params)
-    chex.assert_trees_all_close(step0, jax.tree.map(lambda g: -g[0], grads), rtol=1e-6)  # norm 0.17 < 1: unclipped
+    chex.assert_trees_all_close(
+        step0, jax.tree.map(lambda g: -g[0], grads), rtol=1e-6
+    )  # norm 0.17 < 1: unclipped
     assert int(after.step) == 1 and float(learning_rate) == 1.0
 
 
@@ -167,8 +180,12 @@ def test_schedules_give_the_multiplier_of_each_step():
     at = lambda s, steps: [float(s(t)) for t in steps]
     np.testing.assert_allclose(at(schedule("cosine", 2), (0, 1, 2)), [1.0, 0.5, 0.0], atol=1e-6)
     np.testing.assert_allclose(at(schedule("constant", 2), (0, 5)), [1.0, 1.0])
-    np.testing.assert_allclose(at(schedule("step", 3, milestones=[1, 2]), (0, 1, 2)), [1.0, 0.1, 0.01], rtol=1e-6)
-    np.testing.assert_allclose(at(schedule("cosine", 3, warmup_steps=2), (0, 1, 2, 3)), [0.0, 0.5, 1.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(
+        at(schedule("step", 3, milestones=[1, 2]), (0, 1, 2)), [1.0, 0.1, 0.01], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        at(schedule("cosine", 3, warmup_steps=2), (0, 1, 2, 3)), [0.0, 0.5, 1.0, 0.0], atol=1e-6
+    )
     with pytest.raises(ValueError, match="schedule: choose"):
         schedule("linear", 3)
 
@@ -225,10 +242,14 @@ def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digi
     out, _ = golden_runs
     teacher, student = load_teacher(str(out / "teacher"), digits), load_teacher(str(out / "distill"), digits)
     assert len(digits.y_test) % 500 != 0  # the last evaluation batch is padded
-    evaluate = ClassifierEvaluator(digits, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0])
+    evaluate = ClassifierEvaluator(
+        digits, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+    )
     player = Player.create(student.frozen.module(), Optimizer())
     result = evaluate({"student": player}, parallel.make_mesh(jax.devices()[:devices]))
-    predict = lambda t: np.asarray(jnp.argmax(t.frozen.module().model(jnp.asarray(digits.x_test), train=False)[0], -1))
+    predict = lambda t: np.asarray(
+        jnp.argmax(t.frozen.module().model(jnp.asarray(digits.x_test), train=False)[0], -1)
+    )
     assert result["accuracy"] == pytest.approx(np.mean(predict(student) == digits.y_test), abs=1e-6)
     assert result["agreement"] == pytest.approx(np.mean(predict(student) == predict(teacher)), abs=1e-6)
 
@@ -238,20 +259,37 @@ def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digi
 
 def test_a_configuration_that_cannot_start_leaves_no_run_directory(tmp_path, digits):
     with pytest.raises(ValueError, match="unknown model"):
-        fit(RunConfig(model="mlp_nope", dataset="digits", epochs=1), tmp_path / "run", dataset=digits, progress=False)
+        fit(
+            RunConfig(model="mlp_nope", dataset="digits", epochs=1),
+            tmp_path / "run",
+            dataset=digits,
+            progress=False,
+        )
     assert not (tmp_path / "run").exists()
 
 
 def test_a_finished_teacher_of_jdistill_0_1_still_teaches(tmp_path, digits):
     teacher = load_teacher(str(FIXTURES / "teacher_v0_1"), digits)
     assert teacher.config.model == "mlp32" and RunDir(FIXTURES / "teacher_v0_1").format == 1
-    config = RunConfig(model="mlp32", dataset="digits", epochs=1, batch_size=64, teacher=str(FIXTURES / "teacher_v0_1"),
-                       methods=("ce", "kd"))  # fmt: skip
+    config = RunConfig(
+        model="mlp32",
+        dataset="digits",
+        epochs=1,
+        batch_size=64,
+        teacher=str(FIXTURES / "teacher_v0_1"),
+        methods=("ce", "kd"),
+    )
     summary = fit(config, tmp_path / "student", dataset=digits, devices=jax.devices()[:1], progress=False)
     # The teacher's own test accuracy, recorded by 0.1, is what the restored weights give.
     evaluate = ClassifierEvaluator(digits, logits=lambda m, x: m.model(x, train=False)[0])
-    restored = evaluate({"student": Player.create(teacher.frozen.module(), Optimizer())}, parallel.make_mesh(jax.devices()[:1]))
-    assert restored["accuracy"] == json.loads((FIXTURES / "teacher_v0_1" / "summary.json").read_text())["test/accuracy"]
+    restored = evaluate(
+        {"student": Player.create(teacher.frozen.module(), Optimizer())},
+        parallel.make_mesh(jax.devices()[:1]),
+    )
+    assert (
+        restored["accuracy"]
+        == json.loads((FIXTURES / "teacher_v0_1" / "summary.json").read_text())["test/accuracy"]
+    )
     assert 0 <= summary["test/agreement"] <= 1
 
 
@@ -259,12 +297,29 @@ def test_an_unfinished_run_of_jdistill_0_1_is_refused_in_one_line_naming_the_ver
     run = tmp_path / "old"
     shutil.copytree(FIXTURES / "unfinished_v0_1", run)
     with pytest.raises(SystemExit) as exit_info:
-        main(["train-teacher", "--model", "mlp32", "--dataset", "digits", "--epochs", "2", "--batch-size", "64",
-              "--seed", "1", "--out", str(run), "--quiet"])  # fmt: skip
+        main(
+            [
+                "train-teacher",
+                "--model",
+                "mlp32",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "64",
+                "--seed",
+                "1",
+                "--out",
+                str(run),
+                "--quiet",
+            ]
+        )
     message = str(exit_info.value)
     assert re.fullmatch(
-        r"jdistill train-teacher: error: \S+ holds an unfinished run of jdistill 0\.1\.0 \(checkpoint format 1\), "
-        r"which jdistill 0\.2\.0 cannot resume; start it again in another --out directory \(its finished runs "
+        r"jdistill train-teacher: error: \S+ holds an unfinished run of jdistill 0\.1\.0 "
+        r"\(checkpoint format 1\), which jdistill 0\.2\.0 cannot resume; start it again in another "
+        r"--out directory \(its finished runs "
         r"still load as teachers\)",
         message,
     ), message

@@ -36,8 +36,8 @@ from jdistill.generative import (
     throughput,
     train_mapping,
     train_vae,
+    training,
 )
-from jdistill.generative import training
 from jdistill.generative.training import mapping_objective, vae_test_metrics
 from jdistill.models import LatentMapper
 from jdistill.train import RunDir, checkpoint

@@ -6,7 +6,6 @@ import functools
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
@@ -129,10 +128,15 @@ def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(
         student = players["student"]
         after = leaves_with_paths(student.params)
         trains = student.optimizer.trains
-        mask = {jax.tree_util.keystr(p): trains(path_names(p)) for p, _ in jax.tree_util.tree_leaves_with_path(student.params)}
+        mask = {
+            jax.tree_util.keystr(p): trains(path_names(p))
+            for p, _ in jax.tree_util.tree_leaves_with_path(student.params)
+        }
         changed = {k for k in before if not np.array_equal(before[k], after[k])}
         frozen = {k for k, moves in mask.items() if not moves}
-        assert not changed & frozen, f"{phase.name}: parameters outside the phase's set changed: {changed & frozen}"
+        assert not changed & frozen, (
+            f"{phase.name}: parameters outside the phase's set changed: {changed & frozen}"
+        )
         if phase.name == "init":
             assert changed, "the initialisation stage trained nothing"
         else:
@@ -174,7 +178,15 @@ def test_crd_memory_is_replicated_state_one_and_four_devices_agree(teacher_dir, 
     from jdistill.train import checkpoint
 
     game = config.build(tiny_data())
-    players = checkpoint.restore(checkpoint.manager(tmp_path / "4"), jax.device_put(dict(game.players), jax.sharding.NamedSharding(jax.sharding.Mesh(np.array(jax.devices()), ("data",)), jax.sharding.PartitionSpec())))
+    players = checkpoint.restore(
+        checkpoint.manager(tmp_path / "4"),
+        jax.device_put(
+            dict(game.players),
+            jax.sharding.NamedSharding(
+                jax.sharding.Mesh(np.array(jax.devices()), ("data",)), jax.sharding.PartitionSpec()
+            ),
+        ),
+    )
     bank = players["student"].rest["extras"]["crd"]["memory"]["memory_s"]
     assert bank.shape == (64, 128) and bank.sharding.is_fully_replicated
 

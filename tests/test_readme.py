@@ -33,4 +33,6 @@ def test_readme_game_of_ones_own_trains_through_fit(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     summary = namespace["summary"]
     assert summary["test/accuracy"] > 0.8 and summary["test/agreement"] > 0.8
-    assert json.loads((tmp_path / "runs/readme/student/config.json").read_text())["config"]["student"] == "mlp32"
+    assert (
+        json.loads((tmp_path / "runs/readme/student/config.json").read_text())["config"]["student"] == "mlp32"
+    )

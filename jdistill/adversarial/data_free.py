@@ -101,22 +101,39 @@ class DataFreeConfig:
 
     def __post_init__(self):
         if self.method not in DATA_FREE_METHODS:
-            raise ValueError(f"unknown data-free method {self.method!r}; choose one of {', '.join(DATA_FREE_METHODS)}")
+            raise ValueError(
+                f"unknown data-free method {self.method!r}; choose one of {', '.join(DATA_FREE_METHODS)}"
+            )
         (s_opt, s_lr, s_wd), (_, g_lr, _) = PAPER_OPTIMIZERS[self.method].values()
-        defaults = {"student_optimizer": s_opt, "student_weight_decay": s_wd, "student_lr": s_lr, "generator_lr": g_lr,
-                    "student_steps": ALTERNATIONS[self.method].student_steps,
-                    "generator_bn_epsilon": 0.8 if self.method == "dafl" else 1e-5}  # fmt: skip
+        defaults = {
+            "student_optimizer": s_opt,
+            "student_weight_decay": s_wd,
+            "student_lr": s_lr,
+            "generator_lr": g_lr,
+            "student_steps": ALTERNATIONS[self.method].student_steps,
+            "generator_bn_epsilon": 0.8 if self.method == "dafl" else 1e-5,
+        }
         for name, value in defaults.items():
             if getattr(self, name) is None:
                 object.__setattr__(self, name, value)
         object.__setattr__(self, "at_features", tuple(self.at_features))
-        for name in ("iterations", "iterations_per_epoch", "batch_size", "noise_dim", "generator_width",
-                     "student_steps", "samples_every", "histogram_samples", "checkpoint_every"):  # fmt: skip
+        for name in (
+            "iterations",
+            "iterations_per_epoch",
+            "batch_size",
+            "noise_dim",
+            "generator_width",
+            "student_steps",
+            "samples_every",
+            "histogram_samples",
+            "checkpoint_every",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.iterations % self.iterations_per_epoch:
             raise ValueError(
-                f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch ({self.iterations_per_epoch})"
+                f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "
+                f"({self.iterations_per_epoch})"
             )
         if self.student_optimizer not in ("sgd", "adam"):
             raise ValueError(f"student_optimizer must be 'sgd' or 'adam', got {self.student_optimizer!r}")
@@ -184,7 +201,8 @@ def generator_loss(config: DataFreeConfig, view):
     else:
         terms = {
             "one_hot": jnp.mean(losses.dafl_one_hot(t_logits)),
-            "information_entropy": DAFL_INFORMATION_ENTROPY_WEIGHT * losses.dafl_information_entropy(t_logits),
+            "information_entropy": DAFL_INFORMATION_ENTROPY_WEIGHT
+            * losses.dafl_information_entropy(t_logits),
             "activation": 0.1 * losses.dafl_activation(t_feats[config.activation_feature]),
         }
     loss = sum(terms.values())
@@ -197,16 +215,26 @@ def optimizers(config: DataFreeConfig) -> dict[str, optim.Optimizer]:
     kinds = {"student": config.student_schedule, "generator": config.generator_schedule}
     schedule = {p: optim.schedule(kinds[p], steps[p]) for p in steps}
     return {
-        "student": optim.Optimizer(config.student_optimizer, config.student_lr, schedule["student"], momentum=0.9,
-                                   nesterov=False, weight_decay=config.student_weight_decay, clip_norm=config.grad_clip),
-        "generator": optim.Optimizer("adam", config.generator_lr, schedule["generator"], clip_norm=config.grad_clip),
-    }  # fmt: skip
+        "student": optim.Optimizer(
+            config.student_optimizer,
+            config.student_lr,
+            schedule["student"],
+            momentum=0.9,
+            nesterov=False,
+            weight_decay=config.student_weight_decay,
+            clip_norm=config.grad_clip,
+        ),
+        "generator": optim.Optimizer(
+            "adam", config.generator_lr, schedule["generator"], clip_norm=config.grad_clip
+        ),
+    }
 
 
 def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
     """The data-free game ``config`` describes, at step 0."""
-    dataset = teacher_dataset(dataset if dataset is not None else load_dataset(config.dataset, config.data_dir),
-                              config.image_size)  # fmt: skip
+    dataset = teacher_dataset(
+        dataset if dataset is not None else load_dataset(config.dataset, config.data_dir), config.image_size
+    )
     teacher = load_teacher(config.teacher_dir, dataset)
     needed = {"dfad": (), "dafl": (config.activation_feature,), "zskt": config.at_features}[config.method]
     missing = [n for n in needed if n not in teacher.shapes]
@@ -217,39 +245,62 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         )
     rngs = nnx.Rngs(config.seed)
     student = Trainable(create_model(config.student, dataset.input_shape, dataset.num_classes, rngs=rngs))
-    generator = Generator(dataset.input_shape, noise_dim=config.noise_dim, width=config.generator_width,
-                          bn_epsilon=config.generator_bn_epsilon, rngs=rngs)  # fmt: skip
+    generator = Generator(
+        dataset.input_shape,
+        noise_dim=config.noise_dim,
+        width=config.generator_width,
+        bn_epsilon=config.generator_bn_epsilon,
+        rngs=rngs,
+    )
     opts = optimizers(config)
-    players = {"student": Player.create(student, opts["student"]), "generator": Player.create(generator, opts["generator"])}
+    players = {
+        "student": Player.create(student, opts["student"]),
+        "generator": Player.create(generator, opts["generator"]),
+    }
     alternation = config.alternation
     moves = (
-        Move("student", functools.partial(student_loss, config), alternation.student_steps,
-             fresh_batch=not alternation.same_noise, prefix="student/"),
+        Move(
+            "student",
+            functools.partial(student_loss, config),
+            alternation.student_steps,
+            fresh_batch=not alternation.same_noise,
+            prefix="student/",
+        ),
         Move("generator", functools.partial(generator_loss, config), prefix="generator/"),
-    )  # fmt: skip
+    )
     return Game(
         config=config,
         players=players,
         phases=(Phase("train", config.epochs, moves[::-1] if alternation.generator_first else moves),),
         source=NoiseSource(config.batch_size, config.noise_dim, config.iterations_per_epoch),
         seed=config.seed,
-        evaluate=ClassifierEvaluator(dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]),
+        evaluate=ClassifierEvaluator(
+            dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+        ),
         teachers={"teacher": teacher.frozen},
         hooks=_hooks(config, dataset, teacher),
         checkpoint_every=config.checkpoint_every,
         label=f"{config.method} {config.student}",
         unit="it",
-        summary={"method": config.method, "student": config.student, "teacher": teacher.config.model,
-                 "seed": config.seed, "iterations": config.iterations},
+        summary={
+            "method": config.method,
+            "student": config.student,
+            "teacher": teacher.config.model,
+            "seed": config.seed,
+            "iterations": config.iterations,
+        },
         summary_prefixes=("test/", "generated/"),
-    )  # fmt: skip
+    )
 
 
 def _hooks(config: DataFreeConfig, dataset: Dataset, teacher) -> Hooks:
     """Sample grids every ``samples_every`` iterations and at the end; the class histogram of the
     teacher on generated samples every epoch and at the end. Their noise is drawn from keys of
     their own, so they never change the training's random numbers."""
-    sample, grid_sample = inspection.make_sampler(config.batch_size, config.noise_dim), inspection.make_sampler(64, config.noise_dim)
+    sample, grid_sample = (
+        inspection.make_sampler(config.batch_size, config.noise_dim),
+        inspection.make_sampler(64, config.noise_dim),
+    )
     histogram = inspection.make_class_histogram(teacher.frozen, dataset.num_classes)
     _, grid_key, histogram_key = jax.random.split(jax.random.key(config.seed), 3)
 
@@ -261,11 +312,24 @@ def _hooks(config: DataFreeConfig, dataset: Dataset, teacher) -> Hooks:
         inspection.save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
 
     def epoch(players, epoch, run):
-        counts = histogram(sample(players["generator"], jax.random.fold_in(histogram_key, epoch - 1), config.histogram_samples))
-        return {"generated/class_counts": counts.tolist(), "generated/class_entropy": inspection.histogram_entropy(counts)}
+        counts = histogram(
+            sample(
+                players["generator"], jax.random.fold_in(histogram_key, epoch - 1), config.histogram_samples
+            )
+        )
+        return {
+            "generated/class_counts": counts.tolist(),
+            "generated/class_entropy": inspection.histogram_entropy(counts),
+        }
 
     def end(players, run):
-        grid(players, config.iterations, run, run.path / "samples.png", f"{config.method}: generated samples, end of training")
+        grid(
+            players,
+            config.iterations,
+            run,
+            run.path / "samples.png",
+            f"{config.method}: generated samples, end of training",
+        )
         counts = run.metrics()[-1]["generated/class_counts"]
         inspection.save_histogram(counts, run.path / "class_histogram.png", title=config.method)
 

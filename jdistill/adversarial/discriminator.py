@@ -60,7 +60,9 @@ class VectorDiscriminator(nnx.Module):
     ``x ⊕ one_hot(y) -> [Linear -> LeakyReLU(0.2)] per width -> Linear -> score [B]``.
     ``num_classes`` > 0 makes it conditional on the label (the one-hot is concatenated)."""
 
-    def __init__(self, in_features: int, *, num_classes: int = 0, widths: Sequence[int] = (256, 256), rngs: nnx.Rngs):
+    def __init__(
+        self, in_features: int, *, num_classes: int = 0, widths: Sequence[int] = (256, 256), rngs: nnx.Rngs
+    ):
         sizes = [in_features + num_classes, *widths]
         self.hidden = nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in itertools.pairwise(sizes)])
         self.score = nnx.Linear(sizes[-1], 1, rngs=rngs)
@@ -78,10 +80,19 @@ class ConvDiscriminator(nnx.Module):
     ``[conv3x3 stride 2 -> LeakyReLU(0.2)] per channel count -> global average pool`` followed
     by a :class:`VectorDiscriminator` head (which adds the one-hot label when conditional)."""
 
-    def __init__(self, in_channels: int, *, num_classes: int = 0, channels: Sequence[int] = (32, 64),
-                 widths: Sequence[int] = (256,), rngs: nnx.Rngs):  # fmt: skip
+    def __init__(
+        self,
+        in_channels: int,
+        *,
+        num_classes: int = 0,
+        channels: Sequence[int] = (32, 64),
+        widths: Sequence[int] = (256,),
+        rngs: nnx.Rngs,
+    ):
         sizes = [in_channels, *channels]
-        self.convs = nnx.List([nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs) for a, b in itertools.pairwise(sizes)])
+        self.convs = nnx.List(
+            [nnx.Conv(a, b, (3, 3), strides=2, rngs=rngs) for a, b in itertools.pairwise(sizes)]
+        )
         self.head = VectorDiscriminator(sizes[-1], num_classes=num_classes, widths=widths, rngs=rngs)
 
     def __call__(self, x: jax.Array, labels: jax.Array | None = None) -> jax.Array:
@@ -99,7 +110,8 @@ def input_shape(disc_input: str, num_classes: int, student_shapes: dict, teacher
     for who, shapes in (("student", student_shapes), ("teacher", teacher_shapes)):
         if name not in shapes:
             raise ValueError(
-                f"disc_input {disc_input!r}: the {who} has no feature {name!r}; its features: {', '.join(sorted(shapes))}"
+                f"disc_input {disc_input!r}: the {who} has no feature {name!r}; "
+                f"its features: {', '.join(sorted(shapes))}"
             )
     if student_shapes[name] != teacher_shapes[name]:
         raise ValueError(
@@ -109,7 +121,8 @@ def input_shape(disc_input: str, num_classes: int, student_shapes: dict, teacher
         )
     if len(student_shapes[name]) not in (1, 3):
         raise ValueError(
-            f"disc_input {disc_input!r}: a feature of shape {student_shapes[name]} is neither a vector [D] nor a map [H, W, C]"
+            f"disc_input {disc_input!r}: a feature of shape {student_shapes[name]} is neither a vector [D] "
+            f"nor a map [H, W, C]"
         )
     return student_shapes[name]
 
@@ -185,7 +198,9 @@ class AdversarialKDConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ce_weight == self.kd_weight == self.adv_weight == 0:
-            raise ValueError("ce_weight, kd_weight and adv_weight are all 0: the student has nothing to learn")
+            raise ValueError(
+                "ce_weight, kd_weight and adv_weight are all 0: the student has nothing to learn"
+            )
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
         for name in ("schedule", "disc_schedule"):
@@ -196,7 +211,9 @@ class AdversarialKDConfig:
         if self.disc_input not in ("logits", "probs") and not (
             self.disc_input.startswith(FEATURE_PREFIX) and len(self.disc_input) > len(FEATURE_PREFIX)
         ):
-            raise ValueError(f"disc_input: choose 'logits', 'probs' or 'feature:<name>', got {self.disc_input!r}")
+            raise ValueError(
+                f"disc_input: choose 'logits', 'probs' or 'feature:<name>', got {self.disc_input!r}"
+            )
         if not self.disc_widths or min(self.disc_widths) < 1:
             raise ValueError(f"disc_widths must be one or more positive widths, got {list(self.disc_widths)}")
 
@@ -217,7 +234,9 @@ def discriminator_loss(config: AdversarialKDConfig, view):
     """D's move on the teacher's (real) and the student's (fake, held fixed) inputs, plus the
     gradient penalty of Gulrajani et al. 2017 at mixtures of the two."""
     real = discriminator_input(config.disc_input, view.batch["frozen"], config.temperature)
-    fake = jax.lax.stop_gradient(discriminator_input(config.disc_input, _student_out(view), config.temperature))
+    fake = jax.lax.stop_gradient(
+        discriminator_input(config.disc_input, _student_out(view), config.temperature)
+    )
     critic = _critic(config, view)
     real_scores, fake_scores = critic(real), critic(fake)
     adversarial = losses.discriminator_loss(real_scores, fake_scores, objective=config.objective)
@@ -247,7 +266,9 @@ def student_loss(config: AdversarialKDConfig, view):
     }
     total, extra = config.ce_weight * terms["ce"] + config.kd_weight * terms["kd"], {}
     if config.adv_weight:  # without the term, D is neither trained nor consulted
-        scores = _critic(config, view)(discriminator_input(config.disc_input, student_out, config.temperature))
+        scores = _critic(config, view)(
+            discriminator_input(config.disc_input, student_out, config.temperature)
+        )
         terms["adversarial"] = losses.fooling_loss(scores, objective=config.objective)
         total = total + config.adv_weight * terms["adversarial"]
         extra["fooled"] = jnp.mean(scores > DECISION_THRESHOLD[config.objective])  # taken for the teacher's
@@ -274,33 +295,63 @@ def build(config: AdversarialKDConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataset, config.batch_size)
     teacher = load_teacher(config.teacher_dir, dataset)
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
-    shape = input_shape(config.disc_input, dataset.num_classes, feature_shapes(model, dataset.input_shape), teacher.shapes)
-    discriminator = build_discriminator(shape, num_classes=dataset.num_classes if config.conditional else 0,
-                                        widths=config.disc_widths, rngs=nnx.Rngs(config.seed + 1))  # fmt: skip
+    shape = input_shape(
+        config.disc_input, dataset.num_classes, feature_shapes(model, dataset.input_shape), teacher.shapes
+    )
+    discriminator = build_discriminator(
+        shape,
+        num_classes=dataset.num_classes if config.conditional else 0,
+        widths=config.disc_widths,
+        rngs=nnx.Rngs(config.seed + 1),
+    )
     rounds = config.epochs * source.steps_per_epoch
-    student_optimizer = optim.Optimizer(config.optimizer, config.learning_rate, optim.schedule(config.schedule, rounds),
-                                        momentum=config.momentum, weight_decay=config.weight_decay)  # fmt: skip
+    student_optimizer = optim.Optimizer(
+        config.optimizer,
+        config.learning_rate,
+        optim.schedule(config.schedule, rounds),
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+    )
     disc_schedule = optim.schedule(config.disc_schedule, rounds * config.disc_steps)
     disc_optimizer = optim.Optimizer("adam", config.disc_learning_rate, disc_schedule, b1=0.5)
     moves = (Move("student", functools.partial(student_loss, config)),)
     if config.adv_weight:
-        moves = (Move("discriminator", functools.partial(discriminator_loss, config), config.disc_steps, prefix="disc/"), *moves)
+        moves = (
+            Move(
+                "discriminator",
+                functools.partial(discriminator_loss, config),
+                config.disc_steps,
+                prefix="disc/",
+            ),
+            *moves,
+        )
     return Game(
         config=config,
-        players={"student": Player.create(Trainable(model), student_optimizer),
-                 "discriminator": Player.create(discriminator, disc_optimizer)},
+        players={
+            "student": Player.create(Trainable(model), student_optimizer),
+            "discriminator": Player.create(discriminator, disc_optimizer),
+        },
         phases=(Phase("train", config.epochs, moves),),
         source=source,
         seed=config.seed,
-        evaluate=ClassifierEvaluator(dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]),
+        evaluate=ClassifierEvaluator(
+            dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+        ),
         teachers={"teacher": teacher.frozen},
         frozen_outputs=functools.partial(teacher_outputs, config.disc_input),
         eval_every=config.eval_every,
         label=config.model,
-        summary={"model": config.model, "teacher": teacher.config.model, "disc_input": config.disc_input,
-                 "objective": config.objective, "epochs": config.epochs, "seed": config.seed,
-                 "params": count_params(model), "disc_params": count_params(discriminator)},
-    )  # fmt: skip
+        summary={
+            "model": config.model,
+            "teacher": teacher.config.model,
+            "disc_input": config.disc_input,
+            "objective": config.objective,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "params": count_params(model),
+            "disc_params": count_params(discriminator),
+        },
+    )
 
 
 run = deprecated_run("jdistill.adversarial.discriminator.run")

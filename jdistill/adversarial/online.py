@@ -36,7 +36,13 @@ from flax import nnx
 from jdistill.adversarial.discriminator import VectorDiscriminator
 from jdistill.data import Dataset, load_dataset
 from jdistill.losses import cross_entropy
-from jdistill.losses.adversarial import OBJECTIVES, discriminator_loss, fooling_loss, gradient_penalty, mutual_learning
+from jdistill.losses.adversarial import (
+    OBJECTIVES,
+    discriminator_loss,
+    fooling_loss,
+    gradient_penalty,
+    mutual_learning,
+)
 from jdistill.models import count_params, create_model
 from jdistill.train import optim
 from jdistill.train.config import RunConfig
@@ -140,7 +146,12 @@ def init_key(seed: int, stream: int, index: int) -> jax.Array:
 def create_peers(config: OnlineConfig, dataset: Dataset) -> list[nnx.Module]:
     """``num_peers`` models, peer k initialised from ``init_key(seed, PEER_INIT, k)``."""
     return [
-        create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(init_key(config.seed, PEER_INIT, k)))
+        create_model(
+            config.model,
+            dataset.input_shape,
+            dataset.num_classes,
+            rngs=nnx.Rngs(init_key(config.seed, PEER_INIT, k)),
+        )
         for k in range(config.num_peers)
     ]
 
@@ -205,10 +216,14 @@ def discriminators_loss(config: OnlineConfig, view):
         loss = discriminator_loss(disc(real_k), disc(fake_k), objective=config.objective)
         penalty = jnp.float32(0)
         if config.gp_weight:
-            penalty = gradient_penalty(disc, real_k, jnp.tile(fake_k, (real_k.shape[0] // fake_k.shape[0], 1)), key_k)
+            penalty = gradient_penalty(
+                disc, real_k, jnp.tile(fake_k, (real_k.shape[0] // fake_k.shape[0], 1)), key_k
+            )
         return loss + config.gp_weight * penalty, loss, penalty
 
-    totals, adversarial, penalties = view.module("discriminators")(one, other_peers(h), h, keys, in_axes=(0, 0, 0))
+    totals, adversarial, penalties = view.module("discriminators")(
+        one, other_peers(h), h, keys, in_axes=(0, 0, 0)
+    )
     return jnp.sum(totals), {"loss": jnp.mean(adversarial), "gp": jnp.mean(penalties)}
 
 
@@ -221,7 +236,9 @@ def disc_in_features(config: OnlineConfig, model: nnx.Module, dataset: Dataset) 
     if config.disc_input in ("logits", "probs"):
         return logits.shape[-1]
     if name not in features:
-        raise ValueError(f"disc_input: model {config.model!r} has no feature {name!r}; its features: {', '.join(features)}")
+        raise ValueError(
+            f"disc_input: model {config.model!r} has no feature {name!r}; its features: {', '.join(features)}"
+        )
     return math.prod(features[name].shape[1:])
 
 
@@ -232,20 +249,42 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
     per_epoch, peer_config = source.steps_per_epoch, config.peer_run_config()
     peers = create_peers(config, dataset)
     peer_optimizer = optim.Optimizer(
-        config.optimizer, config.learning_rate, momentum=config.momentum, nesterov=config.nesterov,
+        config.optimizer,
+        config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
         weight_decay=config.weight_decay,
-        schedule=optim.schedule(config.schedule, config.epochs * per_epoch, warmup_steps=config.warmup_epochs * per_epoch,
-                                milestones=[e * per_epoch for e in peer_config.lr_milestones], decay=config.lr_decay),
-    )  # fmt: skip
+        schedule=optim.schedule(
+            config.schedule,
+            config.epochs * per_epoch,
+            warmup_steps=config.warmup_epochs * per_epoch,
+            milestones=[e * per_epoch for e in peer_config.lr_milestones],
+            decay=config.lr_decay,
+        ),
+    )
     players = {"peers": Player.stack(peers, peer_optimizer)}
     moves, disc_params = (Move("peers", functools.partial(peer_loss, config)),), 0
     if config.adversarial:
         width = disc_in_features(config, peers[0], dataset)
-        discs = [VectorDiscriminator(width, widths=(config.disc_hidden,) * 2, rngs=nnx.Rngs(init_key(config.seed, DISC_INIT, k)))
-                 for k in range(config.num_peers)]  # fmt: skip
+        discs = [
+            VectorDiscriminator(
+                width, widths=(config.disc_hidden,) * 2, rngs=nnx.Rngs(init_key(config.seed, DISC_INIT, k))
+            )
+            for k in range(config.num_peers)
+        ]
         disc_schedule = optim.schedule(config.disc_schedule, config.epochs * per_epoch * config.disc_steps)
-        players["discriminators"] = Player.stack(discs, optim.Optimizer(config.disc_optimizer, config.disc_lr, disc_schedule))
-        moves = (Move("discriminators", functools.partial(discriminators_loss, config), config.disc_steps, prefix="disc_"), *moves)
+        players["discriminators"] = Player.stack(
+            discs, optim.Optimizer(config.disc_optimizer, config.disc_lr, disc_schedule)
+        )
+        moves = (
+            Move(
+                "discriminators",
+                functools.partial(discriminators_loss, config),
+                config.disc_steps,
+                prefix="disc_",
+            ),
+            *moves,
+        )
         disc_params = count_params(discs[0])
     return Game(
         config=config,
@@ -256,10 +295,16 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
         evaluate=ClassifierEvaluator(dataset, player="peers"),
         eval_every=config.eval_every,
         label=f"{config.num_peers}x {config.model}",
-        summary={"model": config.model, "num_peers": config.num_peers, "epochs": config.epochs, "seed": config.seed,
-                 "params_per_peer": count_params(peers[0]), "params_per_discriminator": disc_params},
+        summary={
+            "model": config.model,
+            "num_peers": config.num_peers,
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "params_per_peer": count_params(peers[0]),
+            "params_per_discriminator": disc_params,
+        },
         best=None,
-    )  # fmt: skip
+    )
 
 
 run = deprecated_run("jdistill.adversarial.online.run")

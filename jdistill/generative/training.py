@@ -148,20 +148,28 @@ def build_vae(config: VAEConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataclasses.replace(dataset, mean=None, std=None), config.batch_size)
     model = create_vae(config, dataset.input_shape)
     x_test = dataset.x_test.astype(np.float32)
-    evaluate = lambda players, mesh: vae_test_metrics(players["vae"].graphdef, players["vae"].params, players["vae"].rest, x_test)
+    evaluate = lambda players, mesh: vae_test_metrics(
+        players["vae"].graphdef, players["vae"].params, players["vae"].rest, x_test
+    )
     return Game(
         config=config,
-        players={"vae": Player.create(model, _adam(config.learning_rate, config.epochs * source.steps_per_epoch))},
+        players={
+            "vae": Player.create(model, _adam(config.learning_rate, config.epochs * source.steps_per_epoch))
+        },
         phases=(Phase("train", config.epochs, (Move("vae", functools.partial(vae_loss, config.beta)),)),),
         source=source,
         seed=config.seed,
         evaluate=evaluate,
         label="VAE teacher",
-        summary={"epochs": config.epochs, "image_shape": list(dataset.input_shape),
-                 "encoder_params": count_params(model.encoder), "decoder_params": count_params(model.decoder)},
+        summary={
+            "epochs": config.epochs,
+            "image_shape": list(dataset.input_shape),
+            "encoder_params": count_params(model.encoder),
+            "decoder_params": count_params(model.decoder),
+        },
         summary_prefixes=("train/", "test/"),
         best=None,
-    )  # fmt: skip
+    )
 
 
 def _restore(run_dir, player: str, module) -> Frozen:
@@ -179,7 +187,9 @@ def load_vae(run_dir) -> tuple[Frozen, VAEConfig, tuple[int, ...]]:
     return _restore(run_dir, "vae", create_vae(config, image_shape)), config, image_shape
 
 
-def train_vae(config: VAEConfig, out_dir, *, dataset: Dataset | None = None, progress: bool = True, **options) -> dict:
+def train_vae(
+    config: VAEConfig, out_dir, *, dataset: Dataset | None = None, progress: bool = True, **options
+) -> dict:
     """Train the VAE teacher of ``config`` into the run directory ``out_dir`` (resumes; a finished
     run is only read). Metrics per epoch: mean training ``loss``, ``nll``, ``kl`` and the test
     set's ``neg_elbo``, ``nll``, ``kl``. Returns the summary (also ``summary.json``)."""
@@ -206,8 +216,13 @@ def mapping_loss(view):
 
 
 def create_student(config: MappingConfig, latent_dim: int, image_shape) -> LatentMapper:
-    return LatentMapper(image_shape, latent_dim=latent_dim, encoder_widths=config.encoder_widths,
-                        decoder_widths=config.decoder_widths, rngs=nnx.Rngs(config.seed))  # fmt: skip
+    return LatentMapper(
+        image_shape,
+        latent_dim=latent_dim,
+        encoder_widths=config.encoder_widths,
+        decoder_widths=config.decoder_widths,
+        rngs=nnx.Rngs(config.seed),
+    )
 
 
 def build_mapping(config: MappingConfig) -> Game:
@@ -222,18 +237,25 @@ def build_mapping(config: MappingConfig) -> Game:
 
     return Game(
         config=config,
-        players={"student": Player.create(model, _adam(config.learning_rate, config.epochs * config.steps_per_epoch))},
+        players={
+            "student": Player.create(
+                model, _adam(config.learning_rate, config.epochs * config.steps_per_epoch)
+            )
+        },
         phases=(Phase("train", config.epochs, (Move("student", mapping_loss),)),),
         source=NoiseSource(config.batch_size, teacher_config.latent_dim, config.steps_per_epoch),
         seed=config.seed,
         evaluate=evaluate,
         teachers={"teacher": teacher},
         label="student",
-        summary={"epochs": config.epochs, "encoder_params": count_params(model.encoder),
-                 "decoder_params": count_params(model.decoder)},
+        summary={
+            "epochs": config.epochs,
+            "encoder_params": count_params(model.encoder),
+            "decoder_params": count_params(model.decoder),
+        },
         summary_prefixes=("train/", "test/"),
         best=None,
-    )  # fmt: skip
+    )
 
 
 def train_mapping(config: MappingConfig, out_dir, *, progress: bool = True, **options) -> dict:
@@ -247,4 +269,6 @@ def load_mapping(run_dir) -> tuple[Frozen, MappingConfig]:
     """The final student of the finished run in ``run_dir``: ``(frozen model, config)``."""
     config = MappingConfig(**RunDir(run_dir).config_record()["config"])
     _, teacher_config, image_shape = load_vae(config.teacher)
-    return _restore(run_dir, "student", create_student(config, teacher_config.latent_dim, image_shape)), config
+    return _restore(
+        run_dir, "student", create_student(config, teacher_config.latent_dim, image_shape)
+    ), config

@@ -93,7 +93,9 @@ def zskt_belief(student_logits, teacher_logits) -> jax.Array:
     classes, ``(1/C) sum_c p_t log(p_t / p_s)`` (the reference's element-wise mean). The student
     minimises it; the generator maximises it (:func:`zskt_generator`)."""
     s, t = _pair(student_logits, teacher_logits)
-    kl = optax.losses.kl_divergence_with_log_targets(jax.nn.log_softmax(s, axis=-1), jax.nn.log_softmax(t, axis=-1))
+    kl = optax.losses.kl_divergence_with_log_targets(
+        jax.nn.log_softmax(s, axis=-1), jax.nn.log_softmax(t, axis=-1)
+    )
     return kl / s.shape[-1]
 
 

@@ -9,7 +9,6 @@ import jax
 import orbax.checkpoint as ocp
 
 
-
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
         (run_dir / "checkpoints").absolute(),
@@ -66,7 +65,8 @@ def restore_variables(run_dir: pathlib.Path, player: str, params_like, rest_like
     item = item if format == 1 else {player: item}
     restore_args = ocp.checkpoint_utils.construct_restore_args(item)  # onto the devices of ``*_like``
     restored = mngr.restore(
-        mngr.latest_step(), args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True)
+        mngr.latest_step(),
+        args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True),
     )
     restored = restored if format == 1 else restored[player]
     return restored["params"], restored["rest"]

@@ -20,7 +20,8 @@ class RunConfig:
     and mirrored left-right at random when ``hflip``. Methods with an initialisation stage (AB,
     FT, FSP) run it before the ``epochs`` of training.
     ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
-    et al. 2014); ``clip_norm`` clips the gradient's global norm before the optimizer sees it. ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
+    et al. 2014); ``clip_norm`` clips the gradient's global norm before the optimizer sees it.
+    ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
     instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
     from the training (transfer) set, not from the test set. ``label_noise`` corrupts that fraction
     of the training labels (symmetric noise, seeded by ``label_noise_seed``; see

@@ -84,9 +84,15 @@ def objective(methods, init: bool, student_trains: bool, view):
     for method in methods:
         modules = trainable.extras.get(method.name, {})
         if init:
-            returned, declared = method.init_loss(student_out, teacher_out, context, modules, hparams), method.init_weights
+            returned, declared = (
+                method.init_loss(student_out, teacher_out, context, modules, hparams),
+                method.init_weights,
+            )
         else:
-            returned, declared = method.loss(student_out, teacher_out, context, modules, hparams), method.default_weights
+            returned, declared = (
+                method.loss(student_out, teacher_out, context, modules, hparams),
+                method.default_weights,
+            )
         if set(returned) != set(declared):  # checked once, while tracing
             raise ValueError(
                 f"method {method.name!r} {'init_loss' if init else 'loss'} returned terms {sorted(returned)} "
@@ -110,7 +116,9 @@ def objective(methods, init: bool, student_trains: bool, view):
 def teacher_outputs(features: tuple[str, ...], teachers, images):
     """The teacher's logits and the ``features`` the methods read, in inference mode; the other
     features keep their names, with ``None`` for a value (methods find layers by name)."""
-    logits, all_features = teacher_forward(teachers["teacher"].graphdef, teachers["teacher"].variables, images)
+    logits, all_features = teacher_forward(
+        teachers["teacher"].graphdef, teachers["teacher"].variables, images
+    )
     return logits, {name: value if name in features else None for name, value in all_features.items()}
 
 
@@ -121,7 +129,10 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     methods = tuple(build_method(name, config.method_options.get(name)) for name in config.methods)
     weights = resolve_weights(methods, config.weights)
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
-    student_shapes, teacher_shapes = feature_shapes(model, dataset.input_shape), teacher.shapes if teacher else {}
+    student_shapes, teacher_shapes = (
+        feature_shapes(model, dataset.input_shape),
+        teacher.shapes if teacher else {},
+    )
     check_features(methods, student_shapes, teacher_shapes)
     extra_rngs = nnx.Rngs(config.seed + 1)
     extras = {m.name: m.modules(student_shapes, teacher_shapes, dataset, extra_rngs) for m in methods}
@@ -129,21 +140,37 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataset, config.batch_size, config.max_shift, config.hflip)
     per_epoch = source.steps_per_epoch
     optimizer = optim.Optimizer(
-        name=config.optimizer, learning_rate=config.learning_rate, momentum=config.momentum,
-        nesterov=config.nesterov, weight_decay=config.weight_decay, clip_norm=config.clip_norm,
-        max_norm=config.max_norm, trains=lambda path: not any(m.frozen(path) for m in methods),
-        schedule=optim.schedule(config.schedule, config.epochs * per_epoch, warmup_steps=config.warmup_epochs * per_epoch,
-                                milestones=[e * per_epoch for e in config.lr_milestones], decay=config.lr_decay),
-    )  # fmt: skip
-    train = Phase("train", config.epochs, (Move("student", functools.partial(objective, methods, False, True)),),
-                  {"student": optimizer})  # fmt: skip
+        name=config.optimizer,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+        max_norm=config.max_norm,
+        trains=lambda path: not any(m.frozen(path) for m in methods),
+        schedule=optim.schedule(
+            config.schedule,
+            config.epochs * per_epoch,
+            warmup_steps=config.warmup_epochs * per_epoch,
+            milestones=[e * per_epoch for e in config.lr_milestones],
+            decay=config.lr_decay,
+        ),
+    )
+    train = Phase(
+        "train",
+        config.epochs,
+        (Move("student", functools.partial(objective, methods, False, True)),),
+        {"student": optimizer},
+    )
     phases = (train,)
     init_epochs = max(m.init_epochs for m in methods)
     if init_epochs:
         # Only what the initialisation stage trains moves, at the constant base rate; a student none of
         # whose parameters train (FT's) runs in inference mode.
         trains = lambda path: any(m.init_trains(path) for m in methods)
-        paths = [optim.path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(split_module(trainable)[1])]
+        paths = [
+            optim.path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(split_module(trainable)[1])
+        ]
         student_trains = any(trains(p) for p in paths if p[0] == "model")
         init_optimizer = dataclasses.replace(optimizer, schedule=optim.schedule("constant", 1), trains=trains)
         init = Move("student", functools.partial(objective, methods, True, student_trains))
@@ -155,17 +182,28 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         phases=phases,
         source=source,
         seed=config.seed,
-        evaluate=ClassifierEvaluator(dataset, teacher=teacher and teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]),
+        evaluate=ClassifierEvaluator(
+            dataset, teacher=teacher and teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+        ),
         teachers={"teacher": teacher.frozen} if teacher else {},
         frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,
-        hparams={"temperature": jnp.float32(config.temperature), "weights": {k: jnp.float32(v) for k, v in weights.items()}},
+        hparams={
+            "temperature": jnp.float32(config.temperature),
+            "weights": {k: jnp.float32(v) for k, v in weights.items()},
+        },
         eval_every=config.eval_every,
         checkpoint_every=config.checkpoint_every,
         label=config.model,
-        summary={"model": config.model, "methods": list(config.methods), "epochs": config.epochs, "seed": config.seed,
-                 "params": count_params(model), "extra_params": count_params(trainable) - count_params(model),
-                 **({"init_epochs": init_epochs} if init_epochs else {})},
-    )  # fmt: skip
+        summary={
+            "model": config.model,
+            "methods": list(config.methods),
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "params": count_params(model),
+            "extra_params": count_params(trainable) - count_params(model),
+            **({"init_epochs": init_epochs} if init_epochs else {}),
+        },
+    )
 
 
 def load_student(run_dir: str, dataset: Dataset) -> Trainable:

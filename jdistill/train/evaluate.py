@@ -46,9 +46,10 @@ class ClassifierEvaluator:
             count = math.ceil(n / batch)
             pad = lambda a: np.concatenate([a, np.zeros((count * batch - n, *a.shape[1:]), a.dtype)])
             sharded = NamedSharding(mesh, P(None, DATA_AXIS))
+            images = pad(np.asarray(data.normalise(data.x_test), np.float32))
             batches = jax.device_put(
                 {
-                    "image": pad(np.asarray(data.normalise(data.x_test), np.float32)).reshape(count, batch, *data.input_shape),
+                    "image": images.reshape(count, batch, *data.input_shape),
                     "label": pad(data.y_test.astype(np.int32)).reshape(count, batch),
                     "mask": pad(np.ones(n, np.float32)).reshape(count, batch),
                 },
@@ -64,6 +65,7 @@ class ClassifierEvaluator:
 
     def _step(self, graphdef, stacked: int):
         if (graphdef, stacked) not in self._steps:
+
             def logits_of(params, rest, images):
                 return self.logits(nnx.merge(graphdef, params, rest), images)
 

@@ -64,9 +64,16 @@ def fit(
     )
     per_epoch = game.source.steps_per_epoch
     unit = game.source.batch_size if game.unit == "img" else 1
-    bar = tqdm(total=game.epochs * per_epoch * unit, initial=start * per_epoch * unit, unit=game.unit,
-               unit_scale=game.unit == "img", desc=label or game.label, disable=not progress,
-               dynamic_ncols=True, mininterval=0.5)  # fmt: skip
+    bar = tqdm(
+        total=game.epochs * per_epoch * unit,
+        initial=start * per_epoch * unit,
+        unit=game.unit,
+        unit_scale=game.unit == "img",
+        desc=label or game.label,
+        disable=not progress,
+        dynamic_ncols=True,
+        mininterval=0.5,
+    )
     for epoch in range(start, game.epochs):
         started = time.perf_counter()
         phase_index, phase = game.phase_at(epoch)
@@ -77,7 +84,9 @@ def fit(
         order = game.source.order(game.seed, epoch)
         results = []
         for begin, count in _calls(first, per_epoch, steps_per_call, game.hooks.every):
-            players, metrics = compiled(phase_index, count)(players, teachers, data, order, first, begin, hparams)
+            players, metrics = compiled(phase_index, count)(
+                players, teachers, data, order, first, begin, hparams
+            )
             results.append(metrics)
             bar.update(count * unit)
             if game.hooks.round and game.hooks.every and (begin + count) % game.hooks.every == 0:
@@ -147,7 +156,9 @@ def deprecated_run(name: str):
     """``name(config, out_dir, **options)`` as jdistill 0.1 had it: a warning, then :func:`fit`."""
 
     def run(config, out_dir, **options) -> dict:
-        warnings.warn(f"{name} is deprecated; use jdistill.train.fit(config, out_dir)", DeprecationWarning, stacklevel=2)
+        warnings.warn(
+            f"{name} is deprecated; use jdistill.train.fit(config, out_dir)", DeprecationWarning, stacklevel=2
+        )
         return fit(config, out_dir, **options)
 
     return run

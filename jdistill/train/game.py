@@ -108,7 +108,9 @@ class Game:
                 if move.player not in self.players:
                     raise ValueError(f"phase {phase.name!r} moves an unknown player {move.player!r}")
                 if move.fresh_batch and not hasattr(self.source, "fresh"):
-                    raise ValueError(f"a move of {move.player!r} wants fresh batches, which the data set cannot give")
+                    raise ValueError(
+                        f"a move of {move.player!r} wants fresh batches, which the data set cannot give"
+                    )
 
     @property
     def epochs(self) -> int:

@@ -84,7 +84,9 @@ class Optimizer:
         return optax.tree_utils.tree_get(opt_state, "learning_rate") * self.schedule(step)
 
 
-def schedule(kind: str, total_steps: int, *, warmup_steps: int = 0, milestones=(), decay: float = 0.1) -> Schedule:
+def schedule(
+    kind: str, total_steps: int, *, warmup_steps: int = 0, milestones=(), decay: float = 0.1
+) -> Schedule:
     """Multiplier of the base learning rate at each step: a linear warm-up from 0 over
     ``warmup_steps``, then ``cosine`` decay to 0 over the remaining steps, ``constant``, or
     ``step`` (times ``decay`` at each step of ``milestones``, counted from the run's start as

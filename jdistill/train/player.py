@@ -62,8 +62,15 @@ class Player:
         """K modules of one architecture as one stacked player."""
         graphdefs, params, rests = zip(*(split_module(m) for m in modules))
         stack = lambda *xs: jnp.stack(xs)
-        player = cls(jax.tree.map(stack, *params), jax.tree.map(stack, *rests), None, None, graphdefs[0],
-                     optimizer, stacked=len(modules))  # fmt: skip
+        player = cls(
+            jax.tree.map(stack, *params),
+            jax.tree.map(stack, *rests),
+            None,
+            None,
+            graphdefs[0],
+            optimizer,
+            stacked=len(modules),
+        )
         return player.with_optimizer(optimizer)
 
     def with_optimizer(self, optimizer: optim.Optimizer) -> "Player":

@@ -100,7 +100,9 @@ def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
         return None
     images = source.images()
     n, batch = len(images), source.batch_size
-    one = jax.eval_shape(game.frozen_outputs, teachers, jax.ShapeDtypeStruct((1, *images.shape[1:]), images.dtype))
+    one = jax.eval_shape(
+        game.frozen_outputs, teachers, jax.ShapeDtypeStruct((1, *images.shape[1:]), images.dtype)
+    )
     if n * sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(one)) > CACHE_LIMIT:
         return None
     padded = np.concatenate([images, np.zeros(((-n) % batch, *images.shape[1:]), images.dtype)])
@@ -119,7 +121,9 @@ def round_batch(game: Game, round_index: int = 0) -> dict:
     r = jnp.int32(round_index)
     order = game.source.order(game.seed, 0)
     indices = None if order is None else order[round_index]
-    batch = game.source.batch(game.source.arrays(), indices, jax.random.fold_in(round_key(game.seed, r), BATCH))
+    batch = game.source.batch(
+        game.source.arrays(), indices, jax.random.fold_in(round_key(game.seed, r), BATCH)
+    )
     if game.frozen_outputs is not None:
         batch["frozen"] = game.frozen_outputs(dict(game.teachers), batch["image"])
     return batch
@@ -129,5 +133,13 @@ def play_move(game: Game, players: dict, move: Move, batch: dict, *, round_index
     """``(players, metrics)`` after one step of ``move`` on ``batch`` in round ``round_index``, with
     the game's teachers, hyperparameters and keys, outside the loop (not jitted; jit it to time it)."""
     r = jnp.int32(round_index)
-    view_args = (dict(game.teachers), batch, dict(game.hparams), round_key(game.seed, r), r, repeat, jnp.float32(0))
+    view_args = (
+        dict(game.teachers),
+        batch,
+        dict(game.hparams),
+        round_key(game.seed, r),
+        r,
+        repeat,
+        jnp.float32(0),
+    )
     return play(dict(players), move, view_args)

@@ -13,7 +13,6 @@ import pathlib
 import jdistill
 from jdistill.train.config import RunConfig
 
-
 FORMAT = 2
 
 
@@ -53,10 +52,11 @@ class RunDir:
             if self.format == FORMAT:
                 return
             if any((self.path / "checkpoints").glob("[0-9]*")):
+                version = record.get("jdistill_version", "?")
                 raise ValueError(
-                    f"{self.path} holds an unfinished run of jdistill {record.get('jdistill_version', '?')} "
-                    f"(checkpoint format {self.format}), which jdistill {jdistill.__version__} cannot resume; "
-                    f"start it again in another --out directory (its finished runs still load as teachers)"
+                    f"{self.path} holds an unfinished run of jdistill {version} (checkpoint format "
+                    f"{self.format}), which jdistill {jdistill.__version__} cannot resume; start it again in "
+                    f"another --out directory (its finished runs still load as teachers)"
                 )
         self.path.mkdir(parents=True, exist_ok=True)
         record = {"config": current, "jdistill_version": jdistill.__version__, "format": FORMAT}

@@ -25,7 +25,8 @@ class DataSource:
     def __post_init__(self):
         if self.steps_per_epoch == 0:
             raise ValueError(
-                f"batch_size {self.batch_size} is larger than the training set ({len(self.dataset.y_train)} examples)"
+                f"batch_size {self.batch_size} is larger than the training set "
+                f"({len(self.dataset.y_train)} examples)"
             )
 
     @property

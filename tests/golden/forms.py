@@ -5,7 +5,6 @@ as a golden record: every ``metrics.jsonl`` line and the summary, without wall-c
 configurations on the current engine and compares.
 """
 
-import dataclasses
 import functools
 import json
 import pathlib
@@ -75,14 +74,31 @@ def record_of(run_dir) -> dict:
 
 def teacher_config() -> RunConfig:
     """Dropout, input jitter, max-norm, a warm-up: every source of randomness of the loop."""
-    return RunConfig(model="mlp1200", dataset="digits", epochs=3, batch_size=64, learning_rate=0.05,
-                     max_shift=1, max_norm=3.0, warmup_epochs=1, seed=1)  # fmt: skip
+    return RunConfig(
+        model="mlp1200",
+        dataset="digits",
+        epochs=3,
+        batch_size=64,
+        learning_rate=0.05,
+        max_shift=1,
+        max_norm=3.0,
+        warmup_epochs=1,
+        seed=1,
+    )
 
 
 def distill_config(teacher: str) -> RunConfig:
     """Soft targets and a FitNets hint through a connector; no augmentation."""
-    return RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64, teacher=teacher,
-                     methods=("ce", "kd", "fitnet"), weights={"fitnet": 1.0}, seed=2)  # fmt: skip
+    return RunConfig(
+        model="mlp32",
+        dataset="digits",
+        epochs=3,
+        batch_size=64,
+        teacher=teacher,
+        methods=("ce", "kd", "fitnet"),
+        weights={"fitnet": 1.0},
+        seed=2,
+    )
 
 
 def tiny_teacher_config() -> RunConfig:
@@ -92,10 +108,22 @@ def tiny_teacher_config() -> RunConfig:
 def staged_config(teacher: str) -> RunConfig:
     """CRD's memory banks (state), FT's initialisation stage and frozen paraphraser, crops and flips,
     the CIFAR recipe's SGD (no Nesterov, weight decay, step schedule)."""
-    return RunConfig(model="golden_tiny_student", dataset="tiny", epochs=3, batch_size=16, teacher=teacher,
-                     methods=("ce", "crd", "ft"), seed=3, max_shift=1, hflip=True, nesterov=False,
-                     weight_decay=5e-4, schedule="step", lr_milestones=(2,),
-                     method_options={"crd": {"num_negatives": 32}, "ft": {"init_epochs": 1}})  # fmt: skip
+    return RunConfig(
+        model="golden_tiny_student",
+        dataset="tiny",
+        epochs=3,
+        batch_size=16,
+        teacher=teacher,
+        methods=("ce", "crd", "ft"),
+        seed=3,
+        max_shift=1,
+        hflip=True,
+        nesterov=False,
+        weight_decay=5e-4,
+        schedule="step",
+        lr_milestones=(2,),
+        method_options={"crd": {"num_negatives": 32}, "ft": {"init_epochs": 1}},
+    )
 
 
 def df_teacher_config() -> RunConfig:
@@ -104,22 +132,41 @@ def df_teacher_config() -> RunConfig:
 
 def data_free_config(teacher: str, method: str) -> data_free.DataFreeConfig:
     return data_free.DataFreeConfig(
-        teacher_dir=teacher, method=method, dataset="digits", student="small_cnn", batch_size=32,
-        generator_width=4, iterations=4, iterations_per_epoch=2, samples_every=2, histogram_samples=40,
-        at_features=("conv1", "conv2"), activation_feature="embedding", seed=4,
-    )  # fmt: skip
+        teacher_dir=teacher,
+        method=method,
+        dataset="digits",
+        student="small_cnn",
+        batch_size=32,
+        generator_width=4,
+        iterations=4,
+        iterations_per_epoch=2,
+        samples_every=2,
+        histogram_samples=40,
+        at_features=("conv1", "conv2"),
+        activation_feature="embedding",
+        seed=4,
+    )
 
 
 def adversarial_config(teacher: str) -> discriminator.AdversarialKDConfig:
     return discriminator.AdversarialKDConfig(
-        teacher_dir=teacher, model="mlp32", epochs=2, dataset="digits", batch_size=64, seed=5,
-        disc_input="probs", conditional=True, disc_steps=2, disc_widths=(32,),
-    )  # fmt: skip
+        teacher_dir=teacher,
+        model="mlp32",
+        epochs=2,
+        dataset="digits",
+        batch_size=64,
+        seed=5,
+        disc_input="probs",
+        conditional=True,
+        disc_steps=2,
+        disc_widths=(32,),
+    )
 
 
 def online_config() -> online.OnlineConfig:
-    return online.OnlineConfig(model="mlp32", dataset="digits", epochs=2, batch_size=64, seed=6,
-                               disc_input="probs", disc_hidden=16)  # fmt: skip
+    return online.OnlineConfig(
+        model="mlp32", dataset="digits", epochs=2, batch_size=64, seed=6, disc_input="probs", disc_hidden=16
+    )
 
 
 def vae_config() -> VAEConfig:
@@ -127,16 +174,34 @@ def vae_config() -> VAEConfig:
 
 
 def mapping_config(teacher: str) -> MappingConfig:
-    return MappingConfig(teacher=teacher, encoder_widths=(8,), decoder_widths=(8,), epochs=2,
-                         steps_per_epoch=5, batch_size=32, eval_points=200, seed=8)  # fmt: skip
+    return MappingConfig(
+        teacher=teacher,
+        encoder_widths=(8,),
+        decoder_widths=(8,),
+        epochs=2,
+        steps_per_epoch=5,
+        batch_size=32,
+        eval_points=200,
+        seed=8,
+    )
 
 
 # ------------------------------------------------------------------ running them
 
 FORMS = (
-    "teacher", "distill", "tiny_teacher", "staged", "adversarial_kd", "df_teacher",
-    "data_free_dfad", "data_free_dafl", "data_free_zskt", "online", "vae", "mapping",
-)  # fmt: skip
+    "teacher",
+    "distill",
+    "tiny_teacher",
+    "staged",
+    "adversarial_kd",
+    "df_teacher",
+    "data_free_dfad",
+    "data_free_dafl",
+    "data_free_zskt",
+    "online",
+    "vae",
+    "mapping",
+)
 
 
 def plan(out: pathlib.Path) -> list[tuple[str, object, Dataset | None]]:
@@ -153,7 +218,10 @@ def plan(out: pathlib.Path) -> list[tuple[str, object, Dataset | None]]:
         ("staged", staged_config(d("tiny_teacher")), tiny),
         ("adversarial_kd", adversarial_config(d("teacher")), digits),
         ("df_teacher", df_teacher_config(), df_digits),
-        *((f"data_free_{m}", data_free_config(d("df_teacher"), m), df_digits) for m in data_free.DATA_FREE_METHODS),
+        *(
+            (f"data_free_{m}", data_free_config(d("df_teacher"), m), df_digits)
+            for m in data_free.DATA_FREE_METHODS
+        ),
         ("online", online_config(), digits),
         ("vae", vae_config(), digits),
         ("mapping", mapping_config(d("vae")), None),
