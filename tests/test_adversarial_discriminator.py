@@ -27,14 +27,10 @@ from idx_files import write_mnist_like
 
 from jdistill import cli, losses
 from jdistill.adversarial import discriminator as adv
-from jdistill.adversarial.discriminator import (
-    AdversarialKDConfig,
-    ConvDiscriminator,
-    VectorDiscriminator,
-    input_shape,
-)
+from jdistill.adversarial.discriminator import AdversarialKDConfig, input_shape
 from jdistill.data import load_digits
 from jdistill.losses.adversarial import OBJECTIVES
+from jdistill.models.discriminator import ConvDiscriminator, VectorDiscriminator
 from jdistill.train import Frozen, Move, RunConfig, View, fit
 from jdistill.train.game import LOSS, round_key
 from jdistill.train.rounds import play_move, round_batch

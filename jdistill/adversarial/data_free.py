@@ -34,7 +34,7 @@ from jdistill.train import optim
 from jdistill.train.distill import load_teacher
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
-from jdistill.train.game import MODEL, Game, Hooks, Move, Phase
+from jdistill.train.game import MODEL, Game, Move, Phase
 from jdistill.train.player import Player, Trainable
 from jdistill.train.sources import NoiseSource
 
@@ -278,7 +278,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
             dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
         ),
         teachers={"teacher": teacher.frozen},
-        hooks=_hooks(config, dataset, teacher),
+        hooks=inspection.hooks(config, dataset, teacher.frozen),
         checkpoint_every=config.checkpoint_every,
         label=f"{config.method} {config.student}",
         unit="it",
@@ -291,49 +291,6 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         },
         summary_prefixes=("test/", "generated/"),
     )
-
-
-def _hooks(config: DataFreeConfig, dataset: Dataset, teacher) -> Hooks:
-    """Sample grids every ``samples_every`` iterations and at the end; the class histogram of the
-    teacher on generated samples every epoch and at the end. Their noise is drawn from keys of
-    their own, so they never change the training's random numbers."""
-    sample, grid_sample = (
-        inspection.make_sampler(config.batch_size, config.noise_dim),
-        inspection.make_sampler(64, config.noise_dim),
-    )
-    histogram = inspection.make_class_histogram(teacher.frozen, dataset.num_classes)
-    _, grid_key, histogram_key = jax.random.split(jax.random.key(config.seed), 3)
-
-    def grid(players, iteration, run, path=None, title=None):
-        if path is None:
-            (run.path / "samples").mkdir(exist_ok=True)
-            path = run.path / "samples" / f"iter_{iteration:06d}.png"
-        images = grid_sample(players["generator"], grid_key, 64)
-        inspection.save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
-
-    def epoch(players, epoch, run):
-        counts = histogram(
-            sample(
-                players["generator"], jax.random.fold_in(histogram_key, epoch - 1), config.histogram_samples
-            )
-        )
-        return {
-            "generated/class_counts": counts.tolist(),
-            "generated/class_entropy": inspection.histogram_entropy(counts),
-        }
-
-    def end(players, run):
-        grid(
-            players,
-            config.iterations,
-            run,
-            run.path / "samples.png",
-            f"{config.method}: generated samples, end of training",
-        )
-        counts = run.metrics()[-1]["generated/class_counts"]
-        inspection.save_histogram(counts, run.path / "class_histogram.png", title=config.method)
-
-    return Hooks(every=config.samples_every, round=grid, epoch=epoch, end=end)
 
 
 run = deprecated_run("jdistill.adversarial.data_free.run")

@@ -1,5 +1,6 @@
 """What a data-free generator makes: samples, the teacher's class histogram on them and its
-normalised entropy (where mode collapse shows), and their plots."""
+normalised entropy (where mode collapse shows), their plots, and the hooks that write them
+during a run."""
 
 from collections.abc import Callable
 
@@ -8,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdistill.data import Dataset
+from jdistill.train.game import Hooks
 from jdistill.train.player import Frozen, Player
 
 
@@ -84,3 +86,47 @@ def save_histogram(counts, path, *, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
+    """A data-free run's hooks (``config``: a :class:`~jdistill.adversarial.data_free.DataFreeConfig`):
+    sample grids every ``samples_every`` iterations and at the end; the class histogram of the
+    teacher on generated samples every epoch and at the end. Their noise is drawn from keys of
+    their own, so they never change the training's random numbers."""
+    sample, grid_sample = (
+        make_sampler(config.batch_size, config.noise_dim),
+        make_sampler(64, config.noise_dim),
+    )
+    histogram = make_class_histogram(teacher, dataset.num_classes)
+    _, grid_key, histogram_key = jax.random.split(jax.random.key(config.seed), 3)
+
+    def grid(players, iteration, run, path=None, title=None):
+        if path is None:
+            (run.path / "samples").mkdir(exist_ok=True)
+            path = run.path / "samples" / f"iter_{iteration:06d}.png"
+        images = grid_sample(players["generator"], grid_key, 64)
+        save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
+
+    def epoch(players, epoch, run):
+        counts = histogram(
+            sample(
+                players["generator"], jax.random.fold_in(histogram_key, epoch - 1), config.histogram_samples
+            )
+        )
+        return {
+            "generated/class_counts": counts.tolist(),
+            "generated/class_entropy": histogram_entropy(counts),
+        }
+
+    def end(players, run):
+        grid(
+            players,
+            config.iterations,
+            run,
+            run.path / "samples.png",
+            f"{config.method}: generated samples, end of training",
+        )
+        counts = run.metrics()[-1]["generated/class_counts"]
+        save_histogram(counts, run.path / "class_histogram.png", title=config.method)
+
+    return Hooks(every=config.samples_every, round=grid, epoch=epoch, end=end)

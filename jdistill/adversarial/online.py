@@ -33,7 +33,6 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jdistill.adversarial.discriminator import VectorDiscriminator
 from jdistill.data import Dataset, load_dataset
 from jdistill.losses import cross_entropy
 from jdistill.losses.adversarial import (
@@ -44,6 +43,7 @@ from jdistill.losses.adversarial import (
     mutual_learning,
 )
 from jdistill.models import count_params, create_model
+from jdistill.models.discriminator import VectorDiscriminator
 from jdistill.train import optim
 from jdistill.train.config import RunConfig
 from jdistill.train.evaluate import ClassifierEvaluator
