@@ -95,6 +95,15 @@ def add_run_options(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def command(sub, name: str, config_class, helps: dict, *, help: str, description: str, **options) -> None:
+    """The subcommand ``name`` that plays ``config_class``: its options (:func:`add_config_options`
+    with ``helps`` and ``options``) and the run options."""
+    parser = sub.add_parser(name, help=help, description=description)
+    add_config_options(parser, config_class, helps, **options)
+    add_run_options(parser)
+    parser.set_defaults(func=play(config_class))
+
+
 def play(config_class):
     """The command that builds ``config_class`` from the parsed options and prints the summary."""
 
@@ -207,17 +216,15 @@ def add_parsers(sub) -> None:
     from jdistill.adversarial.online import OnlineConfig
     from jdistill.losses.adversarial import OBJECTIVES
 
-    p = sub.add_parser(
+    command(
+        sub,
         "data-free",
+        DataFreeConfig,
+        DATA_FREE_HELP,
         help="distil a teacher without its training data: DFAD, DAFL or ZSKT",
         description="Data-free distillation: a generator synthesises the transfer set and the frozen teacher "
         "judges it; the student never sees a real training image. The data set is read for its test "
         "set (to score the student) and the teacher's input statistics only.",
-    )
-    add_config_options(
-        p,
-        DataFreeConfig,
-        DATA_FREE_HELP,
         options={"teacher_dir": "--teacher"},
         required=("teacher_dir", "method", "dataset"),
         choices={
@@ -227,20 +234,15 @@ def add_parsers(sub) -> None:
             "generator_schedule": SCHEDULES,
         },
     )
-    add_run_options(p)
-    p.set_defaults(func=play(DataFreeConfig))
-
-    p = sub.add_parser(
+    command(
+        sub,
         "adversarial-kd",
+        AdversarialKDConfig,
+        ADVERSARIAL_KD_HELP,
         help="distil a teacher into a student that also learns to fool a discriminator",
         description="Adversarial KD (Xu et al. 2017; Belagiannis et al. 2018): a discriminator learns to "
         "tell the teacher's outputs from the student's; the student minimises ce_weight * CE + kd_weight * "
         "KD + adv_weight * fooling loss. Re-running the same command resumes from the last checkpoint.",
-    )
-    add_config_options(
-        p,
-        AdversarialKDConfig,
-        ADVERSARIAL_KD_HELP,
         required=("teacher_dir", "model", "epochs"),
         options={
             "teacher_dir": "--teacher",
@@ -255,20 +257,15 @@ def add_parsers(sub) -> None:
             "objective": OBJECTIVES,
         },
     )
-    add_run_options(p)
-    p.set_defaults(func=play(AdversarialKDConfig))
-
-    p = sub.add_parser(
+    command(
+        sub,
         "online",
+        OnlineConfig,
+        ONLINE_HELP,
         help="train K peers together from scratch (mutual learning, discriminators between peers)",
         description="Online distillation: K peers of one architecture learn from the labels and from each "
         "other (deep mutual learning, Zhang et al. 2018), optionally with a discriminator per peer that "
         "it learns to fool (Chung et al. 2020). --mutual-weight 0 --disc-input none trains the peers alone.",
-    )
-    add_config_options(
-        p,
-        OnlineConfig,
-        ONLINE_HELP,
         options={"learning_rate": "--lr"},
         required=("model", "dataset", "epochs"),
         choices={
@@ -279,5 +276,3 @@ def add_parsers(sub) -> None:
             "disc_schedule": ("constant", "cosine"),
         },
     )
-    add_run_options(p)
-    p.set_defaults(func=play(OnlineConfig))

@@ -46,6 +46,7 @@ from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import VectorDiscriminator
 from jdistill.train import optim
 from jdistill.train.config import RunConfig
+from jdistill.train.distill import run_optimizer
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
@@ -246,23 +247,9 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
     """The players of ``config`` on ``dataset`` at step 0, and their moves."""
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     source = DataSource(dataset, config.batch_size, config.max_shift)
-    per_epoch, peer_config = source.steps_per_epoch, config.peer_run_config()
+    per_epoch = source.steps_per_epoch
     peers = create_peers(config, dataset)
-    peer_optimizer = optim.Optimizer(
-        config.optimizer,
-        config.learning_rate,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        schedule=optim.schedule(
-            config.schedule,
-            config.epochs * per_epoch,
-            warmup_steps=config.warmup_epochs * per_epoch,
-            milestones=[e * per_epoch for e in peer_config.lr_milestones],
-            decay=config.lr_decay,
-        ),
-    )
-    players = {"peers": Player.stack(peers, peer_optimizer)}
+    players = {"peers": Player.stack(peers, run_optimizer(config.peer_run_config(), per_epoch))}
     moves, disc_params = (Move("peers", functools.partial(peer_loss, config)),), 0
     if config.adversarial:
         width = disc_in_features(config, peers[0], dataset)

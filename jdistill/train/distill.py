@@ -122,6 +122,28 @@ def teacher_outputs(features: tuple[str, ...], teachers, images):
     return logits, {name: value if name in features else None for name, value in all_features.items()}
 
 
+def run_optimizer(config: RunConfig, steps_per_epoch: int, trains=None) -> optim.Optimizer:
+    """The optimizer a :class:`RunConfig` describes, its schedule over the run's steps."""
+    schedule = optim.schedule(
+        config.schedule,
+        config.epochs * steps_per_epoch,
+        warmup_steps=config.warmup_epochs * steps_per_epoch,
+        milestones=[e * steps_per_epoch for e in config.lr_milestones],
+        decay=config.lr_decay,
+    )
+    return optim.Optimizer(
+        config.optimizer,
+        config.learning_rate,
+        schedule,
+        momentum=config.momentum,
+        nesterov=config.nesterov,
+        weight_decay=config.weight_decay,
+        clip_norm=config.clip_norm,
+        max_norm=config.max_norm,
+        trains=trains,
+    )
+
+
 def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     """The game ``config`` describes, at step 0."""
     dataset = prepare_dataset(config, dataset)
@@ -139,23 +161,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
     source = DataSource(dataset, config.batch_size, config.max_shift, config.hflip)
     per_epoch = source.steps_per_epoch
-    optimizer = optim.Optimizer(
-        name=config.optimizer,
-        learning_rate=config.learning_rate,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        clip_norm=config.clip_norm,
-        max_norm=config.max_norm,
-        trains=lambda path: not any(m.frozen(path) for m in methods),
-        schedule=optim.schedule(
-            config.schedule,
-            config.epochs * per_epoch,
-            warmup_steps=config.warmup_epochs * per_epoch,
-            milestones=[e * per_epoch for e in config.lr_milestones],
-            decay=config.lr_decay,
-        ),
-    )
+    optimizer = run_optimizer(config, per_epoch, trains=lambda path: not any(m.frozen(path) for m in methods))
     train = Phase(
         "train",
         config.epochs,
