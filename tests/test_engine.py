@@ -242,11 +242,13 @@ def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digi
     out, _ = golden_runs
     teacher, student = load_teacher(str(out / "teacher"), digits), load_teacher(str(out / "distill"), digits)
     assert len(digits.y_test) % 500 != 0  # the last evaluation batch is padded
-    evaluate = ClassifierEvaluator(
-        digits, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+    evaluate = ClassifierEvaluator(digits, teacher="teacher", logits=lambda m, x: m.model(x, train=False)[0])
+    mesh = parallel.make_mesh(jax.devices()[:devices])
+    players, teachers = jax.device_put(  # as fit places them
+        ({"student": Player.create(student.frozen.module(), Optimizer())}, {"teacher": teacher.frozen}),
+        parallel.replicated(mesh),
     )
-    player = Player.create(student.frozen.module(), Optimizer())
-    result = evaluate({"student": player}, parallel.make_mesh(jax.devices()[:devices]))
+    result = evaluate(players, teachers, mesh)
     predict = lambda t: np.asarray(
         jnp.argmax(t.frozen.module().model(jnp.asarray(digits.x_test), train=False)[0], -1)
     )
@@ -284,6 +286,7 @@ def test_a_finished_teacher_of_jdistill_0_1_still_teaches(tmp_path, digits):
     evaluate = ClassifierEvaluator(digits, logits=lambda m, x: m.model(x, train=False)[0])
     restored = evaluate(
         {"student": Player.create(teacher.frozen.module(), Optimizer())},
+        {},
         parallel.make_mesh(jax.devices()[:1]),
     )
     assert (

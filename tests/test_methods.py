@@ -8,9 +8,9 @@ import json
 import jax
 import numpy as np
 import pytest
-from flax import nnx
+from golden import forms
+from golden.forms import TinyStaged
 
-from jdistill.data import Dataset
 from jdistill.methods import METHODS, parse_methods
 from jdistill.models import MODELS, ViT
 from jdistill.train import RunConfig, fit
@@ -18,37 +18,8 @@ from jdistill.train.optim import path_names
 from jdistill.train.rounds import play_move, round_batch
 
 
-class TinyStaged(nnx.Module):
-    """A stem and three conv-BN stages with the CIFAR models' feature names, small enough to
-    compile in seconds."""
-
-    def __init__(self, input_shape, num_classes, *, widths=(4, 8, 8), rngs):
-        self.stem = nnx.Conv(input_shape[-1], widths[0], (3, 3), rngs=rngs)
-        self.convs = nnx.List(
-            [
-                nnx.Conv(a, b, (3, 3), strides=s, rngs=rngs)
-                for a, b, s in zip((widths[0], *widths[:-1]), widths, (1, 2, 2), strict=True)
-            ]
-        )
-        self.bns = nnx.List([nnx.BatchNorm(w, momentum=0.9, rngs=rngs) for w in widths])
-        self.head = nnx.Linear(widths[-1], num_classes, rngs=rngs)
-
-    def __call__(self, x, *, train=False, dropout_key=None):
-        h = jax.nn.relu(self.stem(x))
-        features = {"stem": h}
-        for i, (conv, bn) in enumerate(zip(self.convs, self.bns), start=1):
-            pre = bn(conv(h), use_running_average=not train)
-            h = jax.nn.relu(pre)
-            features[f"stage{i}_pre"], features[f"stage{i}"] = pre, h
-        features["embedding"] = h.mean(axis=(1, 2))
-        return self.head(features["embedding"]), features
-
-
-def tiny_data() -> Dataset:
-    rng = np.random.default_rng(0)
-    x = rng.uniform(0, 1, (64, 8, 8, 3)).astype(np.float32)
-    y = (np.arange(64) % 4).astype(np.int32)
-    return Dataset("tiny", x, y, x[:16], y[:16], num_classes=4, mean=(0.5,) * 3, std=(0.3,) * 3)
+def tiny_data():
+    return forms.tiny_data(64)
 
 
 @pytest.fixture(scope="module")
@@ -114,8 +85,7 @@ def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(
     players = jax.device_put(dict(game.players), jax.devices()[0])  # committed, as the step's outputs are
     for index, phase in enumerate(game.phases):
         if index:  # the engine installs the phase's fresh optimizers
-            fresh = {n: players[n].with_optimizer(o) for n, o in phase.optimizers.items()}
-            players = jax.device_put({**players, **fresh}, jax.devices()[0])
+            players = jax.device_put(phase.start(players), jax.devices()[0])
         (move,) = phase.moves
         step = jax.jit(lambda players, batch, r: play_move(game, players, move, batch, round_index=r))
         student = players["student"]

@@ -275,7 +275,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         source=NoiseSource(config.batch_size, config.noise_dim, config.iterations_per_epoch),
         seed=config.seed,
         evaluate=ClassifierEvaluator(
-            dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+            dataset, teacher="teacher", logits=lambda m, x: m.model(x, train=False)[0]
         ),
         teachers={"teacher": teacher.frozen},
         hooks=inspection.hooks(config, dataset, teacher.frozen),

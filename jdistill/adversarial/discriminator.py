@@ -270,7 +270,7 @@ def build(config: AdversarialKDConfig, dataset: Dataset | None = None) -> Game:
         source=source,
         seed=config.seed,
         evaluate=ClassifierEvaluator(
-            dataset, teacher=teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+            dataset, teacher="teacher", logits=lambda m, x: m.model(x, train=False)[0]
         ),
         teachers={"teacher": teacher.frozen},
         frozen_outputs=functools.partial(teacher_outputs, config.disc_input),

@@ -27,7 +27,7 @@ from jdistill.generative.evaluation import heldout_latents, mapping_metrics
 from jdistill.losses.generative import bernoulli_nll, decoder_distillation, gaussian_kl, latent_regression
 from jdistill.models import count_params
 from jdistill.models.vae import VAE, LatentMapper
-from jdistill.train import checkpoint, optim, parallel
+from jdistill.train import checkpoint, optim
 from jdistill.train.fit import fit
 from jdistill.train.game import MODEL, Game, Move, Phase
 from jdistill.train.player import Frozen, Player, split_module
@@ -148,7 +148,7 @@ def build_vae(config: VAEConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataclasses.replace(dataset, mean=None, std=None), config.batch_size)
     model = create_vae(config, dataset.input_shape)
     x_test = dataset.x_test.astype(np.float32)
-    evaluate = lambda players, mesh: vae_test_metrics(
+    evaluate = lambda players, teachers, mesh: vae_test_metrics(
         players["vae"].graphdef, players["vae"].params, players["vae"].rest, x_test
     )
     return Game(
@@ -230,10 +230,11 @@ def build_mapping(config: MappingConfig) -> Game:
     model = create_student(config, teacher_config.latent_dim, image_shape)
     z_eval = heldout_latents(config.eval_points, teacher_config.latent_dim)
 
-    def evaluate(players, mesh):
+    def evaluate(players, teachers, mesh):
         student = players["student"]
-        on_mesh = jax.device_put(teacher, parallel.replicated(mesh))  # where the student is
-        return mapping_metrics(on_mesh, Frozen(student.graphdef, student.params, student.rest), z_eval)
+        return mapping_metrics(
+            teachers["teacher"], Frozen(student.graphdef, student.params, student.rest), z_eval
+        )
 
     return Game(
         config=config,

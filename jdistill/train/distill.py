@@ -189,7 +189,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         source=source,
         seed=config.seed,
         evaluate=ClassifierEvaluator(
-            dataset, teacher=teacher and teacher.frozen, logits=lambda m, x: m.model(x, train=False)[0]
+            dataset, teacher="teacher" if teacher else None, logits=lambda m, x: m.model(x, train=False)[0]
         ),
         teachers={"teacher": teacher.frozen} if teacher else {},
         frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,

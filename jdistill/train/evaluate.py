@@ -15,7 +15,6 @@ from jax.sharding import PartitionSpec as P
 from jdistill.data import Dataset
 from jdistill.losses import cross_entropy
 from jdistill.train.parallel import DATA_AXIS
-from jdistill.train.player import Frozen
 
 EVAL_BATCH = 500
 
@@ -26,20 +25,22 @@ def model_logits(module, images):
 
 
 class ClassifierEvaluator:
-    """``evaluate(players, mesh)`` -> ``accuracy``, ``loss`` (cross-entropy) and, with a
-    ``teacher``, ``agreement`` (same prediction) of ``players[player]`` on the test set. A stacked
+    """``evaluate(players, teachers, mesh)`` -> ``accuracy``, ``loss`` (cross-entropy) and, with
+    ``teacher`` (the name of one of the game's frozen teachers), ``agreement`` (same prediction) of
+    ``players[player]`` on the test set. A stacked
     player (K peers) gives ``peer{k}/accuracy``, their means as ``accuracy`` and ``loss``, and the
     ``ensemble_accuracy`` of their mean probabilities. ``logits(module, images)`` reads a module."""
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, dataset: Dataset, *, player: str = "student", teacher: Frozen | None = None,
+    def __init__(self, dataset: Dataset, *, player: str = "student", teacher: str | None = None,
                  logits: Callable = model_logits):  # fmt: skip
         self.dataset, self.player, self.teacher, self.logits = dataset, player, teacher, logits
         self._batches, self._steps = {}, {}
 
-    def batches(self, mesh) -> dict:
-        """The padded test set ``[batches, batch, ...]``, each batch split over ``mesh``."""
+    def batches(self, mesh, teachers) -> dict:
+        """The padded test set ``[batches, batch, ...]``, each batch split over ``mesh``, with the
+        teacher's predictions (computed once per mesh)."""
         if mesh not in self._batches:
             data, n = self.dataset, len(self.dataset.y_test)
             batch = math.ceil(EVAL_BATCH / mesh.size) * mesh.size
@@ -56,10 +57,10 @@ class ClassifierEvaluator:
                 sharded,
             )  # fmt: skip
             if self.teacher is not None:
-                teacher = jax.device_put(self.teacher, NamedSharding(mesh, P()))
                 predict = jax.jit(lambda t, x: jnp.argmax(self.logits(t.module(), x), -1))
-                predictions = jnp.stack([predict(teacher, x) for x in batches["image"]])
-                batches["teacher_prediction"] = jax.device_put(predictions, sharded)
+                batches["teacher_prediction"] = jnp.stack(
+                    [predict(teachers[self.teacher], x) for x in batches["image"]]
+                )
             self._batches[mesh] = batches
         return self._batches[mesh]
 
@@ -93,8 +94,10 @@ class ClassifierEvaluator:
             self._steps[graphdef, stacked] = jax.jit(sums)
         return self._steps[graphdef, stacked]
 
-    def __call__(self, players, mesh) -> dict:
-        player, batches = jax.device_put(players[self.player], NamedSharding(mesh, P())), self.batches(mesh)
+    def __call__(self, players, teachers, mesh) -> dict:
+        """``players`` and ``teachers`` replicated over ``mesh``, as :func:`~jdistill.train.fit`
+        places them."""
+        player, batches = players[self.player], self.batches(mesh, teachers)
         step = self._step(player.graphdef, player.stacked)
         sums = [
             step(player.params, player.rest, jax.tree.map(lambda a: a[i], batches))

@@ -78,8 +78,7 @@ def fit(
         started = time.perf_counter()
         phase_index, phase = game.phase_at(epoch)
         if phase_index and epoch == game.first_epoch(phase_index):
-            fresh = {n: players[n].with_optimizer(o) for n, o in phase.optimizers.items()}
-            players = jax.device_put({**players, **fresh}, replicated)
+            players = jax.device_put(phase.start(players), replicated)
         first = epoch * per_epoch
         order = game.source.order(game.seed, epoch)
         results = []
@@ -98,7 +97,7 @@ def fit(
         last = epoch + 1 == game.epochs
         extra = game.hooks.epoch(players, epoch + 1, run) if game.hooks.epoch else {}
         evaluate = game.evaluate is not None and ((epoch + 1) % game.eval_every == 0 or last)
-        test = game.evaluate(players, mesh) if evaluate else {}
+        test = game.evaluate(players, teachers, mesh) if evaluate else {}
         run.append_epoch(epoch + 1, first + per_epoch, seconds, train, test, stage=phase.name, **extra)
         if test:
             bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})

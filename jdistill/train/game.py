@@ -57,6 +57,10 @@ class Phase:
     moves: tuple[Move, ...]
     optimizers: Mapping[str, Optimizer] = dataclasses.field(default_factory=dict)
 
+    def start(self, players: Mapping[str, Player]) -> dict[str, Player]:
+        """``players`` with this phase's optimizers installed, fresh."""
+        return {**players, **{n: players[n].with_optimizer(o) for n, o in self.optimizers.items()}}
+
 
 @dataclasses.dataclass(frozen=True)
 class Hooks:
@@ -79,7 +83,8 @@ class Game:
     ``teachers``: frozen models; ``frozen_outputs(teachers, images)``: what the teachers say of a
     batch, computed once for the whole training set when the batches are not augmented (else in
     every round), given to the moves as ``batch["frozen"]``; ``hparams``: traced values (loss
-    weights, temperature) passed to every round; ``evaluate(players, mesh) -> metrics``;
+    weights, temperature) passed to every round; ``evaluate(players, teachers, mesh) -> metrics``
+    (players and teachers on the mesh);
     ``summary``: fixed fields of ``summary.json``, which also takes the last line's metrics that
     start with ``summary_prefixes`` and, if ``best`` names a metric, its best value and epoch.
     """
@@ -131,7 +136,7 @@ class Game:
         """The players as they are structured during ``phase_index`` (its optimizers installed)."""
         players = dict(self.players)
         for phase in self.phases[1 : phase_index + 1]:
-            players.update({n: players[n].with_optimizer(o) for n, o in phase.optimizers.items()})
+            players = phase.start(players)
         return players
 
 
