@@ -1,22 +1,29 @@
 """Data-free adversarial distillation on MNIST: LeNet-5 teacher -> LeNet-5-half student.
 
-The teacher trains on real MNIST; then the student learns from it (a) on real data, as the
-baselines of the papers' table (hard labels alone; KD on the original data), and (b) data-free,
-from a generator that never sees a real image: DFAD (Fang et al. 2019), DAFL (Chen et al. 2019)
-and ZSKT (Micaelli & Storkey 2019). The real test set scores every student.
+Each method's teacher trains on real MNIST with its reference code's recipe
+(:func:`jdistill.adversarial.data_free.paper_teacher`: DFAD's SGD 0.01, 10 epochs, also used for
+ZSKT, which has no MNIST teacher; DAFL's Adam 1e-3, 9 epochs; batch 256, constant rate, PyTorch's
+initialisation). Then the student learns from it (a) on real data, as the baselines of the papers'
+table (hard labels alone; KD on the original data, from the first method's teacher), and (b)
+data-free, from a generator that never sees a real image: DFAD (Fang et al. 2019), DAFL (Chen et
+al. 2019) and ZSKT (Micaelli & Storkey 2019), student and generator initialised as PyTorch does
+(``--init flax``: Flax's defaults). The real test set scores every student.
 
-    python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_cpu
-        # --config cpu: 28x28 images, generator width 16, batch 256 (see CONFIGS); with
-        # --methods dfad (teacher, baselines, one DFAD run) 38 minutes on 2 CPU cores, measured
+    python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_dfad_cpu \\
+        --config cpu --methods dfad --seeds 0 1 2
+        # the CPU-sized DFAD configuration: 32x32, batch 256, generator width 16, 2,000 iterations,
+        # evaluated every 20; 1.2-1.6 s per iteration on 2 shared CPU cores (measured; up to 4 s
+        # when other work competed), so about 55 min per seed and 3 h for the command (the teacher
+        # 2.5 min, the two real-data baselines a few minutes); not yet run to the end
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_paper \\
         --config paper --seeds 0 1 2
-        # the papers' sizes (32x32, width 64, batch 512, DFAD 2,000 iterations, DAFL 24,000):
-        # GPU work, over 15 minutes on one H100 (two 10-minute calls did not finish every run)
+        # the papers' sizes (width 64, batch 512, DFAD 2,000 iterations, DAFL 24,000): GPU work
 
 Every run is a run directory under ``--out``; re-running resumes unfinished runs and skips
-finished ones. Writes ``table.md`` (beside the papers' numbers), ``results.json``,
-``accuracy.png`` (test accuracy of the data-free students against iterations) and, per
-data-free run, ``samples/iter_*.png`` grids and ``class_histogram.png``.
+finished ones. Writes ``table.md`` (beside the papers' numbers, and each data-free method's test
+accuracy by iteration), ``results.json`` (with every data-free run's accuracy curve),
+``accuracy.png`` (test accuracy of the data-free students against iterations) and, per data-free
+run, ``samples/iter_*.png`` grids and ``class_histogram.png``.
 """
 
 import argparse
@@ -27,7 +34,7 @@ import time
 
 import numpy as np
 
-from jdistill.adversarial.data_free import DataFreeConfig, teacher_dataset
+from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
 from jdistill.data import load_dataset
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir, fit
@@ -46,9 +53,9 @@ PAPER = {
 @dataclasses.dataclass(frozen=True)
 class Setting:
     image_size: int
-    teacher_epochs: int
-    student_epochs: int
+    student_epochs: int  # the real-data baselines'
     data_free: dict  # method -> DataFreeConfig fields
+    teacher_epochs: int | None = None  # None: the reference recipe's
 
 
 CONFIGS = {
@@ -57,7 +64,6 @@ CONFIGS = {
     # recipe in its paper) 2,000 iterations of 1 generator + 10 student steps, cosine schedules.
     "paper": Setting(
         image_size=32,
-        teacher_epochs=10,
         student_epochs=10,
         data_free={
             "dfad": {"batch_size": 512, "generator_width": 64, "iterations": 2000},
@@ -78,13 +84,19 @@ CONFIGS = {
             },
         },
     ),
-    # What fits a 2-core CPU: native 28x28 images, a generator 4x narrower, half the batch.
+    # What fits a 2-core CPU: a generator 4x narrower, half the batch; DFAD evaluated every 20
+    # iterations, to see its early progress.
     "cpu": Setting(
-        image_size=28,
-        teacher_epochs=6,
+        image_size=32,
         student_epochs=6,
         data_free={
-            "dfad": {"batch_size": 256, "generator_width": 16, "iterations": 2000},
+            "dfad": {
+                "batch_size": 256,
+                "generator_width": 16,
+                "iterations": 2000,
+                "iterations_per_epoch": 20,
+                "checkpoint_every": 5,
+            },
             "dafl": {"batch_size": 256, "generator_width": 16, "iterations": 3000},
             "zskt": {
                 "batch_size": 256,
@@ -98,9 +110,9 @@ CONFIGS = {
     ),
     # For tests of the pipeline: a few iterations of everything.
     "smoke": Setting(
-        image_size=28,
-        teacher_epochs=1,
+        image_size=32,
         student_epochs=1,
+        teacher_epochs=1,
         data_free={
             m: {
                 "batch_size": 32,
@@ -110,20 +122,25 @@ CONFIGS = {
                 "samples_every": 2,
                 "histogram_samples": 64,
             }
-            for m in ("dfad", "dafl", "zskt")
+            for m in DATA_FREE_METHODS
         },
     ),
 }
 
 
-def real_data_config(args, setting: Setting, model: str, methods=("ce",), teacher=None, seed=0) -> RunConfig:
-    """Teacher and real-data baselines: Adam 2e-3, cosine, batch 128."""
+def teacher_config(args, setting: Setting, method: str) -> RunConfig:
+    """``method``'s teacher: its reference recipe (the setting may shorten it)."""
+    epochs = {"epochs": setting.teacher_epochs} if setting.teacher_epochs else {}
+    return paper_teacher(method, data_dir=args.data_dir, **epochs)
+
+
+def real_data_config(args, setting: Setting, methods=("ce",), teacher=None) -> RunConfig:
+    """The real-data baselines (LeNet-5-half): Adam 2e-3, cosine, batch 128."""
     return RunConfig(
-        model=model,
+        model="lenet5_half",
         dataset="mnist",
         data_dir=args.data_dir,
-        epochs=setting.teacher_epochs if teacher is None else setting.student_epochs,
-        seed=seed,
+        epochs=setting.student_epochs,
         optimizer="adam",
         learning_rate=2e-3,
         batch_size=128,
@@ -133,6 +150,11 @@ def real_data_config(args, setting: Setting, model: str, methods=("ce",), teache
     )
 
 
+def curve(run_dir) -> list[list]:
+    """``[iteration, test accuracy]`` of every evaluation of a data-free run."""
+    return [[m["step"], m["test/accuracy"]] for m in RunDir(run_dir).metrics() if "test/accuracy" in m]
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -140,10 +162,14 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None, help="MNIST IDX files (default: tensorflow-datasets)")
     parser.add_argument("--out", required=True, help="directory of the runs and the table")
     parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
-    parser.add_argument(
-        "--methods", nargs="+", choices=("dfad", "dafl", "zskt"), default=["dfad", "dafl", "zskt"]
-    )
+    parser.add_argument("--methods", nargs="+", choices=DATA_FREE_METHODS, default=list(DATA_FREE_METHODS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the data-free students")
+    parser.add_argument(
+        "--init",
+        choices=("torch", "flax"),
+        default="torch",
+        help="initialisation of the data-free students and generators (the teachers': PyTorch's)",
+    )
     parser.add_argument(
         "--iterations", type=int, default=None, help="override every data-free run's iterations"
     )
@@ -167,15 +193,23 @@ def main(argv=None) -> None:
     dataset = teacher_dataset(load_dataset("mnist", args.data_dir), setting.image_size)
     if args.config == "smoke":
         dataset = dataset.first(512, 256)
-    results = {}
+    results = {"teachers": {}}
 
     def real(name, config):
         summary = fit(config, out / name, dataset=dataset, progress=progress, label=name)
-        results[name] = {"accuracy": summary["test/accuracy"], "seconds": summary["train_seconds"]}
+        return {"accuracy": summary["test/accuracy"], "seconds": summary["train_seconds"]}
 
-    real("teacher", real_data_config(args, setting, "lenet5"))
-    real("student", real_data_config(args, setting, "lenet5_half", seed=0))
-    real("kd", real_data_config(args, setting, "lenet5_half", ("ce", "kd"), teacher=str(out / "teacher")))
+    # One teacher per recipe: methods whose recipes agree (DFAD, ZSKT) share it.
+    teachers, names = {}, {}
+    for method in args.methods:
+        config = teacher_config(args, setting, method)
+        name = teachers[method] = names.setdefault(config.to_json(), f"teacher_{method}")
+        if name not in results["teachers"]:
+            results["teachers"][name] = {**real(name, config), "recipe": describe(config), "methods": []}
+        results["teachers"][name]["methods"].append(method)
+    first_teacher = str(out / teachers[args.methods[0]])
+    results["student"] = real("student", real_data_config(args, setting))
+    results["kd"] = real("kd", real_data_config(args, setting, ("ce", "kd"), teacher=first_teacher))
 
     for method in args.methods:
         fields = dict(setting.data_free[method])
@@ -187,16 +221,17 @@ def main(argv=None) -> None:
             fields["student_schedule"] = args.student_schedule
         for seed in args.seeds:
             config = DataFreeConfig(
-                teacher_dir=str(out / "teacher"),
+                teacher_dir=str(out / teachers[method]),
                 method=method,
                 data_dir=args.data_dir,
                 image_size=setting.image_size,
+                init=args.init,
                 seed=seed,
                 **fields,
             )
             fit(config, out / f"{method}_seed{seed}", dataset=dataset, progress=progress)
     # The table shows every finished data-free run in --out, from this command or an earlier one.
-    for method in ("dfad", "dafl", "zskt"):
+    for method in DATA_FREE_METHODS:
         finished = sorted(d for d in out.glob(f"{method}_seed*") if (d / "summary.json").exists())
         if finished:
             results[method] = [
@@ -204,47 +239,81 @@ def main(argv=None) -> None:
                     "dir": str(d),
                     **RunDir(d).summary(),
                     "config": json.loads((d / "config.json").read_text())["config"],
+                    "curve": curve(d),
                 }
                 for d in finished
             ]
 
     results["wall_seconds"] = round(time.perf_counter() - started, 1)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_table(out, args, setting, results)
-    groups = {m.upper(): [r["dir"] for r in results[m]] for m in ("dfad", "dafl", "zskt") if m in results}
+    write_table(out, args, results)
+    groups = {m.upper(): [r["dir"] for r in results[m]] for m in DATA_FREE_METHODS if m in results}
     plot_learning_curves(groups, out / "accuracy.png", title="data-free students (LeNet-5-half), MNIST test")
     print((out / "table.md").read_text())
 
 
-def write_table(out: pathlib.Path, args, setting: Setting, results: dict) -> None:
+def describe(config: RunConfig) -> str:
+    """A teacher's recipe in a few words."""
+    optimizer = "Adam" if config.optimizer == "adam" else f"SGD momentum {config.momentum}"
+    decay = f", weight decay {config.weight_decay:g}" if config.weight_decay else ""
+    return (
+        f"{optimizer} {config.learning_rate:g}{decay}, batch {config.batch_size}, {config.schedule}, "
+        f"{config.epochs} epochs, {config.init} init"
+    )
+
+
+def curve_table(runs: list[dict], rows: int = 20) -> str:
+    """Test accuracy (%) of each seed and their mean +- std at (at most ``rows``) evaluations."""
+    iterations = [i for i, _ in runs[0]["curve"]]
+    every = max(1, len(iterations) // rows)
+    shown = sorted({*iterations[every - 1 :: every], iterations[-1]})
+    accuracy = [dict(map(tuple, r["curve"])) for r in runs]
+    lines = [[i, *(f"{100 * a[i]:.2f}" for a in accuracy), mean_std([a[i] for a in accuracy])] for i in shown]
+    seeds = [f"seed {r['config']['seed']}" for r in runs]
+    return markdown_table(["iteration", *seeds, "mean +- std"], lines)
+
+
+def write_table(out: pathlib.Path, args, results: dict) -> None:
     rows = [
-        ["teacher LeNet-5 (real data)", f"{100 * results['teacher']['accuracy']:.2f}", PAPER["teacher"],
-         f"{results['teacher']['seconds']:.0f}"],
+        [f"teacher LeNet-5 for {', '.join(m.upper() for m in t['methods'])} ({t['recipe']})",
+         f"{100 * t['accuracy']:.2f}", PAPER["teacher"], f"{t['seconds']:.0f}"]
+        for t in results["teachers"].values()
+    ] + [
         ["student LeNet-5-half, real data, hard labels", f"{100 * results['student']['accuracy']:.2f}",
          PAPER["student"], f"{results['student']['seconds']:.0f}"],
         ["KD on the real data (T = 4)", f"{100 * results['kd']['accuracy']:.2f}", PAPER["kd"],
          f"{results['kd']['seconds']:.0f}"],
     ]  # fmt: skip
-    for method in ("dfad", "dafl", "zskt"):
+    curves = ""
+    for method in DATA_FREE_METHODS:
         if method not in results:
             continue
         runs = results[method]
         c = runs[0]["config"]
         what = (
             f"{method.upper()} data-free: {c['iterations']} it. x {c['student_steps']} student steps, "
-            f"batch {c['batch_size']}, generator width {c['generator_width']}, {c['image_size']}x{c['image_size']}, "
-            f"student lr {c['student_lr']} {c['student_schedule']}"
+            f"batch {c['batch_size']}, generator width {c['generator_width']}, "
+            f"{c['image_size']}x{c['image_size']}, "
+            f"student lr {c['student_lr']} {c['student_schedule']}, {c.get('init', 'flax')} init"
         )
+        # Runs of jdistill before these statistics were logged show nan.
+        final = {k: np.mean([r.get(f"generated/{k}", np.nan) for r in runs])
+                 for k in ("class_entropy", "teacher_abs_logit", "max_abs_pixel")}  # fmt: skip
+        generated = (f"class entropy {final['class_entropy']:.2f}, teacher |logit| "
+                     f"{final['teacher_abs_logit']:.2f}, max |pixel| "
+                     f"{final['max_abs_pixel']:.2f}")  # fmt: skip
         accuracy = mean_std([r["test/accuracy"] for r in runs])
-        entropy = np.mean([r["generated/class_entropy"] for r in runs])
-        rows.append([f"{what} (n={len(runs)}; class entropy {entropy:.2f})", accuracy, PAPER[method],
+        rows.append([f"{what} (n={len(runs)}; {generated})", accuracy, PAPER[method],
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f}"])  # fmt: skip
+        curves += f"\n## {method.upper()}: test accuracy (%) by iteration\n\n" + curve_table(runs)
     text = (
         f"# Data-free distillation on MNIST, LeNet-5 -> LeNet-5-half (--config {args.config})\n\n"
         "Test accuracy (%) on the 10,000 real test images, final iteration; mean +- std over seeds.\n"
-        "Class entropy: entropy of the teacher's predicted classes on generated samples, over log 10 "
-        "(1 = balanced).\n\n"
+        "On generated samples at the end (mean over seeds): class entropy of the teacher's predictions "
+        "over log 10 (1 = balanced), the teacher's mean |logit|, the largest |pixel| (standardised; "
+        "real MNIST: at most 2.82).\n\n"
         + markdown_table(["student", "accuracy (%)", "paper", "train seconds"], rows)
+        + curves
         + f"\nWhole experiment: {results['wall_seconds'] / 60:.1f} min wall.\n"
     )
     (out / "table.md").write_text(text)

@@ -114,6 +114,13 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
     p.add_argument(
+        "--init",
+        choices=("flax", "torch"),
+        default="flax",
+        help="the model's initialisation: flax (LeCun-normal kernels, zero biases) or torch (PyTorch's "
+        "defaults: kernels and biases U(+-1/sqrt(fan_in))); default: flax",
+    )
+    p.add_argument(
         "--eval-every", type=int, default=1, help="evaluate on the test set every N epochs (and at the end)"
     )
 
@@ -216,6 +223,7 @@ def _common_config(args) -> dict:
         label_noise=args.label_noise,
         checkpoint_every=args.checkpoint_every,
         eval_every=args.eval_every,
+        init=args.init,
     )
 
 

@@ -132,6 +132,8 @@ DATA_FREE_HELP = {
     "noise_dim": "dimension of the generator's Gaussian noise",
     "generator_width": "channels of the generator's last hidden layer (the papers: 64)",
     "generator_bn_epsilon": "epsilon of the generator's inner BatchNorms (default: DAFL 0.8, else 1e-5)",
+    "init": "initialisation of the student and the generator: flax (LeCun-normal kernels, zero biases) or "
+    "torch (PyTorch's defaults, kernels and biases U(+-1/sqrt(fan_in)), as the papers' code)",
     "student_steps": "student steps per generator step (default: DFAD 5, DAFL 1, ZSKT 10)",
     "student_optimizer": "sgd (momentum 0.9, coupled weight decay) or adam (decoupled; default: the paper's)",
     "student_lr": "student learning rate (default: the paper's)",
@@ -215,6 +217,7 @@ def add_parsers(sub) -> None:
     from jdistill.adversarial.discriminator import SCHEDULES, AdversarialKDConfig
     from jdistill.adversarial.online import OnlineConfig
     from jdistill.losses.adversarial import OBJECTIVES
+    from jdistill.models.layers import INITS
 
     command(
         sub,
@@ -229,6 +232,7 @@ def add_parsers(sub) -> None:
         required=("teacher_dir", "method", "dataset"),
         choices={
             "method": DATA_FREE_METHODS,
+            "init": INITS,
             "student_optimizer": ("sgd", "adam"),
             "student_schedule": SCHEDULES,
             "generator_schedule": SCHEDULES,

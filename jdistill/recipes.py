@@ -6,11 +6,12 @@ configuration fields.
 32x32 crops of the 4-pixel zero-padded image and horizontal flips, the data set's normalisation.
 Loss = gamma CE + alpha KD + beta method term with the benchmark's weights (KD: gamma 0.1,
 alpha 0.9, T 4; other methods gamma 1 and their own beta; CRD+KD: 1, 1, 0.8; DKD: CE 1, TCKD 1,
-NCKD beta per pair, ramped over the first 20 epochs).
+NCKD beta per pair, ramped over the first 20 epochs). FT's initialisation stage runs at 0.01 for
+ResNet and WRN students, at the run's rate for the others (RepDistiller's ``helper/pretrain.py``).
 
 ``epochs`` shortens (or lengthens) the whole schedule proportionally: the milestones, DKD's ramp
 and the 30-epoch initialisation stages of AB, FT and FSP scale by ``epochs / 240``.
-``batch_size`` other than 64 scales the learning rate linearly (Goyal et al. 2017):
+``batch_size`` other than 64 scales the learning rates linearly (Goyal et al. 2017):
 ``lr = base_lr * batch_size / 64``.
 """
 
@@ -20,6 +21,7 @@ MILESTONES = (150, 180, 210)
 INIT_EPOCHS = 30  # AB, FT, FSP
 DKD_WARMUP_EPOCHS = 20
 SMALL_LR_MODELS = ("MobileNetV2", "ShuffleV1", "ShuffleV2")
+FT_INIT_LR = 0.01  # for the students named resnet* and wrn_* (not ResNet50)
 # DKD's NCKD weight (beta) per teacher -> student pair (mdistiller's configurations); 8 elsewhere.
 DKD_BETA = {
     ("resnet32x4", "resnet8x4"): 8.0,
@@ -29,6 +31,7 @@ DKD_BETA = {
     ("wrn_40_2", "wrn_16_2"): 6.0,
     ("wrn_40_2", "wrn_40_1"): 6.0,
     ("vgg13", "vgg8"): 6.0,
+    ("vgg13", "MobileNetV2"): 6.0,
 }
 RECIPE_DATASETS = ("cifar10", "cifar100", "npz")
 
@@ -64,12 +67,23 @@ def benchmark_weights(methods: tuple[str, ...], teacher_model: str | None, stude
     return weights
 
 
-def benchmark_method_options(methods: tuple[str, ...], epochs: int) -> dict[str, dict]:
-    """Initialisation stages and DKD's ramp, scaled to ``epochs``."""
+def ft_init_learning_rate(model: str, batch_size: int = BENCHMARK_BATCH) -> float | None:
+    """FT's initialisation rate for the student ``model``: 0.01 for ResNet and WRN students (scaled
+    with the batch size), ``None`` (the run's rate) for the others."""
+    return FT_INIT_LR * batch_size / BENCHMARK_BATCH if model.startswith(("resnet", "wrn_")) else None
+
+
+def benchmark_method_options(
+    methods: tuple[str, ...], epochs: int, model: str, batch_size: int = BENCHMARK_BATCH
+) -> dict[str, dict]:
+    """Initialisation stages (and FT's rate for the student ``model``) and DKD's ramp, scaled to
+    ``epochs``."""
     options = {}
     for name in ("ab", "ft", "fsp"):
         if name in methods:
             options[name] = {"init_epochs": _scaled(epochs, INIT_EPOCHS)}
+    if "ft" in methods:
+        options["ft"]["init_learning_rate"] = ft_init_learning_rate(model, batch_size)
     if "dkd" in methods:
         options["dkd"] = {"warmup_epochs": DKD_WARMUP_EPOCHS * epochs / BENCHMARK_EPOCHS}
     return options
@@ -100,5 +114,5 @@ def crd_benchmark(
         "hflip": True,
         "temperature": 4.0,
         "weights": benchmark_weights(methods, teacher_model, model) if teacher_model else {},
-        "method_options": benchmark_method_options(methods, epochs),
+        "method_options": benchmark_method_options(methods, epochs, model, batch_size),
     }

@@ -15,7 +15,9 @@ import io
 import json
 import pathlib
 import runpy
+import shutil
 import sys
+import warnings
 
 import chex
 import jax
@@ -27,10 +29,11 @@ from idx_files import write_mnist_like
 
 from jdistill import cli
 from jdistill.adversarial import data_free as df
+from jdistill.adversarial import inspection
 from jdistill.adversarial.data_free import DataFreeConfig
 from jdistill.data import load_digits
 from jdistill.models.generator import Generator
-from jdistill.train import RunConfig, View, fit, make_mesh
+from jdistill.train import RunConfig, RunDir, View, fit, load_teacher, make_mesh
 from jdistill.train.game import round_key
 from jdistill.train.parallel import replicated
 from jdistill.train.rounds import make_rounds, play_move, round_batch
@@ -165,6 +168,7 @@ def test_config_takes_each_papers_settings_unless_given():
         ({"student_steps": 0}, "student_steps must be at least 1"),
         ({"student_optimizer": "rmsprop"}, "student_optimizer must be 'sgd' or 'adam'"),
         ({"generator_schedule": "step"}, "generator_schedule must be 'constant' or 'cosine'"),
+        ({"init": "xavier"}, "init must be one of flax, torch, got 'xavier'"),
     ],
 )
 def test_config_errors_name_the_field(changes, message):
@@ -283,6 +287,93 @@ def test_a_missing_teacher_feature_is_named(teacher_dir, digits):
         df.build(config(teacher_dir, method="zskt", at_features=("conv2", "conv3")), digits)
 
 
+def kernels(module) -> dict:
+    """``{layer path: (kernel, bias)}`` of every dense and convolution layer of ``module``."""
+    return {path: (np.asarray(m.kernel[...]), np.asarray(m.bias[...]))
+            for path, m in nnx.iter_modules(module) if hasattr(m, "kernel")}  # fmt: skip
+
+
+def test_torch_init_draws_the_student_and_the_generator_as_pytorch(teacher_dir, digits, games):
+    """``init="torch"``: every kernel and bias of the student and the generator within PyTorch's
+    bound ``1 / sqrt(fan_in)``, the generator's last convolution (3x3 from width 4) filling it; the
+    default (``flax``) draws LeCun-normal kernels and zero biases."""
+    game = df.build(config(teacher_dir, init="torch"), digits)
+    assert game.config.init == "torch" and games["dfad"].config.init == "flax"
+    for player in ("student", "generator"):
+        layers = kernels(game.players[player].module())
+        assert len(layers) == {"student": 4, "generator": 4}[player]
+        for path, (kernel, bias) in layers.items():
+            bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+            assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, path
+            assert np.all(bias != 0), path
+    torch_out = kernels(game.players["generator"].module())[("conv_out",)][0]
+    flax_out, flax_bias = kernels(games["dfad"].players["generator"].module())[("conv_out",)]
+    assert np.abs(torch_out).max() > 0.85 / np.sqrt(3 * 3 * 4)
+    assert not np.any(flax_bias)
+    assert np.abs(flax_out).max() > 1 / np.sqrt(3 * 3 * 4)  # LeCun normal: sqrt(3) x the spread
+
+
+def test_paper_teachers_are_the_reference_codes_recipes():
+    """DFAD's teacher (also ZSKT's): SGD 0.01, plain momentum 0.9, coupled weight decay 1e-4,
+    batch 256, constant rate, 10 epochs; DAFL's: Adam 1e-3, batch 256, constant, 9 epochs; both
+    LeNet-5 on MNIST at 32x32 with PyTorch's initialisation."""
+    dfad = df.paper_teacher("dfad", data_dir="d", seed=3)
+    assert (dfad.model, dfad.dataset, dfad.data_dir, dfad.seed, dfad.methods) == (
+        "lenet5",
+        "mnist",
+        "d",
+        3,
+        ("ce",),
+    )
+    assert (dfad.optimizer, dfad.learning_rate, dfad.momentum, dfad.nesterov, dfad.weight_decay) == (
+        "sgd", 0.01, 0.9, False, 1e-4)  # fmt: skip
+    assert (dfad.batch_size, dfad.schedule, dfad.epochs, dfad.init) == (256, "constant", 10, "torch")
+    dafl = df.paper_teacher("dafl")
+    assert (dafl.optimizer, dafl.learning_rate, dafl.weight_decay, dafl.batch_size, dafl.schedule) == (
+        "adam", 1e-3, 0.0, 256, "constant")  # fmt: skip
+    assert (dafl.epochs, dafl.init) == (9, "torch")
+    assert df.paper_teacher("zskt") == df.paper_teacher("dfad") and df.PAPER_TEACHER_IMAGE_SIZE == 32
+    with pytest.raises(ValueError, match="unknown data-free method 'gan'"):
+        df.paper_teacher("gan")
+
+
+def test_a_teacher_refuses_images_of_another_size(teacher_dir, digits, tmp_path):
+    """A teacher's summary records the input it was trained on; a run at another size (the small
+    CNN's parameters fit any size) is refused naming both, before a directory is made; a teacher
+    that predates the record loads at any size, silently."""
+    assert json.loads((pathlib.Path(teacher_dir) / "summary.json").read_text())["input_shape"] == [8, 8, 1]
+    larger = df.teacher_dataset(digits, 16)
+    message = f"teacher {teacher_dir} was trained on 8x8x1 images, this run's are 16x16x1: "
+    with pytest.raises(ValueError, match=message):
+        load_teacher(teacher_dir, larger)
+    with pytest.raises(ValueError, match=message):
+        df.build(config(teacher_dir, image_size=16), digits)
+
+    old = tmp_path / "old_teacher"
+    shutil.copytree(teacher_dir, old)
+    summary = json.loads((old / "summary.json").read_text())
+    del summary["input_shape"]
+    (old / "summary.json").write_text(json.dumps(summary))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert load_teacher(str(old), larger).shapes["conv1"] == (16, 16, 32)
+
+
+def test_command_line_refuses_a_teacher_of_another_size_in_one_line(teacher_dir, tmp_path):
+    """``jdistill data-free --image-size 16`` with a teacher trained on 8x8 digits: one error line
+    naming both sizes; nothing written."""
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["data-free", "--teacher", teacher_dir, "--method", "dfad", "--dataset", "digits",
+                  "--image-size", "16", "--student", "small_cnn", "--out", str(out), "--quiet"])  # fmt: skip
+    message = str(exit_info.value.code)
+    assert message == (
+        f"jdistill data-free: error: teacher {teacher_dir} was trained on 8x8x1 images, this run's are "
+        "16x16x1: resize them to the teacher's size or train a teacher at theirs"
+    )
+    assert not out.exists()
+
+
 @pytest.fixture(scope="module")
 def cli_run(teacher_dir, tmp_path_factory):
     """``jdistill data-free`` for ZSKT, 2 iterations of one epoch each: (run directory, printed summary)."""
@@ -293,7 +384,7 @@ def cli_run(teacher_dir, tmp_path_factory):
                   "--out", str(out), "--student", "small_cnn", "--batch-size", "16", "--generator-width", "4",
                   "--iterations", "2", "--iterations-per-epoch", "1", "--samples-every", "1",
                   "--histogram-samples", "24", "--student-steps", "1", "--at-features", "conv2",
-                  "--generator-lr", "0.01", "--quiet"])  # fmt: skip
+                  "--generator-lr", "0.01", "--init", "torch", "--quiet"])  # fmt: skip
     return out, json.loads(capture.getvalue())
 
 
@@ -311,25 +402,48 @@ def test_command_line_maps_its_options_onto_the_configuration(cli_run):
     assert (recorded["student_lr"], recorded["generator_lr"], recorded["student_optimizer"]) == (
         2e-3, 0.01, "adam")  # fmt: skip
     assert recorded["at_features"] == ["conv2"] and recorded["histogram_samples"] == 24
-    assert recorded["samples_every"] == 1
+    assert recorded["samples_every"] == 1 and recorded["init"] == "torch"
 
 
 def test_run_writes_grids_histograms_and_metrics(cli_run):
     """A run writes a sample grid every ``samples_every`` iterations, the final grid and class
-    histogram, and per epoch the teacher's class counts on generated samples and their entropy."""
+    histogram, and per epoch on generated samples the teacher's class counts, their entropy, the
+    teacher's mean absolute logit and the largest absolute pixel (at least 1: the generator's last
+    BatchNorm standardises its batch)."""
     out, summary = cli_run
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]
     for m in lines:
         assert len(m["generated/class_counts"]) == 10
         assert sum(m["generated/class_counts"]) == 24
+        assert m["generated/class_entropy"] == inspection.histogram_entropy(m["generated/class_counts"])
         assert 0.0 <= m["generated/class_entropy"] <= 1.0
+        assert 0.0 < m["generated/teacher_abs_logit"] < np.inf
+        assert 1.0 <= m["generated/max_abs_pixel"] < np.inf
         assert {"train/student/kl", "train/student/at", "train/generator/kl", "test/accuracy"} <= set(m)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["iter_000001.png", "iter_000002.png"]
     for png in ("samples/iter_000001.png", "samples/iter_000002.png", "samples.png", "class_histogram.png"):
         assert (out / png).read_bytes()[:8] == PNG
     assert summary["test/accuracy"] == lines[-1]["test/accuracy"]
-    assert summary["generated/class_counts"] == lines[-1]["generated/class_counts"]
+    for key in ("class_counts", "teacher_abs_logit", "max_abs_pixel"):
+        assert summary[f"generated/{key}"] == lines[-1][f"generated/{key}"]
+
+
+def test_generated_statistics_match_a_hand_computation(teacher_dir, digits):
+    """The statistics of generated images against numpy on the teacher's logits: the class counts
+    of its argmax, their entropy over log C, the mean of |logit| over samples and classes, the
+    largest |pixel|."""
+    teacher = load_teacher(teacher_dir, digits).frozen
+    images = np.random.default_rng(0).normal(size=(40, 8, 8, 1)).astype(np.float32)
+    images[3, 2, 5, 0] = -7.5
+    logits = np.asarray(teacher.module().model(jnp.asarray(images), train=False)[0], np.float64)
+    counts = np.bincount(logits.argmax(-1), minlength=10)
+    p = counts[counts > 0] / 40
+    stats = inspection.make_generated_statistics(teacher, 10)(images)
+    assert stats["class_counts"] == counts.tolist()
+    np.testing.assert_allclose(stats["class_entropy"], -(p * np.log(p)).sum() / np.log(10), rtol=1e-12)
+    np.testing.assert_allclose(stats["teacher_abs_logit"], np.abs(logits).mean(), rtol=1e-5)
+    assert stats["max_abs_pixel"] == 7.5
 
 
 # ---------------------------------------------------------------- the experiment
@@ -357,5 +471,13 @@ def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monk
         "DFAD data-free: 4 it. x 5 student steps",
     ):
         assert row in table
+    assert "## DFAD: test accuracy (%) by iteration" in table
     assert (out / "accuracy.png").read_bytes()[:8] == PNG
     assert (out / "dfad_seed0" / "class_histogram.png").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert [i for i, _ in results["dfad"][0]["curve"]] == [2, 4]
+    assert results["teachers"]["teacher_dfad"]["methods"] == ["dfad"]
+    teacher = df.paper_teacher("dfad", data_dir=str(mnist_like_dir), epochs=1)  # the smoke run's 1 epoch
+    assert RunDir(out / "teacher_dfad").config() == teacher
+    assert json.loads((out / "teacher_dfad" / "summary.json").read_text())["input_shape"] == [32, 32, 1]
+    assert json.loads((out / "dfad_seed0" / "config.json").read_text())["config"]["init"] == "torch"

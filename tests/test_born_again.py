@@ -1,4 +1,4 @@
-"""Born-again networks: the CWTM and DKPP methods in the trainer, and experiments/born_again_mnist.py
+"""Born-again networks: the CWTM and DKPP methods in the trainer, and experiments/born_again.py
 end to end on a small MNIST-like directory (--smoke)."""
 
 import json
@@ -16,7 +16,7 @@ from jdistill import losses
 from jdistill.data import UNLABELLED
 from jdistill.methods import build_method, parse_methods
 
-SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "born_again_mnist.py"
+SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "born_again.py"
 
 
 def _outputs(seed):

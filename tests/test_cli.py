@@ -65,6 +65,16 @@ def test_help_documents_each_option(command, options, capsys):
         assert option in out, option
 
 
+def test_init_option_reaches_the_run_configuration(monkeypatch, capsys):
+    """``--init torch`` becomes ``RunConfig.init`` (PyTorch's initialisation); the default is Flax's."""
+    played = []
+    monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    command = ["train-teacher", "--model", "mlp32", "--dataset", "digits", "--epochs", "1", "--out", "o"]
+    main([*command, "--init", "torch"])
+    main(command)
+    assert [config.init for config in played] == ["torch", "flax"]
+
+
 def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     main(

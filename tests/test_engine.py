@@ -20,7 +20,7 @@ from golden import forms
 
 from jdistill.cli import main
 from jdistill.data import load_digits
-from jdistill.train import Optimizer, Player, RunConfig, RunDir, fit, load_teacher, parallel
+from jdistill.train import Optimizer, Player, RunConfig, RunDir, fit, load_teacher, optim, parallel
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import _calls
 from jdistill.train.rounds import cache_frozen_outputs, make_rounds
@@ -104,6 +104,33 @@ def test_sgd_weight_decay_is_coupled_and_adams_is_decoupled():
     w, _ = one_update(Optimizer("adam", lr, weight_decay=wd), jnp.array(w0), jnp.array(g), 1)
     direction = g / (np.abs(g) + 1e-8)  # m_hat / (sqrt(v_hat) + eps) after one step
     np.testing.assert_allclose(w, w0 - lr * (direction + wd * w0), rtol=1e-5)
+
+
+def test_momentum_ramp_with_dampening_follows_hinton_2012s_update():
+    """dw <- mu(t) dw - (1 - mu(t)) lr g with mu rising linearly 0.5 -> 0.9 over 4 steps (plain
+    momentum): three steps against a numpy reference."""
+    w0, g = np.array([1.0, -2.0], np.float32), np.array([0.3, -0.1], np.float32)
+    lr = 2.0
+    optimizer = Optimizer(
+        "sgd",
+        lr,
+        nesterov=False,
+        momentum=0.9,
+        momentum_schedule=optim.momentum_ramp(0.5, 0.9, 4),
+        dampening=True,
+    )
+    w, _ = one_update(optimizer, jnp.array(w0), jnp.array(g), 3)
+    buf, expected = np.zeros(2), w0.astype(np.float64)
+    for t in range(3):
+        mu = 0.5 + 0.4 * t / 4
+        buf = mu * buf + (1 - mu) * g
+        expected = expected - lr * buf
+    np.testing.assert_allclose(w, expected, rtol=1e-6)
+
+
+def test_exponential_schedule_decays_once_per_epoch():
+    multiplier = optim.schedule("exponential", 100, decay=0.5, steps_per_epoch=10)
+    np.testing.assert_allclose([float(multiplier(t)) for t in (0, 9, 10, 25)], [1.0, 1.0, 0.5, 0.25])
 
 
 def test_the_learning_rate_is_state_and_changing_it_does_not_recompile():

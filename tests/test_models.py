@@ -16,6 +16,8 @@ import pytest
 from flax import nnx
 
 from jdistill.models import MLP, MODELS, Connector, LeNet5, SmallCNN, count_params, create_model
+from jdistill.models.generator import Generator
+from jdistill.models.layers import torch_init
 
 BATCH = 3
 MNIST_SHAPE = (28, 28, 1)
@@ -347,3 +349,57 @@ def test_jit_of_split_model_with_dropout_matches_eager(built):
     eager_logits, _ = model(images, train=True, dropout_key=key)
     chex.assert_trees_all_close(jit_logits, eager_logits, rtol=1e-5, atol=1e-5)
     assert not np.allclose(forward(state, images, jax.random.key(8))[0], jit_logits)
+
+
+# ---------------------------------------------------------------- PyTorch's initialisation
+
+# fan_in of every dense and convolution layer, by hand: in_features, or in_channels * kh * kw.
+TORCH_FAN_IN = {
+    "lenet5": {"conv1": 1 * 5 * 5, "conv2": 6 * 5 * 5, "fc1": 5 * 5 * 16, "fc2": 120, "head": 84},
+    "lenet5_half": {"conv1": 1 * 5 * 5, "conv2": 3 * 5 * 5, "fc1": 5 * 5 * 8, "fc2": 60, "head": 42},
+    # The data-free generator of 32x32x1 images, noise 100, width 8: linear 100 -> 8 * 8 * 16.
+    "generator": {"linear": 100, "conv1": 16 * 3 * 3, "conv2": 16 * 3 * 3, "conv_out": 8 * 3 * 3},
+}
+
+
+def _torch_initialised(name):
+    """``name`` on 32x32x1 (the generator: noise 100, width 8) with PyTorch's initialisation."""
+
+    def make():
+        if name == "generator":
+            return Generator((32, 32, 1), noise_dim=100, width=8, rngs=_rngs())
+        return create_model(name, (32, 32, 1), 10, rngs=_rngs())
+
+    return nnx.jit(lambda: torch_init(make(), _rngs(1)))()
+
+
+@pytest.mark.parametrize("name", TORCH_FAN_IN)
+def test_torch_init_draws_every_kernel_and_bias_from_pytorchs_uniform(name):
+    """PyTorch's default (``kaiming_uniform_(a=sqrt(5))`` and its bias rule): kernel and bias
+    ``U(-b, b)`` with ``b = 1 / sqrt(fan_in)``. Every value lies within ``b``; a kernel fills the
+    interval (largest magnitude above 0.85 b, standard deviation ``b / sqrt(3)`` within 20 %);
+    biases are drawn, not zero; BatchNorm keeps scale 1 and offset 0."""
+    model = _torch_initialised(name)
+    for layer, fan_in in TORCH_FAN_IN[name].items():
+        bound = 1 / np.sqrt(fan_in)
+        kernel, bias = (np.asarray(getattr(getattr(model, layer), p)[...]) for p in ("kernel", "bias"))
+        assert np.prod(kernel.shape[:-1]) == fan_in, layer
+        assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound, layer
+        assert np.abs(kernel).max() > 0.85 * bound, layer
+        np.testing.assert_allclose(kernel.std(), bound / np.sqrt(3), rtol=0.2, err_msg=layer)
+        assert np.all(bias != 0), layer
+    for _, bn in nnx.iter_modules(model):
+        if isinstance(bn, nnx.BatchNorm) and bn.scale is not None:
+            assert np.all(np.asarray(bn.scale[...]) == 1) and np.all(np.asarray(bn.bias[...]) == 0)
+
+
+def test_torch_init_is_lecun_normal_over_sqrt_3():
+    """Flax's default (LeCun normal: standard deviation ``1 / sqrt(fan_in)``) is ``sqrt(3)`` times
+    PyTorch's, which is why the choice matters for a generator whose last convolution feeds tanh."""
+    flax_default = _build(LeNet5, (32, 32, 1), 10)
+    torch_default = _torch_initialised("lenet5")
+    ratio = np.std(np.asarray(flax_default.fc1.kernel[...])) / np.std(
+        np.asarray(torch_default.fc1.kernel[...])
+    )
+    np.testing.assert_allclose(ratio, np.sqrt(3), rtol=0.05)
+    assert not np.any(np.asarray(flax_default.fc1.bias[...]))

@@ -236,6 +236,25 @@ def test_method_options_choose_the_layers(teacher_dir, digits):
         distill_config(teacher_dir, method_options={"at": {"layers": []}})
 
 
+def test_torch_init_draws_the_model_as_pytorch_and_other_values_are_refused(digits):
+    """``init="torch"``: every kernel and bias within PyTorch's bound ``1 / sqrt(fan_in)``, biases
+    drawn; the default keeps Flax's zero biases; another value is refused."""
+    for init in ("flax", "torch"):
+        game = RunConfig(model="small_cnn", dataset="digits", epochs=1, init=init).build(digits)
+        model = game.players["student"].module().model
+        layers = [m for _, m in nnx.iter_modules(model) if hasattr(m, "kernel")]
+        assert len(layers) == 4
+        for layer in layers:
+            kernel, bias = np.asarray(layer.kernel[...]), np.asarray(layer.bias[...])
+            if init == "torch":
+                bound = 1 / np.sqrt(np.prod(kernel.shape[:-1]))
+                assert np.abs(kernel).max() <= bound and np.abs(bias).max() <= bound and np.all(bias != 0)
+            else:
+                assert not np.any(bias)
+    with pytest.raises(ValueError, match="init: choose 'flax' or 'torch', got 'he'"):
+        RunConfig(model="mlp32", dataset="digits", epochs=1, init="he")
+
+
 def test_a_run_with_max_norm_keeps_every_kernel_within_it(digits, tmp_path):
     config = RunConfig(
         model="mlp256", dataset="digits", epochs=2, batch_size=64, learning_rate=0.5, max_norm=0.3

@@ -12,8 +12,13 @@ and the student never sees a real training image.
 
 ``build(DataFreeConfig) -> Game``: two players (``student``, ``generator``) with their own
 optimizers and schedules; an iteration is one round of their moves. The run writes a sample grid
-every ``samples_every`` iterations and, per epoch, the class histogram of the teacher's
-predictions on generated samples (where mode collapse shows).
+every ``samples_every`` iterations and, per epoch, statistics of generated samples
+(:func:`jdistill.adversarial.inspection.make_generated_statistics`): the class histogram of the
+teacher's predictions (where mode collapse shows), the teacher's mean absolute logit and the
+largest absolute pixel (where a generator that exploits the teacher shows).
+
+The teacher matters as much as the game: :func:`paper_teacher` is the configuration each
+method's reference code trains its MNIST teacher with.
 """
 
 import dataclasses
@@ -30,7 +35,9 @@ from jdistill.data import Dataset, load_dataset
 from jdistill.losses.adversarial import DAFL_INFORMATION_ENTROPY_WEIGHT
 from jdistill.models import create_model
 from jdistill.models.generator import Generator
+from jdistill.models.layers import INITS, torch_init
 from jdistill.train import optim
+from jdistill.train.config import RunConfig
 from jdistill.train.distill import load_teacher
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
@@ -63,13 +70,38 @@ PAPER_OPTIMIZERS = {
     "zskt": {"student": ("adam", 2e-3, 0.0), "generator": ("adam", 1e-3, 0.0)},
 }
 
+# The LeNet-5 teachers of the reference code, as RunConfig fields, on MNIST resized to 32x32
+# (PyTorch, so PyTorch's initialisation). DFAD (train_teacher.py as run_mnist.sh calls it): SGD
+# 0.01, momentum 0.9 (not Nesterov), coupled weight decay 1e-4, batch 256, constant, 10 epochs.
+# DAFL (teacher-train.py): Adam 1e-3, batch 256, constant, 9 epochs (its loop is range(1, 10)).
+# ZSKT has no MNIST teacher (its authors: any standard training will do): DFAD's.
+PAPER_TEACHER_IMAGE_SIZE = 32
+PAPER_TEACHERS = {
+    "dfad": {"optimizer": "sgd", "learning_rate": 0.01, "momentum": 0.9, "nesterov": False,
+             "weight_decay": 1e-4, "batch_size": 256, "schedule": "constant", "epochs": 10, "init": "torch"},
+    "dafl": {"optimizer": "adam", "learning_rate": 1e-3, "weight_decay": 0.0, "batch_size": 256,
+             "schedule": "constant", "epochs": 9, "init": "torch"},
+}  # fmt: skip
+PAPER_TEACHERS["zskt"] = PAPER_TEACHERS["dfad"]
+
+
+def paper_teacher(method: str, **fields) -> RunConfig:
+    """The :class:`RunConfig` of ``method``'s teacher: LeNet-5 on MNIST with
+    ``PAPER_TEACHERS[method]``, ``fields`` added or overriding (``data_dir``, ``seed``, ...).
+    Train it on ``teacher_dataset(dataset, PAPER_TEACHER_IMAGE_SIZE)``."""
+    if method not in DATA_FREE_METHODS:
+        raise ValueError(f"unknown data-free method {method!r}; choose one of {', '.join(DATA_FREE_METHODS)}")
+    return RunConfig(**{"model": "lenet5", "dataset": "mnist", **PAPER_TEACHERS[method], **fields})
+
 
 @dataclasses.dataclass(frozen=True)
 class DataFreeConfig:
     """One data-free run. ``data_dir`` is read for the teacher's test set only (to evaluate the
     student); the training images are read only for the normalisation statistics that the
     teacher was trained with (:func:`teacher_dataset`). The student's SGD has momentum 0.9 and
-    coupled weight decay; Adam's weight decay is decoupled (see :mod:`jdistill.train.optim`)."""
+    coupled weight decay; Adam's weight decay is decoupled (see :mod:`jdistill.train.optim`).
+    ``init="torch"`` draws the student's and the generator's dense and convolution layers as
+    PyTorch does (:func:`jdistill.models.layers.torch_init`), as the papers' code runs them."""
 
     teacher_dir: str
     method: str = "dfad"
@@ -84,6 +116,7 @@ class DataFreeConfig:
     noise_dim: int = 100
     generator_width: int = 64
     generator_bn_epsilon: float | None = None  # None: the method's (DAFL 0.8, else 1e-5)
+    init: str = "flax"  # the student's and generator's: "flax" or "torch" (PyTorch's, the papers' code)
     student_steps: int | None = None  # per generator step; None: the method's (DFAD 5, DAFL 1, ZSKT 10)
     student_optimizer: str | None = None  # None: the paper's (sgd or adam)
     student_lr: float | None = None
@@ -135,6 +168,8 @@ class DataFreeConfig:
                 f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "
                 f"({self.iterations_per_epoch})"
             )
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
         if self.student_optimizer not in ("sgd", "adam"):
             raise ValueError(f"student_optimizer must be 'sgd' or 'adam', got {self.student_optimizer!r}")
         for name in ("student_schedule", "generator_schedule"):
@@ -244,7 +279,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
             f"its features: {', '.join(sorted(teacher.shapes))}"
         )
     rngs = nnx.Rngs(config.seed)
-    student = Trainable(create_model(config.student, dataset.input_shape, dataset.num_classes, rngs=rngs))
+    model = create_model(config.student, dataset.input_shape, dataset.num_classes, rngs=rngs)
     generator = Generator(
         dataset.input_shape,
         noise_dim=config.noise_dim,
@@ -252,6 +287,10 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         bn_epsilon=config.generator_bn_epsilon,
         rngs=rngs,
     )
+    if config.init == "torch":
+        torch_init(model, rngs)
+        torch_init(generator, rngs)
+    student = Trainable(model)
     opts = optimizers(config)
     players = {
         "student": Player.create(student, opts["student"]),

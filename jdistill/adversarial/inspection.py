@@ -1,6 +1,7 @@
 """What a data-free generator makes: samples, the teacher's class histogram on them and its
-normalised entropy (where mode collapse shows), their plots, and the hooks that write them
-during a run."""
+normalised entropy (where mode collapse shows), the teacher's mean absolute logit and the largest
+absolute pixel on them (where a generator that exploits the teacher shows), their plots, and the
+hooks that write them during a run."""
 
 from collections.abc import Callable
 
@@ -25,14 +26,28 @@ def make_sampler(batch_size: int, noise_dim: int) -> Callable:
     return sample
 
 
-def make_class_histogram(teacher: Frozen, num_classes: int) -> Callable:
-    """``histogram(images) -> counts``: how many images the teacher assigns to each class."""
-    predict = jax.jit(lambda t, x: jnp.argmax(t.module().model(x, train=False)[0], -1))
+def make_generated_statistics(teacher: Frozen, num_classes: int) -> Callable:
+    """``statistics(images) -> dict`` on generated (standardised) images ``x``: ``class_counts``
+    (how many the teacher assigns to each class, by its argmax), their ``class_entropy``
+    (:func:`histogram_entropy`), ``teacher_abs_logit`` = mean over samples and classes of
+    ``|t(x)|`` and ``max_abs_pixel`` = ``max |x|`` (real MNIST images, standardised: at most 2.82)."""
 
-    def histogram(images) -> np.ndarray:
-        return np.bincount(np.asarray(predict(teacher, images)), minlength=num_classes)
+    @jax.jit
+    def judge(t, x):
+        logits = t.module().model(x, train=False)[0]
+        return jnp.argmax(logits, -1), jnp.mean(jnp.abs(logits.astype(jnp.float32)))
 
-    return histogram
+    def statistics(images) -> dict:
+        predicted, abs_logit = judge(teacher, images)
+        counts = np.bincount(np.asarray(predicted), minlength=num_classes)
+        return {
+            "class_counts": counts.tolist(),
+            "class_entropy": histogram_entropy(counts),
+            "teacher_abs_logit": float(abs_logit),
+            "max_abs_pixel": float(np.max(np.abs(images))),
+        }
+
+    return statistics
 
 
 def histogram_entropy(counts) -> float:
@@ -90,14 +105,15 @@ def save_histogram(counts, path, *, title: str = "") -> None:
 
 def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
     """A data-free run's hooks (``config``: a :class:`~jdistill.adversarial.data_free.DataFreeConfig`):
-    sample grids every ``samples_every`` iterations and at the end; the class histogram of the
-    teacher on generated samples every epoch and at the end. Their noise is drawn from keys of
-    their own, so they never change the training's random numbers."""
+    sample grids every ``samples_every`` iterations and at the end; every epoch, the
+    :func:`make_generated_statistics` of ``histogram_samples`` generated samples (as
+    ``generated/*``), and the class histogram at the end. Their noise is drawn from keys of their
+    own, so they never change the training's random numbers."""
     sample, grid_sample = (
         make_sampler(config.batch_size, config.noise_dim),
         make_sampler(64, config.noise_dim),
     )
-    histogram = make_class_histogram(teacher, dataset.num_classes)
+    statistics = make_generated_statistics(teacher, dataset.num_classes)
     _, grid_key, histogram_key = jax.random.split(jax.random.key(config.seed), 3)
 
     def grid(players, iteration, run, path=None, title=None):
@@ -108,15 +124,9 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
         save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
 
     def epoch(players, epoch, run):
-        counts = histogram(
-            sample(
-                players["generator"], jax.random.fold_in(histogram_key, epoch - 1), config.histogram_samples
-            )
-        )
-        return {
-            "generated/class_counts": counts.tolist(),
-            "generated/class_entropy": histogram_entropy(counts),
-        }
+        key = jax.random.fold_in(histogram_key, epoch - 1)
+        images = sample(players["generator"], key, config.histogram_samples)
+        return {f"generated/{k}": v for k, v in statistics(images).items()}
 
     def end(players, run):
         grid(

@@ -14,7 +14,8 @@ A method has
   ``epoch`` (fractional, traced) and ``key`` (a PRNG key for the method's own randomness);
 - optionally an initialisation stage: ``init_epochs`` > 0 epochs before training in which only
   the parameters for which ``init_trains(path)`` is true are trained, on the terms of
-  ``init_loss`` weighted by ``init_weights`` (AB, FT, FSP in the benchmark).
+  ``init_loss`` weighted by ``init_weights``, at the constant rate ``init_learning_rate``
+  (``None``: the run's base rate) (AB, FT, FSP in the benchmark).
 
 The trainer sums ``weight[term] * mean(term)`` and logs each term; it never looks at names.
 """
@@ -41,6 +42,7 @@ class Method(abc.ABC):
     default_weights: ClassVar[Mapping[str, float]]
     init_weights: ClassVar[Mapping[str, float]] = {}
     init_epochs: ClassVar[int] = 0  # methods with an initialisation stage make it an option
+    init_learning_rate: ClassVar[float | None] = None
 
     def features(
         self, student_shapes: Shapes, teacher_shapes: Shapes

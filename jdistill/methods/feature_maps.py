@@ -3,7 +3,9 @@
 Layer options default to the CRD/RepDistiller benchmark's choices on the CIFAR models
 (``stage1`` ... are the stage outputs after their final ReLU, ``stageK_pre`` before it):
 FitNet the second stage, AT/VID/NST every stage, SP/FT the last stage, AB every stage before its
-ReLU, FSP consecutive pairs of ``stem`` and the stages.
+ReLU, FSP consecutive pairs of ``stem`` and the stages. Maps of different sizes (the
+cross-architecture pairs) are compared as the reference does: AT, VID, NST and FT pool the larger
+to the smaller's size; FitNet's and AB's connectors change the resolution.
 """
 
 import dataclasses
@@ -15,7 +17,7 @@ from flax import nnx
 
 from jdistill import losses
 from jdistill.methods.base import Method, as_pairs, paired_stages, stage_names
-from jdistill.methods.modules import ConvBN, ConvRegressor, Factor, VIDRegressor
+from jdistill.methods.modules import ConvRegressor, Factor, VIDRegressor
 from jdistill.methods.registry import register
 
 
@@ -102,25 +104,21 @@ class FeatureHint(Method):
 @dataclasses.dataclass(frozen=True)
 class AttentionMaps(_LayerPairs):
     """Zagoruyko & Komodakis 2017: attention transfer on pairs of NHWC maps (``layers``:
-    ``(student name, teacher name)`` pairs; default every stage), summed over the pairs.
-    Benchmark weight 1000."""
+    ``(student name, teacher name)`` pairs; default every stage), summed over the pairs; of two
+    maps of different sizes the larger is average-pooled to the smaller's (``match_spatial``, as
+    RepDistiller's ``Attention.at_loss``). Benchmark weight 1000."""
 
     name = "at"
     default_weights: ClassVar = {"at": 1000.0}
 
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
-        for s_name, t_name in self._pairs(student_shapes, teacher_shapes):
-            s, t = student_shapes[s_name], teacher_shapes[t_name]
-            if len(s) != 3 or len(t) != 3 or s[:2] != t[:2]:
-                raise ValueError(
-                    f"at: student feature {s_name!r} {list(s)} and teacher feature "
-                    f"{t_name!r} {list(t)} must be NHWC maps of the same height and width"
-                )
+        _check_maps(self.name, self._pairs(student_shapes, teacher_shapes), student_shapes, teacher_shapes)
         return {}
 
     def loss(self, student, teacher, batch, modules, hparams):
         pairs = self._pairs(student[1], teacher[1])
-        return {"at": sum(losses.attention_transfer(student[1][s], teacher[1][t]) for s, t in pairs)}
+        maps = (losses.match_spatial(student[1][s], teacher[1][t]) for s, t in pairs)
+        return {"at": sum(losses.attention_transfer(s, t) for s, t in maps)}
 
 
 @register
@@ -149,7 +147,9 @@ class SimilarityPreserving(Method):
 class VariationalInformation(_LayerPairs):
     """Ahn et al. 2019 (VID): the teacher's map under a Gaussian whose mean a small regressor
     predicts from the student's map and whose per-channel variance is learned, on every stage
-    pair (negative log-likelihood, summed over pairs). Benchmark weight 1."""
+    pair (negative log-likelihood, summed over pairs). Of two maps of different sizes the larger
+    is average-pooled to the smaller's before the regressor (``match_spatial``, as RepDistiller's
+    ``VIDLoss.forward``). Benchmark weight 1."""
 
     name = "vid"
     default_weights: ClassVar = {"vid": 1.0}
@@ -164,7 +164,8 @@ class VariationalInformation(_LayerPairs):
         pairs = self._pairs(student[1], teacher[1])
         total = 0.0
         for (s, t), regressor in zip(pairs, modules["regressors"]):
-            total = total + losses.vid(regressor(student[1][s]), teacher[1][t], regressor.log_scale[...])
+            s_map, t_map = losses.match_spatial(student[1][s], teacher[1][t])
+            total = total + losses.vid(regressor(s_map), t_map, regressor.log_scale[...])
         return {"vid": total}
 
 
@@ -177,10 +178,13 @@ def _is_body(path: tuple[str, ...]) -> bool:
 @register
 @dataclasses.dataclass(frozen=True)
 class ActivationBoundaries(_LayerPairs):
-    """Heo et al. 2019 (AB): in a ``init_epochs`` initialisation stage, the student's body and a
-    1x1-conv+BN connector per stage are trained so that the student's pre-ReLU stage outputs fall
-    on the same side of zero as the teacher's (margin 1); training then uses the hard labels only,
-    as in the benchmark (its AB term is 0 after the initialisation)."""
+    """Heo et al. 2019 (AB): in a ``init_epochs`` initialisation stage, the student's body and
+    the connectors are trained so that the student's pre-ReLU stage outputs fall on the same side
+    of zero as the teacher's (margin 1); training then uses the hard labels only, as in the
+    benchmark (its AB term is 0 after the initialisation). As RepDistiller's ``Connector``: a
+    stage whose student and teacher maps have the same shape is compared directly, another passes
+    through a convolution (strided, transposed where the student's map is half the teacher's) and
+    BatchNorm (:class:`~jdistill.methods.modules.ConvRegressor` without its ReLU)."""
 
     margin: float = 1.0
     init_epochs: int = 30
@@ -196,18 +200,23 @@ class ActivationBoundaries(_LayerPairs):
     def modules(self, student_shapes, teacher_shapes, dataset, rngs):
         pairs = self._pairs(student_shapes, teacher_shapes)
         _check_maps(self.name, pairs, student_shapes, teacher_shapes)
-        return {
-            "connectors": nnx.List(
-                [ConvBN(student_shapes[s][-1], teacher_shapes[t][-1], rngs=rngs) for s, t in pairs]
-            )
+        connectors = {  # keyed by the pair's position
+            str(i): ConvRegressor(student_shapes[s], teacher_shapes[t], relu=False, rngs=rngs)
+            for i, (s, t) in enumerate(pairs)
+            if student_shapes[s] != teacher_shapes[t]
         }
+        return {"connectors": nnx.Dict(connectors)} if connectors else {}
 
     def loss(self, student, teacher, batch, modules, hparams):
         return {}
 
     def init_loss(self, student, teacher, batch, modules, hparams):
         pairs = self._pairs(student[1], teacher[1])
-        mapped = [c(student[1][s]) for (s, _), c in zip(pairs, modules["connectors"])]
+        connectors = modules.get("connectors", {})
+        mapped = [
+            connectors[str(i)](student[1][s]) if str(i) in connectors else student[1][s]
+            for i, (s, _) in enumerate(pairs)
+        ]
         return {"ab": losses.ab_layers(mapped, [teacher[1][t] for _, t in pairs], margin=self.margin)}
 
     def init_trains(self, path):
@@ -223,12 +232,16 @@ class FactorTransfer(Method):
     """Kim et al. 2018 (FT): a paraphraser learns, in a ``init_epochs`` initialisation stage, to
     reconstruct the teacher's last-stage map through a factor of ``rate`` x its channels; then a
     translator on the student's last-stage map is trained to produce the same (L2-normalised)
-    factor, with the paraphraser frozen. Benchmark weight 200."""
+    factor, with the paraphraser frozen. Benchmark weight 200. The initialisation stage runs at
+    ``init_learning_rate`` (``None``: the run's rate); its default 0.01 is RepDistiller's for
+    ResNet and WRN students (``helper/pretrain.py``; other students there use the run's rate,
+    which ``jdistill.recipes`` sets)."""
 
     student_layer: str | None = None
     teacher_layer: str | None = None
     rate: float = 0.5
     init_epochs: int = 30
+    init_learning_rate: float | None = 0.01
     name = "ft"
     default_weights: ClassVar = {"ft": 200.0}
     init_weights: ClassVar = {"ft_reconstruction": 1.0}
@@ -272,13 +285,15 @@ class FlowOfSolution(Method):
     """Yim et al. 2017 (FSP): in a ``init_epochs`` initialisation stage the student's body learns
     to match the teacher's FSP (Gram) matrices between consecutive maps (``stem`` and each stage);
     training then uses the hard labels only, as in the benchmark. The paired maps must have the
-    same channel counts in both models."""
+    same channel counts in both models. Initialisation weight 1, as RepDistiller's
+    ``helper/pretrain.py`` sums the FSP terms unweighted (the benchmark's ``-b 50`` multiplies the
+    main stage's FSP term, which is 0)."""
 
     layers: tuple[str, ...] | None = None
     init_epochs: int = 30
     name = "fsp"
     default_weights: ClassVar = {}
-    init_weights: ClassVar = {"fsp": 50.0}
+    init_weights: ClassVar = {"fsp": 1.0}
 
     def _names(self, student_shapes, teacher_shapes):
         if self.layers is not None:

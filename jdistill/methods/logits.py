@@ -47,7 +47,8 @@ class Decoupled(Method):
     """Zhao et al. 2022 (DKD): target-class KD (``dkd_tckd``, weight alpha = 1) and non-target-class
     KD (``dkd_nckd``, weight beta: 8 for resnet32x4 -> resnet8x4, 2 for resnet56 -> resnet20 and
     resnet110 -> resnet32, 6 for the wrn and vgg pairs) at ``hparams["temperature"]``, both scaled
-    by ``min(epoch / warmup_epochs, 1)`` (the first 20 of 240 epochs in the benchmark)."""
+    by ``min(e / warmup_epochs, 1)`` with ``e`` the epoch counted from 1 (mdistiller's
+    ``DKD.forward_train``: 1/20 in the first epoch, 1 from the 20th of 240 in the benchmark)."""
 
     warmup_epochs: float = 20.0
     name = "dkd"
@@ -56,7 +57,8 @@ class Decoupled(Method):
     def loss(self, student, teacher, batch, modules, hparams):
         labels = jnp.maximum(batch["label"], 0)
         tckd, nckd = losses.dkd_terms(student[0], teacher[0], labels, temperature=hparams["temperature"])
-        ramp = jnp.minimum(batch["epoch"] / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
+        epoch = jnp.floor(batch["epoch"]) + 1.0
+        ramp = jnp.minimum(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
         return {"dkd_tckd": ramp * tckd, "dkd_nckd": ramp * nckd}
 
 
@@ -64,10 +66,12 @@ class Decoupled(Method):
 @dataclasses.dataclass(frozen=True)
 class Dist(Method):
     """Huang et al. 2022 (DIST): inter-class (``dist_inter``) and intra-class (``dist_intra``)
-    relations of the probabilities, each ``1 - Pearson correlation``, at ``hparams["temperature"]``."""
+    relations of the probabilities, each ``1 - Pearson correlation``, at ``hparams["temperature"]``.
+    Weights 2 and 2: the authors' CIFAR recipe (``dist_cifar.yaml``: ``kd_loss_weight`` 2 times
+    ``DIST(beta=1, gamma=1, tau=4)``)."""
 
     name = "dist"
-    default_weights: ClassVar = {"dist_inter": 1.0, "dist_intra": 1.0}
+    default_weights: ClassVar = {"dist_inter": 2.0, "dist_intra": 2.0}
 
     def loss(self, student, teacher, batch, modules, hparams):
         inter, intra = losses.dist_terms(student[0], teacher[0], temperature=hparams["temperature"])

@@ -3,7 +3,6 @@
 They are always called while training, so their BatchNorms use batch statistics.
 """
 
-import math
 from collections.abc import Sequence
 
 import jax
@@ -19,12 +18,14 @@ def _bn(channels: int, rngs: nnx.Rngs) -> nnx.BatchNorm:
 
 
 class ConvRegressor(nnx.Module):
-    """FitNets' regressor as the benchmark builds it: a convolution from the student map
-    [Hs, Ws, Cs] to the teacher's [Ht, Wt, Ct] (3x3 stride 2 when Hs = 2 Ht, 4x4 transposed
-    stride 2 when 2 Hs = Ht, else a VALID (1+Hs-Ht)x(1+Ws-Wt) kernel), then BatchNorm and ReLU.
-    [D] vectors get a linear map."""
+    """RepDistiller's ``ConvReg``: a convolution from the student map [Hs, Ws, Cs] to the teacher's
+    [Ht, Wt, Ct] (3x3 stride 2 when Hs = 2 Ht, 4x4 transposed stride 2 when 2 Hs = Ht, else a
+    VALID (1+Hs-Ht)x(1+Ws-Wt) kernel), then BatchNorm and (``relu``) ReLU: FitNets' regressor
+    with the ReLU, AB's connector without it. [D] vectors get a linear map."""
 
-    def __init__(self, student_shape: Sequence[int], teacher_shape: Sequence[int], *, rngs: nnx.Rngs):
+    def __init__(
+        self, student_shape: Sequence[int], teacher_shape: Sequence[int], *, relu: bool = True, rngs: nnx.Rngs
+    ):
         s, t = tuple(student_shape), tuple(teacher_shape)
         if len(s) == 1 and len(t) == 1:
             self.map = nnx.Linear(s[0], t[0], rngs=rngs)
@@ -48,22 +49,14 @@ class ConvRegressor(nnx.Module):
                 f"(supported: the same size, half, double, or a larger student map)"
             )
         self.bn = _bn(ct, rngs)
+        self.relu = relu
 
     def __call__(self, x: jax.Array) -> jax.Array:
         x = self.map(x)
-        return x if self.bn is None else jax.nn.relu(self.bn(x))
-
-
-class ConvBN(nnx.Module):
-    """1x1 convolution without bias, then BatchNorm (Heo et al. 2019's connector for AB)."""
-
-    def __init__(self, in_channels: int, out_channels: int, *, rngs: nnx.Rngs):
-        init = nnx.initializers.normal(math.sqrt(2.0 / out_channels))
-        self.conv = nnx.Conv(in_channels, out_channels, (1, 1), use_bias=False, kernel_init=init, rngs=rngs)
-        self.bn = _bn(out_channels, rngs)
-
-    def __call__(self, x: jax.Array) -> jax.Array:
-        return self.bn(self.conv(x))
+        if self.bn is None:
+            return x
+        x = self.bn(x)
+        return jax.nn.relu(x) if self.relu else x
 
 
 class Embed(nnx.Module):

@@ -23,7 +23,8 @@ class LeNet5(nnx.Module):
     conv5x5(c1, 'SAME' on 28x28 / 'VALID' on 32x32) -> ReLU -> maxpool -> conv5x5(c2, VALID)
     -> ReLU -> maxpool -> fc(f1) -> ReLU -> fc(f2) -> ReLU -> fc(num_classes).
     ``channels=(6, 16), fc=(120, 84)`` is LeNet-5; ``(3, 8), (60, 42)`` is the LeNet-5-half
-    student of the data-free distillation papers (Chen et al. 2019, DAFL).
+    student of the data-free distillation papers (Chen et al. 2019, DAFL), whose code initialises
+    them as PyTorch does (:func:`jdistill.models.layers.torch_init`; ``init="torch"``).
 
     Features: ``conv1``, ``conv2`` (post-ReLU maps, before pooling), ``fc1``, ``embedding``.
     """

@@ -9,7 +9,9 @@ two BatchNorms after the convolutions: 1e-5 in DFAD, 0.8 in DAFL's reference cod
 0.8 where PyTorch expects epsilon), a much softer normalisation. The last BatchNorm standardises each
 channel over the batch, so samples live where normalised real images do. Every BatchNorm uses
 the batch's statistics: the generator always runs in training mode (its running averages are
-neither kept nor needed).
+neither kept nor needed). Its layers start from Flax's defaults; the papers' code starts from
+PyTorch's, ``sqrt(3)`` times narrower (:func:`jdistill.models.layers.torch_init`,
+``DataFreeConfig(init="torch")``), which matters here: larger weights saturate the tanh.
 """
 
 from collections.abc import Sequence

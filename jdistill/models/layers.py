@@ -1,5 +1,6 @@
 """Small pieces shared by the CIFAR models: convolutions with PyTorch's padding and initialisers,
-BatchNorm with PyTorch's defaults, conv + BN, pooling and channel shuffling, input checks."""
+BatchNorm with PyTorch's defaults, conv + BN, pooling and channel shuffling, input checks; and
+:func:`torch_init`, PyTorch's default initialisation for any model."""
 
 import math
 from collections.abc import Sequence
@@ -18,6 +19,26 @@ def torch_default_bias(fan_in: int) -> nnx.Initializer:
     """PyTorch's default bias initialiser: U(+-1/sqrt(fan_in))."""
     bound = 1 / math.sqrt(fan_in)
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+# A model's initialisation: Flax's defaults (LeCun-normal kernels, zero biases) or PyTorch's.
+INITS = ("flax", "torch")
+
+
+def torch_init(module: nnx.Module, rngs: nnx.Rngs) -> nnx.Module:
+    """Re-draw the kernel and bias of every dense and convolution layer in ``module`` as PyTorch's
+    ``nn.Linear`` / ``nn.Conv2d`` defaults: ``U(+-1/sqrt(fan_in))``, ``fan_in`` = in_features or
+    in_channels (per group) * kh * kw. Flax's LeCun-normal kernels have ``sqrt(3)`` times that
+    standard deviation; the data-free papers' generators and LeNets start from PyTorch's."""
+    for _, layer in nnx.iter_modules(module):
+        kernel, bias = getattr(layer, "kernel", None), getattr(layer, "bias", None)
+        if not (isinstance(kernel, nnx.Param) and kernel.ndim >= 2):
+            continue
+        fan_in = math.prod(kernel.shape[:-1])
+        kernel.set_value(TORCH_DEFAULT(rngs.params(), kernel.shape, kernel.dtype))
+        if isinstance(bias, nnx.Param):
+            bias.set_value(torch_default_bias(fan_in)(rngs.params(), bias.shape, bias.dtype))
+    return module
 
 
 def require_cifar_input(model: str, input_shape: Sequence[int]) -> int:

@@ -25,7 +25,9 @@ class RunConfig:
     instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
     from the training (transfer) set, not from the test set. ``label_noise`` corrupts that fraction
     of the training labels (symmetric noise, seeded by ``label_noise_seed``; see
-    :meth:`jdistill.data.Dataset.with_label_noise`); the test labels stay clean.
+    :meth:`jdistill.data.Dataset.with_label_noise`); the test labels stay clean. ``init`` is the
+    model's initialisation: ``flax`` (LeCun-normal kernels, zero biases) or ``torch`` (PyTorch's
+    defaults, :func:`jdistill.models.layers.torch_init`).
     """
 
     model: str
@@ -43,6 +45,9 @@ class RunConfig:
     lr_milestones: tuple[int, ...] = ()
     lr_decay: float = 0.1
     warmup_epochs: int = 0
+    initial_momentum: float | None = None
+    momentum_ramp_epochs: int = 0
+    dampening: bool = False
     max_shift: int = 0
     hflip: bool = False
     max_norm: float | None = None
@@ -59,6 +64,7 @@ class RunConfig:
     label_noise_seed: int = 0
     checkpoint_every: int = 1
     eval_every: int = 1
+    init: str = "flax"
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):
@@ -66,8 +72,20 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.schedule not in ("cosine", "constant", "step"):
-            raise ValueError(f"schedule: choose 'cosine', 'constant' or 'step', got {self.schedule!r}")
+        if self.init not in ("flax", "torch"):
+            raise ValueError(f"init: choose 'flax' or 'torch', got {self.init!r}")
+        if self.schedule not in ("cosine", "constant", "step", "exponential"):
+            raise ValueError(
+                f"schedule: choose 'cosine', 'constant', 'step' or 'exponential', got {self.schedule!r}"
+            )
+        if (self.initial_momentum is not None or self.dampening) and self.optimizer != "sgd":
+            raise ValueError("initial_momentum and dampening are options of the sgd optimizer")
+        if self.initial_momentum is not None and not 0 <= self.initial_momentum < 1:
+            raise ValueError(f"initial_momentum must be in [0, 1), got {self.initial_momentum}")
+        if self.momentum_ramp_epochs < 0 or (self.momentum_ramp_epochs and self.initial_momentum is None):
+            raise ValueError(
+                f"momentum_ramp_epochs ({self.momentum_ramp_epochs}) needs initial_momentum and must be >= 0"
+            )
         object.__setattr__(self, "lr_milestones", tuple(int(e) for e in self.lr_milestones))
         if self.schedule == "step" and not all(0 < e < self.epochs for e in self.lr_milestones):
             raise ValueError(

@@ -15,6 +15,7 @@ from flax import nnx
 from jdistill.data import Dataset, load_dataset
 from jdistill.methods import build_method, check_features, feature_shapes, resolve_weights
 from jdistill.models import count_params, create_model
+from jdistill.models.layers import torch_init
 from jdistill.train import checkpoint, optim
 from jdistill.train.config import RunConfig
 from jdistill.train.evaluate import ClassifierEvaluator
@@ -40,12 +41,19 @@ class Teacher:
 
 def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     """The final model of the finished run in ``run_dir`` as a teacher for ``dataset`` (runs of
-    jdistill 0.1 included); unfinished runs are refused."""
+    jdistill 0.1 included); unfinished runs are refused, and so are images of another size than
+    the one the teacher's summary records (runs that predate the record are not checked)."""
     run = RunDir(run_dir)
     config = run.config()
-    run.summary()  # refuses unfinished runs
+    trained = run.summary().get("input_shape")  # refuses unfinished runs
     if config.dataset != dataset.name:
         raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
+    if trained is not None and tuple(trained) != tuple(dataset.input_shape):
+        trained, wanted = ("x".join(map(str, shape)) for shape in (trained, dataset.input_shape))
+        raise ValueError(
+            f"teacher {run_dir} was trained on {trained} images, this run's are {wanted}: "
+            f"resize them to the teacher's size or train a teacher at theirs"
+        )
     module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
     graphdef, params, rest = split_module(module)
     variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
@@ -130,7 +138,13 @@ def run_optimizer(config: RunConfig, steps_per_epoch: int, trains=None) -> optim
         warmup_steps=config.warmup_epochs * steps_per_epoch,
         milestones=[e * steps_per_epoch for e in config.lr_milestones],
         decay=config.lr_decay,
+        steps_per_epoch=steps_per_epoch,
     )
+    momentum = None
+    if config.initial_momentum is not None:
+        momentum = optim.momentum_ramp(
+            config.initial_momentum, config.momentum, config.momentum_ramp_epochs * steps_per_epoch
+        )
     return optim.Optimizer(
         config.optimizer,
         config.learning_rate,
@@ -141,7 +155,25 @@ def run_optimizer(config: RunConfig, steps_per_epoch: int, trains=None) -> optim
         clip_norm=config.clip_norm,
         max_norm=config.max_norm,
         trains=trains,
+        momentum_schedule=momentum,
+        dampening=config.dampening,
     )
+
+
+def init_learning_rate(methods, run_rate: float) -> float:
+    """The one rate the methods' initialisation stages ask for (``None``: ``run_rate``)."""
+    rates = {
+        m.name: run_rate if m.init_learning_rate is None else float(m.init_learning_rate)
+        for m in methods
+        if m.init_epochs
+    }
+    if len(set(rates.values())) > 1:
+        raise ValueError(
+            f"the initialisation stages of {', '.join(rates)} share one optimizer but ask for the learning "
+            f"rates {', '.join(f'{n} {r:g}' for n, r in rates.items())}: give them one with --method-option "
+            f"(NAME.init_learning_rate=null is the run's rate)"
+        )
+    return next(iter(rates.values()))
 
 
 def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
@@ -150,7 +182,10 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     teacher = None if config.teacher is None else load_teacher(config.teacher, dataset)
     methods = tuple(build_method(name, config.method_options.get(name)) for name in config.methods)
     weights = resolve_weights(methods, config.weights)
-    model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
+    rngs = nnx.Rngs(config.seed)
+    model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=rngs)
+    if config.init == "torch":
+        torch_init(model, rngs)
     student_shapes, teacher_shapes = (
         feature_shapes(model, dataset.input_shape),
         teacher.shapes if teacher else {},
@@ -171,14 +206,19 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     phases = (train,)
     init_epochs = max(m.init_epochs for m in methods)
     if init_epochs:
-        # Only what the initialisation stage trains moves, at the constant base rate; a student none of
-        # whose parameters train (FT's) runs in inference mode.
+        # Only what the initialisation stage trains moves, at a constant rate; a student none of whose
+        # parameters train (FT's) runs in inference mode.
         trains = lambda path: any(m.init_trains(path) for m in methods)
         paths = [
             optim.path_names(p) for p, _ in jax.tree_util.tree_leaves_with_path(split_module(trainable)[1])
         ]
         student_trains = any(trains(p) for p in paths if p[0] == "model")
-        init_optimizer = dataclasses.replace(optimizer, schedule=optim.schedule("constant", 1), trains=trains)
+        init_optimizer = dataclasses.replace(
+            optimizer,
+            learning_rate=init_learning_rate(methods, config.learning_rate),
+            schedule=optim.schedule("constant", 1),
+            trains=trains,
+        )
         init = Move("student", functools.partial(objective, methods, True, student_trains))
         phases = (Phase("init", init_epochs, (init,), {"student": init_optimizer}), train)
     features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
@@ -205,6 +245,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
             "methods": list(config.methods),
             "epochs": config.epochs,
             "seed": config.seed,
+            "input_shape": list(dataset.input_shape),
             "params": count_params(model),
             "extra_params": count_params(trainable) - count_params(model),
             **({"init_epochs": init_epochs} if init_epochs else {}),

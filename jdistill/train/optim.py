@@ -6,6 +6,9 @@ multiplier of the player's own step:
 
 - ``sgd``: ``w <- w - lr(t) * trace(g + wd * w)``: weight decay **coupled** (an L2 term added to
   the gradient before momentum), as ``torch.optim.SGD`` does; momentum with optional Nesterov.
+  The momentum ``mu`` may follow a schedule of the step (Hinton et al. 2012 raise it from 0.5 to
+  0.99), and ``dampening`` scales each gradient by ``1 - mu`` before it enters the trace, as
+  Hinton et al. 2012 write the update (``dw <- mu dw - (1 - mu) lr g``).
 - ``adam``: ``w <- w - lr(t) * (adam(g) + wd * w)``: weight decay **decoupled** (AdamW,
   Loshchilov & Hutter 2019), as ``torch.optim.AdamW`` and ``optax.adamw`` do.
 
@@ -34,7 +37,9 @@ class Optimizer:
     """A player's optimizer: ``name`` (``sgd`` or ``adam``, see the module docstring), base
     ``learning_rate`` times ``schedule(step)``, ``momentum``/``nesterov`` (SGD), ``b1`` (Adam),
     ``weight_decay``, ``clip_norm`` (global gradient norm), ``max_norm`` (per-unit weight norm after
-    each update), ``trains`` (which parameter paths update; default all)."""
+    each update), ``trains`` (which parameter paths update; default all). ``momentum_schedule``
+    (SGD), a function of the step, replaces the constant ``momentum``; ``dampening`` (SGD) scales
+    the gradient by ``1 - momentum`` before the trace."""
 
     name: str = "sgd"
     learning_rate: float = 0.05
@@ -46,6 +51,8 @@ class Optimizer:
     clip_norm: float | None = None
     max_norm: float | None = None
     trains: Callable[[tuple[str, ...]], bool] | None = None
+    momentum_schedule: Schedule | None = None
+    dampening: bool = False
 
     def __post_init__(self):
         if self.name not in ("sgd", "adam"):
@@ -58,12 +65,14 @@ class Optimizer:
                 raise ValueError(f"{field} must be > 0 (or None), got {getattr(self, field)}")
 
     def transformation(self) -> optax.GradientTransformation:
-        def chain(learning_rate):
+        def chain(learning_rate, momentum=self.momentum):
             parts = [optax.clip_by_global_norm(self.clip_norm)] if self.clip_norm else []
             if self.name == "sgd":
                 if self.weight_decay:
                     parts.append(optax.add_decayed_weights(self.weight_decay))
-                parts.append(optax.trace(decay=self.momentum, nesterov=self.nesterov))
+                if self.dampening:
+                    parts.append(optax.scale(1.0 - momentum))
+                parts.append(optax.trace(decay=momentum, nesterov=self.nesterov))
             else:
                 parts.append(optax.scale_by_adam(b1=self.b1))
                 if self.weight_decay:
@@ -71,7 +80,12 @@ class Optimizer:
             parts.append(optax.scale_by_schedule(lambda step: -learning_rate * self.schedule(step)))
             return optax.chain(*parts)
 
-        tx = optax.inject_hyperparams(chain)(learning_rate=self.learning_rate)
+        if self.momentum_schedule is None:
+            tx = optax.inject_hyperparams(chain)(learning_rate=self.learning_rate)
+        else:
+            tx = optax.inject_hyperparams(chain)(
+                learning_rate=self.learning_rate, momentum=self.momentum_schedule
+            )
         if self.trains is None:
             return tx
         labels = lambda params: jax.tree_util.tree_map_with_path(
@@ -85,24 +99,39 @@ class Optimizer:
 
 
 def schedule(
-    kind: str, total_steps: int, *, warmup_steps: int = 0, milestones=(), decay: float = 0.1
+    kind: str,
+    total_steps: int,
+    *,
+    warmup_steps: int = 0,
+    milestones=(),
+    decay: float = 0.1,
+    steps_per_epoch: int = 1,
 ) -> Schedule:
     """Multiplier of the base learning rate at each step: a linear warm-up from 0 over
-    ``warmup_steps``, then ``cosine`` decay to 0 over the remaining steps, ``constant``, or
+    ``warmup_steps``, then ``cosine`` decay to 0 over the remaining steps, ``constant``,
     ``step`` (times ``decay`` at each step of ``milestones``, counted from the run's start as
-    PyTorch's MultiStepLR counts epochs)."""
+    PyTorch's MultiStepLR counts epochs) or ``exponential`` (times ``decay`` after every epoch of
+    ``steps_per_epoch`` steps: ``decay ** floor(t / steps_per_epoch)``, Hinton et al. 2012)."""
     rest = total_steps - warmup_steps
-    if kind == "cosine":
+    if kind == "exponential":
+        after = optax.exponential_decay(1.0, steps_per_epoch, decay, staircase=True)
+    elif kind == "cosine":
         after = optax.cosine_decay_schedule(1.0, decay_steps=max(rest, 1))
     elif kind == "step":
         after = optax.piecewise_constant_schedule(1.0, {m - warmup_steps: decay for m in milestones})
     elif kind == "constant":
         after = optax.constant_schedule(1.0)
     else:
-        raise ValueError(f"schedule: choose 'cosine', 'constant' or 'step', got {kind!r}")
+        raise ValueError(f"schedule: choose 'cosine', 'constant', 'step' or 'exponential', got {kind!r}")
     if not warmup_steps:
         return after
     return optax.join_schedules([optax.linear_schedule(0.0, 1.0, warmup_steps), after], [warmup_steps])
+
+
+def momentum_ramp(start: float, end: float, ramp_steps: int) -> Schedule:
+    """Momentum rising linearly from ``start`` to ``end`` over ``ramp_steps``, then ``end``
+    (Hinton et al. 2012: 0.5 to 0.99 over the first 500 epochs)."""
+    return optax.linear_schedule(start, end, max(ramp_steps, 1))
 
 
 def max_norm(params, limit: float | jax.Array):

@@ -123,7 +123,8 @@ def staged_config(teacher: str) -> RunConfig:
         weight_decay=5e-4,
         schedule="step",
         lr_milestones=(2,),
-        method_options={"crd": {"num_negatives": 32}, "ft": {"init_epochs": 1}},
+        # FT's initialisation stage at the run's rate, the rate the record was made with.
+        method_options={"crd": {"num_negatives": 32}, "ft": {"init_epochs": 1, "init_learning_rate": None}},
     )
 
 
