@@ -12,7 +12,7 @@ Errors are counts out of the 10,000 test images.
         # cores shared with other work, about 72 min idle (README: "Hinton et al. 2015 on MNIST")
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_long --schedule long
         # the paper's teacher recipe (Hinton et al. 2012, HINTON_2012 below), 3,000 epochs; students
-        # 200 (not run here: about 3.5 hours of teacher on 2 CPU cores)
+        # 200 (not run here: an estimated 4 hours of teacher on 2 CPU cores)
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_val --validate
         # every run (teacher included) trains without 10,000 training images and is evaluated on
         # them: for choosing hyperparameters without the test set

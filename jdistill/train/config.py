@@ -5,6 +5,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from jdistill.models.layers import INITS
+
 
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
@@ -72,8 +74,8 @@ class RunConfig:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.init not in ("flax", "torch"):
-            raise ValueError(f"init: choose 'flax' or 'torch', got {self.init!r}")
+        if self.init not in INITS:
+            raise ValueError(f"init: choose {' or '.join(map(repr, INITS))}, got {self.init!r}")
         if self.schedule not in ("cosine", "constant", "step", "exponential"):
             raise ValueError(
                 f"schedule: choose 'cosine', 'constant', 'step' or 'exponential', got {self.schedule!r}"
