@@ -114,6 +114,7 @@ def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperatu
         learning_rate=args.kd_lr,
         warmup_epochs=schedule.kd_warmup_epochs if args.kd_warmup_epochs is None else args.kd_warmup_epochs,
         clip_norm=schedule.clip_norm if args.clip_norm is None else (args.clip_norm or None),
+        max_shift=args.transfer_jitter,
     )
 
 
@@ -202,6 +203,13 @@ def main() -> None:
         type=float,
         default=0.1,
         help="weight of the hard-label term; soft targets get 1 - it",
+    )
+    parser.add_argument(
+        "--transfer-jitter",
+        type=int,
+        default=0,
+        help="translate the distilled students' transfer images by up to this many pixels (the "
+        "teacher's soft targets then come from the translated image)",
     )
     parser.add_argument("--teacher-epochs", type=int, default=None, help="override the schedule's")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -77,3 +77,9 @@ def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_pa
     table = (out / "table.md").read_text()
     assert table in printed and "gen 2 (BAN from gen 1)" in table and "DKPP" in table
     assert (out / "generations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # Re-run without the ablations: the finished generations are reused, CWTM and DKPP left out.
+    _run(monkeypatch, *args, "--seeds", "1", "--generations", "3", "--no-ablations")
+    results = json.loads((out / "results.json").read_text())
+    assert results["cwtm"] == [] and results["dkpp"] == [] and len(results["generation"]) == 3
+    assert "DKPP" not in (out / "table.md").read_text()

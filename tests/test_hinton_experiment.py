@@ -73,3 +73,38 @@ def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_pa
     for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
         config = json.loads((out / run / "config.json").read_text())["config"]
         assert config["holdout_fraction"] == pytest.approx(1 / 6)
+
+
+def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_the_test_set(
+    mnist_like_dir, tmp_path, monkeypatch, capsys
+):
+    script = SCRIPT.with_name("hinton_transfer.py")
+    out = tmp_path / "transfer"
+    args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--teacher-epochs", "1"]
+    args += ["--student-epochs", "1", "--temperatures", "20", "--quiet"]
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {
+        "teacher",
+        "alone, clean",
+        "alone, jitter2",
+        "KD T = 20, clean",
+        "KD T = 20, jitter2",
+    }
+    held_out = round(1400 / 6)
+    for run, shift, teacher in [
+        ("alone_clean/seed0", 0, False),
+        ("alone_jitter2/seed0", 2, False),
+        ("T20_clean/seed0", 0, True),
+        ("T20_jitter2/seed0", 2, True),
+    ]:
+        config = json.loads((out / run / "config.json").read_text())["config"]
+        assert config["max_shift"] == shift and config["holdout_fraction"] == pytest.approx(1 / 6)
+        assert (config["teacher"] == str((out / "teacher").absolute())) == teacher
+        summary = json.loads((out / run / "summary.json").read_text())
+        name = (
+            {"alone": "alone", "T20": "KD T = 20"}[run.split("_")[0]] + ", " + run.split("_")[1].split("/")[0]
+        )
+        assert results[name] == [round((1 - summary["test/accuracy"]) * held_out)]
+    assert (out / "table.md").read_text() in capsys.readouterr().out

@@ -287,3 +287,14 @@ def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_tr
         digits.without_classes([12])
     with pytest.raises(ValueError, match="max_norm"):
         RunConfig(model="mlp32", dataset="digits", epochs=1, max_norm=0.0)
+
+
+def test_a_path_counts_by_where_it_points_not_how_it_is_spelled(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    run = RunDir(tmp_path / "run")
+    run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="data"))
+    run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir=str(tmp_path / "data")))
+    run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="./data/../data"))
+    with pytest.raises(ValueError, match="differs in: data_dir"):
+        run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="other"))

@@ -40,8 +40,9 @@ class RunDir:
         current = json.loads(json.dumps(dataclasses.asdict(config)))
         if self.config_file.exists():
             record = json.loads(self.config_file.read_text())
-            previous = {**_defaults(type(config)), **record["config"]}
-            if previous != current:
+            previous = _comparable({**_defaults(type(config)), **record["config"]})
+            if previous != _comparable(current):
+                current = _comparable(current)
                 changed = sorted(
                     k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
                 )
@@ -72,7 +73,7 @@ class RunDir:
         if not (self.summary_file.exists() and self.config_file.exists()):
             return False
         saved = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
-        return saved == json.loads(json.dumps(dataclasses.asdict(config)))
+        return _comparable(saved) == _comparable(json.loads(json.dumps(dataclasses.asdict(config))))
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
@@ -120,6 +121,17 @@ class RunDir:
         if not self.summary_file.exists():
             raise FileNotFoundError(f"{self.path} holds no finished run (no summary.json)")
         return json.loads(self.summary_file.read_text())
+
+
+PATH_FIELDS = ("data_dir", "teacher", "teacher_dir")
+
+
+def _comparable(config: dict) -> dict:
+    """``config`` with its paths resolved, so that ``../data`` and ``/work/data`` name one place."""
+    return {
+        k: str(pathlib.Path(v).expanduser().resolve()) if k in PATH_FIELDS and isinstance(v, str) else v
+        for k, v in config.items()
+    }
 
 
 def _defaults(config_class) -> dict:
