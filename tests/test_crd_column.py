@@ -7,6 +7,7 @@ import runpy
 import sys
 
 import numpy as np
+import pytest
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "crd_column.py"
 COLUMN = ("teacher", "student", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst",
@@ -29,3 +30,19 @@ def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
         assert stages == ["init", "train"], name
     crd = [json.loads(line) for line in (tmp_path / "crd" / "seed0" / "metrics.jsonl").open()]
     assert np.isfinite(crd[-1]["train/loss/crd"])
+
+
+def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_not_reused(
+    tmp_path, monkeypatch
+):
+    args = ["crd_column.py", "--smoke", "--quiet", "--out", str(tmp_path), "--methods", "kd", "--validate"]
+    monkeypatch.setattr(sys, "argv", args)
+    runpy.run_path(str(SCRIPT), run_name="__main__")
+    for run in ("teacher", "student/seed0", "kd/seed0"):
+        config = json.loads((tmp_path / run / "config.json").read_text())["config"]
+        assert config["holdout_fraction"] == 0.2, run
+    assert "accuracy on 0.2 of the training set held out" in (tmp_path / "table.md").read_text()
+    # The same directory with another option: refused, not silently answered with the old runs.
+    monkeypatch.setattr(sys, "argv", [*args, "--holdout", "0.3"])
+    with pytest.raises(ValueError, match="different configuration"):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
