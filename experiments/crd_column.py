@@ -31,7 +31,7 @@ from jdistill.data import Dataset, load_dataset
 from jdistill.methods import parse_methods
 from jdistill.recipes import crd_benchmark
 from jdistill.report import markdown_table, mean_std
-from jdistill.train import RunConfig, fit
+from jdistill.train import RunConfig, RunDir, fit
 
 ALL_METHODS = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd+kd",
                "dkd", "dist")  # fmt: skip
@@ -331,6 +331,13 @@ def main() -> None:
         return accuracies(out / name)
 
     teacher_dir = pathlib.Path(args.teacher_dir) if args.teacher_dir else out / "teacher"
+    if args.teacher_dir and args.validate:
+        held_out = RunDir(teacher_dir).config_record()["config"].get("holdout_fraction", 0.0)
+        if held_out != args.holdout:
+            parser.error(
+                f"--teacher-dir {teacher_dir} held out {held_out:g} of the training set, --validate "
+                f"holds out {args.holdout:g}: the teacher would have trained on the evaluation images"
+            )
     teacher_epochs = args.teacher_epochs or args.epochs
     results = {}
     if args.teacher_dir:

@@ -33,7 +33,7 @@ def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
 
 
 def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_not_reused(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, capsys
 ):
     args = ["crd_column.py", "--smoke", "--quiet", "--out", str(tmp_path), "--methods", "kd", "--validate"]
     monkeypatch.setattr(sys, "argv", args)
@@ -46,3 +46,12 @@ def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_
     monkeypatch.setattr(sys, "argv", [*args, "--holdout", "0.3"])
     with pytest.raises(ValueError, match="different configuration"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
+    # A teacher that trained on other images than --validate holds out is refused before training.
+    monkeypatch.setattr(
+        sys, "argv", [*args[:4], str(tmp_path / "other"), *args[5:], "--holdout", "0.3",
+                      "--teacher-dir", str(tmp_path / "teacher")]
+    )  # fmt: skip
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "the teacher would have trained on the evaluation images" in capsys.readouterr().err
+    assert not (tmp_path / "other").exists()
