@@ -298,3 +298,6 @@ def test_a_path_counts_by_where_it_points_not_how_it_is_spelled(tmp_path, monkey
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="./data/../data"))
     with pytest.raises(ValueError, match="differs in: data_dir"):
         run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="other"))
+    (tmp_path / "run" / "summary.json").write_text("{}")
+    assert run.finished(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir=str(tmp_path / "data")))
+    assert not run.finished(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="other"))

@@ -80,12 +80,10 @@ class Optimizer:
             parts.append(optax.scale_by_schedule(lambda step: -learning_rate * self.schedule(step)))
             return optax.chain(*parts)
 
-        if self.momentum_schedule is None:
-            tx = optax.inject_hyperparams(chain)(learning_rate=self.learning_rate)
-        else:
-            tx = optax.inject_hyperparams(chain)(
-                learning_rate=self.learning_rate, momentum=self.momentum_schedule
-            )
+        hyperparams = {"learning_rate": self.learning_rate}
+        if self.momentum_schedule is not None:
+            hyperparams["momentum"] = self.momentum_schedule
+        tx = optax.inject_hyperparams(chain)(**hyperparams)
         if self.trains is None:
             return tx
         labels = lambda params: jax.tree_util.tree_map_with_path(

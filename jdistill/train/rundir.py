@@ -37,12 +37,10 @@ class RunDir:
         run's configuration), or accept it if it already holds the same configuration (a resumed
         run). A different configuration is refused. A field the saved configuration lacks (one
         added to the library after the run was made) counts as its default."""
-        current = json.loads(json.dumps(dataclasses.asdict(config)))
         if self.config_file.exists():
             record = json.loads(self.config_file.read_text())
-            previous = _comparable({**_defaults(type(config)), **record["config"]})
-            if previous != _comparable(current):
-                current = _comparable(current)
+            previous, current = self._saved_and_given(config)
+            if previous != current:
                 changed = sorted(
                     k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
                 )
@@ -60,7 +58,7 @@ class RunDir:
                     f"another --out directory (its finished runs still load as teachers)"
                 )
         self.path.mkdir(parents=True, exist_ok=True)
-        record = {"config": current, "jdistill_version": jdistill.__version__, "format": FORMAT}
+        record = {"config": _as_json(config), "jdistill_version": jdistill.__version__, "format": FORMAT}
         self.config_file.write_text(json.dumps(record, indent=2) + "\n")
 
     @property
@@ -72,8 +70,14 @@ class RunDir:
         """Whether the directory holds a finished run of exactly ``config``."""
         if not (self.summary_file.exists() and self.config_file.exists()):
             return False
+        saved, given = self._saved_and_given(config)
+        return saved == given
+
+    def _saved_and_given(self, config) -> tuple[dict, dict]:
+        """The saved configuration (a field it lacks counts as its default) and ``config``, both in
+        JSON form with their paths resolved: equal when they describe the same run."""
         saved = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
-        return _comparable(saved) == _comparable(json.loads(json.dumps(dataclasses.asdict(config))))
+        return _comparable(saved), _comparable(_as_json(config))
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
@@ -124,6 +128,11 @@ class RunDir:
 
 
 PATH_FIELDS = ("data_dir", "teacher", "teacher_dir")
+
+
+def _as_json(config) -> dict:
+    """A configuration dataclass as its ``config.json`` form (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
 def _comparable(config: dict) -> dict:
