@@ -108,3 +108,44 @@ def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_th
         )
         assert results[name] == [round((1 - summary["test/accuracy"]) * held_out)]
     assert (out / "table.md").read_text() in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that_saw_the_held_out_images(
+    mnist_like_dir, tmp_path, monkeypatch, capsys
+):
+    script = SCRIPT.with_name("hinton_student_recipe.py")
+    common = ["--data-dir", str(mnist_like_dir), "--student-epochs", "1", "--quiet"]
+    out = tmp_path / "recipe"
+    args = [*common, "--out", str(out), "--teacher-epochs", "1", "--arms", "alone,hard05,adam"]
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads((out / "results.json").read_text())
+    assert set(results) == {"teacher", "teacher_saw_held_out", "alone", "hard05", "adam"}
+    assert results["teacher_saw_held_out"] is False and len(results["hard05"]) == 2
+    held_out = round(1400 / 6)
+    configs = {}
+    for arm, runs in [("alone", results["alone"]), ("hard05", results["hard05"]), ("adam", results["adam"])]:
+        for seed, errors in enumerate(runs):
+            config = json.loads((out / arm / f"seed{seed}" / "config.json").read_text())["config"]
+            assert config["holdout_fraction"] == pytest.approx(1 / 6) and config["seed"] == seed
+            summary = json.loads((out / arm / f"seed{seed}" / "summary.json").read_text())
+            assert errors == round((1 - summary["test/accuracy"]) * held_out)
+            configs[arm] = config
+    assert configs["alone"]["teacher"] is None and configs["alone"]["methods"] == ["ce"]
+    assert configs["hard05"]["weights"] == {"ce": 0.5, "kd": 0.5} and configs["hard05"]["temperature"] == 20
+    assert configs["adam"]["optimizer"] == "adam" and configs["adam"]["clip_norm"] is None
+    assert configs["adam"]["weights"] == {"ce": 0.1, "kd": 0.9}
+    assert "trained on these images" not in (out / "table.md").read_text()
+
+    # a teacher trained on every training image (the table's) is flagged as a proxy
+    table_out = tmp_path / "table"
+    _run(monkeypatch, "--data-dir", str(mnist_like_dir), "--out", str(table_out), "--schedule", "smoke",
+         "--quiet", "--seeds", "1", "--sweep-seeds", "0")  # fmt: skip
+    proxy = tmp_path / "proxy"
+    args = [*common, "--out", str(proxy), "--teacher-dir", str(table_out / "teacher"), "--arms", "base"]
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+    assert json.loads((proxy / "results.json").read_text())["teacher_saw_held_out"] is True
+    assert "trained on these images: the rows rank recipes only" in (proxy / "table.md").read_text()
+    assert not (proxy / "teacher").exists()
