@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 
 from jdistill.cli_games import DATASET_HELP, add_run_options
 
@@ -391,9 +392,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, category, *rest, **options: (
+        f"jdistill {args.command}: warning: {message}\n"
+    )
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, OSError, FloatingPointError) as e:  # OSError: FileNotFoundError, read-only, ...
         sys.exit(f"jdistill {args.command}: error: {e}")
     except KeyboardInterrupt:
         out = getattr(args, "out", None)

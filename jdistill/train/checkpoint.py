@@ -4,6 +4,7 @@ import contextlib
 import pathlib
 import signal
 import threading
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -53,6 +54,49 @@ def restore(mngr: ocp.CheckpointManager, like, epoch: int | None = None):
         raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
     return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+
+
+def restore_latest_readable(run_dir: pathlib.Path, like_at):
+    """``(manager, epoch, state)`` of the latest checkpoint of ``run_dir`` that can be read, in the
+    structure of ``like_at(epoch)``; ``(manager, 0, like_at(0))`` without checkpoints. A later one
+    that cannot be read (a truncated file, emptied metadata) is moved to
+    ``unreadable_checkpoints/`` with a warning, so that nothing is lost and training goes on from
+    the one before. If none can be read, nothing is moved and the error names the directory."""
+    mngr = manager(run_dir)
+    unreadable = []
+    for epoch in sorted(mngr.all_steps(), reverse=True):
+        try:
+            state = restore(mngr, like_at(epoch), epoch)
+        except Exception as error:  # orbax and tensorstore raise many types for damaged files
+            unreadable.append((epoch, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
+            continue
+        if unreadable:
+            mngr = _set_aside(run_dir, unreadable)
+        return mngr, epoch, state
+    if unreadable:
+        raise ValueError(
+            f"no checkpoint in {run_dir / 'checkpoints'} can be read (epoch {unreadable[0][0]}: "
+            f"{unreadable[0][1]}); the run cannot resume: start it again in another --out directory"
+        )
+    return mngr, 0, like_at(0)
+
+
+def _set_aside(run_dir: pathlib.Path, unreadable: list[tuple[int, str]]) -> ocp.CheckpointManager:
+    """Move the ``unreadable`` checkpoints to ``unreadable_checkpoints/``; a fresh manager."""
+    aside = run_dir / "unreadable_checkpoints"
+    aside.mkdir(exist_ok=True)
+    for epoch, why in unreadable:
+        target = aside / str(epoch)
+        suffix = 1
+        while target.exists():
+            target, suffix = aside / f"{epoch}.{suffix}", suffix + 1
+        (run_dir / "checkpoints" / str(epoch)).rename(target)
+        warnings.warn(
+            f"checkpoint {epoch} of {run_dir} cannot be read ({why}); moved to {target}, resuming "
+            "from the one before",
+            stacklevel=3,
+        )
+    return manager(run_dir)
 
 
 def restore_variables(run_dir: pathlib.Path, player: str, params_like, rest_like, *, format: int):

@@ -14,6 +14,8 @@ from tqdm.auto import tqdm
 
 from jdistill.train import checkpoint, parallel
 from jdistill.train.game import Game
+from jdistill.train.lock import run_lock
+from jdistill.train.provenance import provenance
 from jdistill.train.rounds import cache_frozen_outputs, make_rounds
 from jdistill.train.rundir import RunDir
 
@@ -40,9 +42,19 @@ def fit(
         return run.summary()
     if not isinstance(game, Game):
         game = game.build(dataset)
-    run.claim(game.config)  # after the build: a configuration that cannot start leaves nothing behind
     mesh = parallel.make_mesh(devices)
     parallel.check_batch_size(game.source.batch_size, mesh)
+    run.make()  # after the build and the checks: a configuration that cannot start writes nothing
+    with run_lock(run.path):
+        if run.finished(game.config):  # by another process meanwhile
+            return run.summary()
+        run.claim(game.config, provenance(mesh))
+        return _play(game, run, mesh, progress, label, steps_per_call)
+
+
+def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, steps_per_call: int) -> dict:
+    """The rounds, evaluations and checkpoints of ``game`` in the claimed ``run`` from its last
+    readable checkpoint; its summary."""
     replicated = parallel.replicated(mesh)
     teachers = jax.device_put(dict(game.teachers), replicated)
     data = game.source.arrays()
@@ -51,11 +63,10 @@ def fit(
         data["frozen"] = frozen
     data, hparams = jax.device_put((data, dict(game.hparams)), replicated)
 
-    mngr = checkpoint.manager(run.path)
-    start = mngr.latest_step() or 0
-    players = jax.device_put(game.players_in_phase(game.phase_at(max(start - 1, 0))[0]), replicated)
-    if start:
-        players = checkpoint.restore(mngr, players)
+    mngr, start, players = checkpoint.restore_latest_readable(
+        run.path,
+        lambda epoch: jax.device_put(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated),
+    )
     run.keep_metrics_until(start)
 
     owners = {}

@@ -1,6 +1,7 @@
-"""A run directory: ``config.json`` (configuration, library version and checkpoint format),
-``metrics.jsonl`` (one line per epoch), ``summary.json`` (written when the run finishes) and
-``checkpoints/``.
+"""A run directory: ``config.json`` (configuration, library version, checkpoint format and
+provenance), ``metrics.jsonl`` (one line per epoch), ``summary.json`` (written when the run
+finishes), ``checkpoints/``, ``lock`` while a process trains in it (:mod:`jdistill.train.lock`) and
+``unreadable_checkpoints/`` if a damaged checkpoint was set aside.
 
 Checkpoint formats: 1 (jdistill 0.1: one ``TrainState``) and 2 (a dictionary of players). A
 finished run of either format serves as a teacher; an unfinished run of format 1 cannot resume.
@@ -9,6 +10,7 @@ finished run of either format serves as a teacher; an unfinished run of format 1
 import dataclasses
 import json
 import pathlib
+import warnings
 
 import jdistill
 from jdistill.train.config import RunConfig
@@ -32,13 +34,23 @@ class RunDir:
     def summary_file(self) -> pathlib.Path:
         return self.path / "summary.json"
 
-    def claim(self, config) -> None:
-        """Create the directory for ``config`` (a dataclass: a :class:`RunConfig` or an adversarial
-        run's configuration), or accept it if it already holds the same configuration (a resumed
-        run). A different configuration is refused. A field the saved configuration lacks (one
-        added to the library after the run was made) counts as its default."""
+    def make(self) -> None:
+        """Create the directory; a one-line error if ``--out`` names a file."""
+        if self.path.exists() and not self.path.is_dir():
+            raise ValueError(f"--out {self.path} is a file, not a directory")
+        self.path.mkdir(parents=True, exist_ok=True)
+
+    def claim(self, config, provenance: dict | None = None) -> None:
+        """Record ``config`` (a dataclass: a :class:`RunConfig` or another game's configuration)
+        in the directory with ``provenance`` (:func:`jdistill.train.provenance.provenance`), or
+        accept it if the directory already holds the same run (a resumed run; the start is added
+        to ``resumed``). A different run is refused. Fields that do not change results
+        (:data:`CADENCE_FIELDS`) are not part of a run's identity, and a field the saved
+        configuration lacks (one added to the library after the run was made) counts as its
+        default."""
+        record = {"config": _as_json(config), "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
-            record = json.loads(self.config_file.read_text())
+            previous_record = _read_json(self.config_file)
             previous, current = self._saved_and_given(config)
             if previous != current:
                 changed = sorted(
@@ -48,18 +60,21 @@ class RunDir:
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
                 )
-            if self.format == FORMAT:
-                return
-            if any((self.path / "checkpoints").glob("[0-9]*")):
-                version = record.get("jdistill_version", "?")
+            if self.format != FORMAT and any((self.path / "checkpoints").glob("[0-9]*")):
+                version = previous_record.get("jdistill_version", "?")
                 raise ValueError(
                     f"{self.path} holds an unfinished run of jdistill {version} (checkpoint format "
                     f"{self.format}), which jdistill {jdistill.__version__} cannot resume; start it again in "
                     f"another --out directory (its finished runs still load as teachers)"
                 )
-        self.path.mkdir(parents=True, exist_ok=True)
-        record = {"config": _as_json(config), "jdistill_version": jdistill.__version__, "format": FORMAT}
-        self.config_file.write_text(json.dumps(record, indent=2) + "\n")
+            kept = {k: v for k, v in previous_record.items() if k in ("provenance", "resumed")}
+            record = {**record, **kept}
+            if provenance is not None:
+                record["resumed"] = [*record.get("resumed", []), provenance]
+        elif provenance is not None:
+            record["provenance"] = provenance
+        self.make()
+        _write_atomically(self.config_file, json.dumps(record, indent=2) + "\n")
 
     @property
     def format(self) -> int:
@@ -76,28 +91,44 @@ class RunDir:
     def _saved_and_given(self, config) -> tuple[dict, dict]:
         """The saved configuration (a field it lacks counts as its default) and ``config``, both in
         JSON form with their paths resolved: equal when they describe the same run."""
-        saved = {**_defaults(type(config)), **json.loads(self.config_file.read_text())["config"]}
-        return _comparable(saved), _comparable(_as_json(config))
+        saved = {**_defaults(type(config)), **_read_json(self.config_file)["config"]}
+        return _identity(saved), _identity(_as_json(config))
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
         if not self.config_file.exists():
             raise FileNotFoundError(f"{self.path} is not a jdistill run directory (no config.json)")
-        return json.loads(self.config_file.read_text())
+        return _read_json(self.config_file)
 
     def config(self) -> RunConfig:
         """The configuration of a teacher-training or distillation run."""
         return RunConfig(**self.config_record()["config"])
 
     def metrics(self) -> list[dict]:
+        """The lines of ``metrics.jsonl``. A last line that is not JSON (a process stopped while
+        writing it) is dropped with a warning; such a line elsewhere is an error naming it."""
         if not self.metrics_file.exists():
             return []
-        return [json.loads(line) for line in self.metrics_file.read_text().splitlines() if line]
+        lines = self.metrics_file.read_text().splitlines()
+        records = []
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                if number < len(lines):
+                    raise ValueError(
+                        f"{self.metrics_file}, line {number}, is not JSON ({error.msg}); "
+                        f"repair or remove that line"
+                    ) from None
+                warnings.warn(f"{self.metrics_file}: dropping a partial last line", stacklevel=2)
+        return records
 
     def keep_metrics_until(self, epoch: int) -> None:
         """Drop metric lines after ``epoch`` (written after the checkpoint a resumed run starts from)."""
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
-        self.metrics_file.write_text("".join(json.dumps(m) + "\n" for m in kept))
+        _write_atomically(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
 
     def append_epoch(self, epoch: int, step: int, seconds: float, train: dict, test: dict, **extra) -> None:
         """The metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so far), ``seconds``
@@ -119,15 +150,29 @@ class RunDir:
             f.write(json.dumps(record) + "\n")
 
     def write_summary(self, summary: dict) -> None:
-        self.summary_file.write_text(json.dumps(summary, indent=2) + "\n")
+        _write_atomically(self.summary_file, json.dumps(summary, indent=2) + "\n")
 
     def summary(self) -> dict:
         if not self.summary_file.exists():
             raise FileNotFoundError(f"{self.path} holds no finished run (no summary.json)")
-        return json.loads(self.summary_file.read_text())
+        return _read_json(self.summary_file)
 
 
 PATH_FIELDS = ("data_dir", "teacher", "teacher_dir")
+CADENCE_FIELDS = ("eval_every", "checkpoint_every")  # how often, not what: a resumed run may change them
+
+
+def _read_json(path: pathlib.Path) -> dict:
+    """The JSON object in ``path``; a damaged file is a one-line error naming it."""
+    try:
+        record = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{path} is not valid JSON ({error.msg}, line {error.lineno}); it is damaged"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{path} does not hold a JSON object; it is damaged")
+    return record
 
 
 def _as_json(config) -> dict:
@@ -135,12 +180,22 @@ def _as_json(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _comparable(config: dict) -> dict:
-    """``config`` with its paths resolved, so that ``../data`` and ``/work/data`` name one place."""
+def _identity(config: dict) -> dict:
+    """What makes ``config`` the run it is: its fields without :data:`CADENCE_FIELDS`, with paths
+    resolved so that ``../data`` and ``/work/data`` name one place."""
     return {
         k: str(pathlib.Path(v).expanduser().resolve()) if k in PATH_FIELDS and isinstance(v, str) else v
         for k, v in config.items()
+        if k not in CADENCE_FIELDS
     }
+
+
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename: a process stopped
+    meanwhile leaves the old file or the new one, never half of one."""
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
 
 
 def _defaults(config_class) -> dict:
