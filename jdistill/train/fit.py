@@ -5,6 +5,7 @@ rule, progress, ``metrics.jsonl``, orbax checkpoints of every player, exact resu
 summary."""
 
 import functools
+import sys
 import time
 import warnings
 
@@ -13,6 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jdistill.train import checkpoint, parallel
+from jdistill.train.events import EventWriter, epoch_line, is_terminal
 from jdistill.train.game import Game
 from jdistill.train.lock import run_lock
 from jdistill.train.provenance import provenance
@@ -75,45 +77,52 @@ def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, step
     )
     per_epoch = game.source.steps_per_epoch
     unit = game.source.batch_size if game.unit == "img" else 1
+    lines = progress and not is_terminal()  # a log file gets one line per epoch, not a bar
     bar = tqdm(
         total=game.epochs * per_epoch * unit,
         initial=start * per_epoch * unit,
         unit=game.unit,
         unit_scale=game.unit == "img",
         desc=label or game.label,
-        disable=not progress,
+        disable=not progress or lines,
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    for epoch in range(start, game.epochs):
-        started = time.perf_counter()
-        phase_index, phase = game.phase_at(epoch)
-        if phase_index and epoch == game.first_epoch(phase_index):
-            players = jax.device_put(phase.start(players), replicated)
-        first = epoch * per_epoch
-        order = game.source.order(game.seed, epoch)
-        results = []
-        for begin, count in _calls(first, per_epoch, steps_per_call, game.hooks.every):
-            players, metrics = compiled(phase_index, count)(
-                players, teachers, data, order, first, begin, hparams
+    with EventWriter(run.path, start) as events:
+        for epoch in range(start, game.epochs):
+            started = time.perf_counter()
+            phase_index, phase = game.phase_at(epoch)
+            if phase_index and epoch == game.first_epoch(phase_index):
+                players = jax.device_put(phase.start(players), replicated)
+            first = epoch * per_epoch
+            order = game.source.order(game.seed, epoch)
+            results = []
+            for begin, count in _calls(first, per_epoch, steps_per_call, game.hooks.every):
+                players, metrics = compiled(phase_index, count)(
+                    players, teachers, data, order, first, begin, hparams
+                )
+                results.append(metrics)
+                bar.update(count * unit)
+                if game.hooks.round and game.hooks.every and (begin + count) % game.hooks.every == 0:
+                    game.hooks.round(players, begin + count, run)
+            per_step = {k: np.concatenate([r[k] for r in jax.device_get(results)]) for k in results[0]}
+            _check_finite(per_step, phase, owners, first, epoch, mngr, run)
+            train = {k: float(v.mean()) for k, v in per_step.items()}
+            seconds = time.perf_counter() - started
+            last = epoch + 1 == game.epochs
+            extra = game.hooks.epoch(players, epoch + 1, run) if game.hooks.epoch else {}
+            evaluate = game.evaluate is not None and ((epoch + 1) % game.eval_every == 0 or last)
+            test = game.evaluate(players, teachers, mesh) if evaluate else {}
+            record = run.append_epoch(
+                epoch + 1, first + per_epoch, seconds, train, test, stage=phase.name, **extra
             )
-            results.append(metrics)
-            bar.update(count * unit)
-            if game.hooks.round and game.hooks.every and (begin + count) % game.hooks.every == 0:
-                game.hooks.round(players, begin + count, run)
-        per_step = {k: np.concatenate([r[k] for r in jax.device_get(results)]) for k in results[0]}
-        _check_finite(per_step, phase, owners, first, epoch, mngr, run)
-        train = {k: float(v.mean()) for k, v in per_step.items()}
-        seconds = time.perf_counter() - started
-        last = epoch + 1 == game.epochs
-        extra = game.hooks.epoch(players, epoch + 1, run) if game.hooks.epoch else {}
-        evaluate = game.evaluate is not None and ((epoch + 1) % game.eval_every == 0 or last)
-        test = game.evaluate(players, teachers, mesh) if evaluate else {}
-        run.append_epoch(epoch + 1, first + per_epoch, seconds, train, test, stage=phase.name, **extra)
-        if test:
-            bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
-        if (epoch + 1) % game.checkpoint_every == 0 or last:
-            checkpoint.save(mngr, epoch + 1, players)
+            events.write(record)
+            if lines:
+                print(epoch_line(label or game.label, game.epochs, record), file=sys.stderr, flush=True)
+            if test:
+                bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
+            if (epoch + 1) % game.checkpoint_every == 0 or last:
+                checkpoint.save(mngr, epoch + 1, players)
     bar.close()
     if game.hooks.end:
         game.hooks.end(players, run)

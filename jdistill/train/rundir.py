@@ -130,20 +130,20 @@ class RunDir:
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
         _write_atomically(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
 
-    def append_epoch(self, epoch: int, step: int, seconds: float, train: dict, test: dict, **extra) -> None:
-        """The metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so far), ``seconds``
-        of training, ``train/*`` and ``test/*`` values and any ``extra`` keys."""
-        self.append_metrics(
-            {
-                "epoch": epoch,
-                **{k: v for k, v in extra.items() if k == "stage"},
-                "step": step,
-                "seconds": round(seconds, 3),
-                **{f"train/{k}": v for k, v in train.items()},
-                **{k: v for k, v in extra.items() if k != "stage"},
-                **{f"test/{k}": v for k, v in test.items()},
-            }
-        )
+    def append_epoch(self, epoch: int, step: int, seconds: float, train: dict, test: dict, **extra) -> dict:
+        """Append and return the metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so
+        far), ``seconds`` of training, ``train/*`` and ``test/*`` values and any ``extra`` keys."""
+        record = {
+            "epoch": epoch,
+            **{k: v for k, v in extra.items() if k == "stage"},
+            "step": step,
+            "seconds": round(seconds, 3),
+            **{f"train/{k}": v for k, v in train.items()},
+            **{k: v for k, v in extra.items() if k != "stage"},
+            **{f"test/{k}": v for k, v in test.items()},
+        }
+        self.append_metrics(record)
+        return record
 
     def append_metrics(self, record: dict) -> None:
         with self.metrics_file.open("a") as f:
