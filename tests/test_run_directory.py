@@ -193,3 +193,18 @@ def test_out_as_a_file_is_one_line_and_a_configuration_that_cannot_start_writes_
     with pytest.raises(FileNotFoundError):
         fit(missing_teacher, tmp_path / "bad", dataset=digits, progress=False)
     assert not (tmp_path / "bad").exists()
+
+
+def test_more_epochs_extend_a_finished_run_and_fewer_are_refused(digits, tmp_path):
+    constant = dataclasses.replace(CONFIG, schedule="constant")
+    fit(constant, tmp_path / "run", dataset=digits, progress=False)
+    longer = dataclasses.replace(constant, epochs=5)
+    extended = fit(longer, tmp_path / "run", dataset=digits, progress=False)
+    fresh = fit(longer, tmp_path / "fresh", dataset=digits, progress=False)
+    assert extended["test/accuracy"] == fresh["test/accuracy"]  # a constant rate: the same run exactly
+    assert [m["epoch"] for m in RunDir(tmp_path / "run").metrics()] == [1, 2, 3, 4, 5]
+    record = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert record["config"]["epochs"] == 5 and record["extended"] == [{"from": 3, "to": 5}]
+    assert fit(longer, tmp_path / "run", dataset=digits) == extended  # finished at its new length
+    with pytest.raises(ValueError, match="holds a run of 5 epochs; fewer cannot be had from it"):
+        fit(constant, tmp_path / "run", dataset=digits, progress=False)

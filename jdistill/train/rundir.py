@@ -44,18 +44,23 @@ class RunDir:
         """Record ``config`` (a dataclass: a :class:`RunConfig` or another game's configuration)
         in the directory with ``provenance`` (:func:`jdistill.train.provenance.provenance`), or
         accept it if the directory already holds the same run (a resumed run; the start is added
-        to ``resumed``). A different run is refused. Fields that do not change results
-        (:data:`CADENCE_FIELDS`) are not part of a run's identity, and a field the saved
-        configuration lacks (one added to the library after the run was made) counts as its
-        default."""
+        to ``resumed``). More ``epochs`` than the saved run's extend it (finished or not; recorded
+        in ``extended``, and its summary is written again at the new end); any other difference
+        is refused. Fields that do not change results (:data:`CADENCE_FIELDS`) are not part of a
+        run's identity, and a field the saved configuration lacks (one added to the library after
+        the run was made) counts as its default."""
         record = {"config": _as_json(config), "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
             previous_record = _read_json(self.config_file)
             previous, current = self._saved_and_given(config)
-            if previous != current:
-                changed = sorted(
-                    k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k)
+            changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
+            extended = changed == ["epochs"] and current["epochs"] > previous["epochs"]
+            if changed == ["epochs"] and not extended:
+                raise ValueError(
+                    f"{self.path} holds a run of {previous['epochs']} epochs; fewer cannot be had from it "
+                    f"(its checkpoints are of the last epochs): use another --out directory"
                 )
+            if changed and not extended:
                 raise ValueError(
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
@@ -67,10 +72,16 @@ class RunDir:
                     f"{self.format}), which jdistill {jdistill.__version__} cannot resume; start it again in "
                     f"another --out directory (its finished runs still load as teachers)"
                 )
-            kept = {k: v for k, v in previous_record.items() if k in ("provenance", "resumed")}
+            kept = {k: v for k, v in previous_record.items() if k in ("provenance", "resumed", "extended")}
             record = {**record, **kept}
             if provenance is not None:
                 record["resumed"] = [*record.get("resumed", []), provenance]
+            if extended:
+                record["extended"] = [
+                    *record.get("extended", []),
+                    {"from": previous["epochs"], "to": current["epochs"]},
+                ]
+                self.summary_file.unlink(missing_ok=True)  # written again when the longer run ends
         elif provenance is not None:
             record["provenance"] = provenance
         self.make()
