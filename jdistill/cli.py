@@ -34,7 +34,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
         default=None,
         help="default settings: 'crd' = the CRD/RepDistiller CIFAR-100 benchmark's (240 epochs, batch 64, "
         "SGD 0.9, wd 5e-4, lr 0.05 or 0.01 for MobileNetV2/ShuffleNet x batch/64, x0.1 at 150/180/210, "
-        "crop+flip, the benchmark's loss weights); default for cifar10, cifar100 and npz, 'none' otherwise. "
+        "crop+flip, the benchmark's loss weights); default for cifar10 and cifar100, 'none' otherwise (npz too). "
         "Options given explicitly override it",
     )
     p.add_argument(

@@ -117,12 +117,16 @@ def test_step_schedule_decays_from_the_first_step_of_each_milestone_epoch():
         RunConfig(model="m", dataset="d", epochs=10, schedule="step", lr_milestones=(10,))
 
 
-def test_command_line_applies_the_recipe_for_cifar_like_data_and_explicit_options_win(tmp_path):
+def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)
     y = (np.arange(128) % 4).astype(np.uint8)
     np.savez(tmp_path / "set.npz", x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
     common = ["--dataset", "npz", "--data-dir", str(tmp_path / "set.npz"), "--epochs", "2", "--quiet"]
+    main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "plain"), *common])
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())["config"]
+    assert (plain["max_shift"], plain["hflip"], plain["weight_decay"]) == (0, False, 0.0)  # npz: no recipe
+    common.extend(["--recipe", "crd"])
     main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "t"), *common])
     teacher = json.loads((tmp_path / "t" / "config.json").read_text())["config"]
     expected = {

@@ -1,8 +1,9 @@
 """Data sets as arrays (:class:`Dataset`) and on-device batching and augmentation."""
 
-from jdistill.data.cifar import CIFAR_STATS, load_cifar_dir, load_npz
+from jdistill.data.cifar import CIFAR_STATS, load_cifar_dir
 from jdistill.data.dataset import UNLABELLED, Dataset
 from jdistill.data.mnist import load_mnist_dir, read_idx
+from jdistill.data.npz import load_npz
 from jdistill.data.pipeline import epoch_indices, random_flip, random_shift
 from jdistill.data.sources import DATASETS, load_dataset, load_digits, load_tfds
 

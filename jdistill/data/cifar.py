@@ -1,4 +1,4 @@
-"""CIFAR-10/100 in the official python format, and any image set stored as one ``.npz`` file.
+"""CIFAR-10/100 in the official python format.
 
 CIFAR (Krizhevsky 2009): ``cifar-10-batches-py/`` (``data_batch_1`` .. ``5``, ``test_batch``) or
 ``cifar-100-python/`` (``train``, ``test``): pickled dicts whose ``data`` is [N, 3072] uint8 in
@@ -67,34 +67,6 @@ def load_cifar_dir(name: str, data_dir: str | pathlib.Path) -> Dataset:
     x_train, y_train = _read_batches(folder, train_files, label_key)
     x_test, y_test = _read_batches(folder, test_files, label_key)
     return from_uint8(name, x_train, y_train, x_test, y_test, num_classes, CIFAR_STATS[name])
-
-
-def load_npz(path: str | pathlib.Path, name: str = "npz") -> Dataset:
-    """An image set in one ``.npz`` with ``x_train`` [N, H, W, C] (or [N, H, W]), ``y_train`` [N],
-    ``x_test``, ``y_test``; uint8 images are scaled to [0, 1]. It is normalised with the
-    per-channel mean and standard deviation of its training images."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"npz data set {str(path)!r} does not exist; pass --data-dir with the path of a .npz file "
-            f"holding x_train, y_train, x_test, y_test"
-        )
-    with np.load(path) as arrays:
-        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in arrays]
-        if missing:
-            raise ValueError(f"{path}: lacks array(s) {', '.join(missing)} (has {', '.join(arrays.files)})")
-        x_train, y_train, x_test, y_test = (arrays[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    x_train, x_test = (x[..., None] if x.ndim == 3 else x for x in (x_train, x_test))
-    for split, y in (("y_train", y_train), ("y_test", y_test)):
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-            raise ValueError(
-                f"{path}: {split} must be non-negative integer labels [N], got {y.dtype} {y.shape}"
-            )
-    num_classes = int(max(y_train.max(initial=0), y_test.max(initial=0))) + 1
-    scale = np.float32(255) if x_train.dtype == np.uint8 else np.float32(1)
-    x01 = x_train.astype(np.float32) / scale
-    stats = (tuple(x01.mean(axis=(0, 1, 2)).tolist()), tuple(x01.std(axis=(0, 1, 2)).tolist()))
-    return from_uint8(name, x_train, y_train, x_test, y_test, num_classes, stats, scale=scale)
 
 
 def from_uint8(name, x_train, y_train, x_test, y_test, num_classes, stats, *, scale=255.0) -> Dataset:

@@ -4,9 +4,10 @@ import dataclasses
 
 import numpy as np
 
-from jdistill.data.cifar import CIFAR_STATS, load_cifar_dir, load_npz
+from jdistill.data.cifar import CIFAR_STATS, load_cifar_dir
 from jdistill.data.dataset import Dataset
 from jdistill.data.mnist import load_mnist_dir
+from jdistill.data.npz import load_npz
 
 DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
 
