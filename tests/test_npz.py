@@ -90,3 +90,41 @@ def test_vector_data_trains_with_an_mlp_and_gets_no_recipe(tmp_path):
     config = json.loads((out / "config.json").read_text())["config"]
     assert (config["max_shift"], config["hflip"], config["batch_size"]) == (0, False, 128)
     assert json.loads((out / "summary.json").read_text())["test/accuracy"] > 0.9
+
+
+def test_a_teacher_is_checked_against_the_data_class_count_and_normalisation(tmp_path):
+    def train(name, **changes):
+        path = str(tmp_path / f"{name}.npz")
+        np.savez(path, **{**GOOD, **changes})
+        return path
+
+    teacher, data = str(tmp_path / "teacher"), train("four")
+    main(["train-teacher", "--model", "mlp32", "--dataset", "npz", "--data-dir", data, "--epochs", "1",
+          "--batch-size", "16", "--out", teacher, "--quiet"])  # fmt: skip
+    summary = json.loads((tmp_path / "teacher" / "summary.json").read_text())
+    assert summary["num_classes"] == 4 and len(summary["normalisation"]["mean"]) == 1
+
+    def distill(path, out):
+        main(["distill", "--teacher", teacher, "--student", "mlp32", "--method", "kd", "--dataset", "npz",
+              "--data-dir", path, "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / out),
+              "--quiet"])  # fmt: skip
+
+    five = train("five", y_train=np.arange(40) % 5, y_test=np.arange(12) % 5)
+    with pytest.raises(SystemExit, match="teacher .* was trained on 4 classes, this data has 5"):
+        distill(five, "s5")
+    brighter = train("brighter", x_train=GOOD["x_train"] // 2 + 100)
+    with pytest.raises(
+        SystemExit, match="trained on data normalised with .* the teacher would see other inputs"
+    ):
+        distill(brighter, "sb")
+    assert not (tmp_path / "s5").exists() and not (tmp_path / "sb").exists()
+    distill(data, "s4")  # the teacher's own data
+
+    # a run that predates the records: the mismatch still comes as one line
+    for key in ("num_classes", "normalisation"):
+        del summary[key]
+    (tmp_path / "teacher" / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(
+        SystemExit, match="teacher .* \\(mlp32\\) does not fit this data \\(5 classes, 8x8x1 inputs\\): "
+    ):
+        distill(five, "s5_unrecorded")

@@ -10,6 +10,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from jdistill.data import Dataset, load_dataset
@@ -41,23 +42,62 @@ class Teacher:
 
 def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     """The final model of the finished run in ``run_dir`` as a teacher for ``dataset`` (runs of
-    jdistill 0.1 included); unfinished runs are refused, and so are images of another size than
-    the one the teacher's summary records (runs that predate the record are not checked)."""
+    jdistill 0.1 included); unfinished runs are refused, and so is data of another input shape,
+    class count or normalisation than the teacher's summary records."""
     run = RunDir(run_dir)
     config = run.config()
-    trained = run.summary().get("input_shape")  # refuses unfinished runs
+    summary = run.summary()  # refuses unfinished runs
     if config.dataset != dataset.name:
         raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
+    _check_teacher_fits(run_dir, summary, dataset)
+    module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
+    graphdef, params, rest = split_module(module)
+    try:
+        variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
+    except ValueError as error:  # a run that predates the records, on other data
+        raise ValueError(
+            f"teacher {run_dir} ({config.model}) does not fit this data ({dataset.num_classes} classes, "
+            f"{'x'.join(map(str, dataset.input_shape))} inputs): {str(error).splitlines()[0][:300]}"
+        ) from None
+    return Teacher(config, graphdef, variables, feature_shapes(module.model, dataset.input_shape))
+
+
+def _check_teacher_fits(run_dir, summary: dict, dataset: Dataset) -> None:
+    """Refuse data of another input shape, class count or normalisation than the teacher's
+    summary records (runs that predate a record are not checked for it)."""
+    trained = summary.get("input_shape")
     if trained is not None and tuple(trained) != tuple(dataset.input_shape):
         trained, wanted = ("x".join(map(str, shape)) for shape in (trained, dataset.input_shape))
         raise ValueError(
             f"teacher {run_dir} was trained on {trained} images, this run's are {wanted}: "
             f"resize them to the teacher's size or train a teacher at theirs"
         )
-    module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
-    graphdef, params, rest = split_module(module)
-    variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
-    return Teacher(config, graphdef, variables, feature_shapes(module.model, dataset.input_shape))
+    classes = summary.get("num_classes")
+    if classes is not None and classes != dataset.num_classes:
+        raise ValueError(
+            f"teacher {run_dir} was trained on {classes} classes, this data has {dataset.num_classes}"
+        )
+    recorded = summary.get("normalisation")
+    if recorded is not None:
+        ours = _normalisation(dataset)
+        same = (recorded["mean"] is None) == (ours["mean"] is None) and (
+            ours["mean"] is None
+            or all(np.allclose(recorded[k], ours[k], rtol=1e-4, atol=1e-6) for k in ("mean", "std"))
+        )
+        if not same:
+            raise ValueError(
+                f"teacher {run_dir} was trained on data normalised with {recorded}, this data's is {ours}: "
+                f"the teacher would see other inputs than it learned from"
+            )
+
+
+def _normalisation(dataset: Dataset) -> dict:
+    """The per-channel ``mean`` and ``std`` the pipeline normalises ``dataset`` with (None: none)."""
+
+    def as_list(stats):
+        return None if stats is None else [float(v) for v in stats]
+
+    return {"mean": as_list(dataset.mean), "std": as_list(dataset.std)}
 
 
 def teacher_forward(teacher_graphdef, teacher_vars, images):
@@ -246,6 +286,8 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
             "epochs": config.epochs,
             "seed": config.seed,
             "input_shape": list(dataset.input_shape),
+            "num_classes": dataset.num_classes,
+            "normalisation": _normalisation(dataset),
             "params": count_params(model),
             "extra_params": count_params(trainable) - count_params(model),
             **({"init_epochs": init_epochs} if init_epochs else {}),
