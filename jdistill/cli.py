@@ -234,7 +234,7 @@ def cmd_train_teacher(args) -> None:
     settings, _, _ = _settings(args, args.model)
     config = RunConfig(model=args.model, **settings, **_common_config(args))
     summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
-    print(json.dumps(summary, indent=2))
+    _report(args.out, summary)
 
 
 def cmd_distill(args) -> None:
@@ -256,7 +256,15 @@ def cmd_distill(args) -> None:
         **_common_config(args),
     )
     summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
+    _report(args.out, summary)
+
+
+def _report(out: str, summary: dict) -> None:
+    """The summary on standard output and the run's learning curves beside its metrics."""
+    from jdistill.report import plot_run
+
     print(json.dumps(summary, indent=2))
+    print(f"learning curves: {plot_run(out)}", file=sys.stderr)
 
 
 def cmd_models(args) -> None:

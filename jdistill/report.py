@@ -60,3 +60,34 @@ def plot_learning_curves(
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_run(run_dir: str | pathlib.Path, path: str | pathlib.Path | None = None) -> pathlib.Path:
+    """The learning curves of one run: its training loss terms (left) and its train and
+    evaluation accuracy (right) by epoch, from ``metrics.jsonl``; written to ``path`` (default
+    ``<run_dir>/learning_curves.png``), which is returned."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = RunDir(run_dir).metrics()
+    path = pathlib.Path(path or pathlib.Path(run_dir) / "learning_curves.png")
+    fig, (losses, accuracy) = plt.subplots(1, 2, figsize=(11, 4))
+    for key in sorted({k for m in metrics for k in m if k.startswith("train/loss")}):
+        points = [(m["epoch"], m[key]) for m in metrics if key in m]
+        losses.plot(*zip(*points), label=key)
+    for key in sorted({k for m in metrics for k in m if k.endswith("/accuracy") and "best" not in k}):
+        points = [(m["epoch"], 100 * m[key]) for m in metrics if key in m]
+        accuracy.plot(*zip(*points), marker="o" if len(points) < 30 else None, label=key)
+    losses.set_yscale("log")
+    for ax, label in ((losses, "loss"), (accuracy, "accuracy (%)")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(str(run_dir))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

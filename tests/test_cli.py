@@ -126,9 +126,12 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
         ]
     )
     for run in (teacher, student):
-        assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints"} <= {
+        assert {"config.json", "metrics.jsonl", "summary.json", "checkpoints", "tensorboard"} <= {
             p.name for p in run.iterdir()
         }
+        assert (run / "learning_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr()
+    assert printed.err.count("learning curves: ") == 2
     config = json.load(open(student / "config.json"))["config"]
     assert config["methods"] == ["ce", "kd", "fitnet"]
     assert config["weights"] == {"kd": 0.9, "ce": 0.1, "fitnet": 1.0} and config["temperature"] == 8.0
@@ -137,7 +140,7 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
     assert {"train/loss/ce", "train/loss/kd", "train/loss/fitnet", "test/accuracy", "test/agreement"} <= set(
         metrics[0]
     )
-    summary = json.loads(capsys.readouterr().out.split("\n}\n")[1] + "\n}")
+    summary = json.loads(printed.out.split("\n}\n")[1] + "\n}")
     assert summary["test/accuracy"] > 0.5
 
 

@@ -294,6 +294,7 @@ def test_a_path_counts_by_where_it_points_not_how_it_is_spelled(tmp_path, monkey
     (tmp_path / "data").mkdir()
     run = RunDir(tmp_path / "run")
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="data"))
+    assert run.config().data_dir == str(tmp_path.resolve() / "data")  # stored resolved
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir=str(tmp_path / "data")))
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="./data/../data"))
     with pytest.raises(ValueError, match="differs in: data_dir"):

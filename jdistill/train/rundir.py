@@ -41,15 +41,17 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
 
     def claim(self, config, provenance: dict | None = None) -> None:
-        """Record ``config`` (a dataclass: a :class:`RunConfig` or another game's configuration)
-        in the directory with ``provenance`` (:func:`jdistill.train.provenance.provenance`), or
+        """Record ``config`` (a dataclass: a :class:`RunConfig` or another game's configuration;
+        its paths resolved) in the directory with ``provenance``
+        (:func:`jdistill.train.provenance.provenance`), or
         accept it if the directory already holds the same run (a resumed run; the start is added
         to ``resumed``). More ``epochs`` than the saved run's extend it (finished or not; recorded
         in ``extended``, and its summary is written again at the new end); any other difference
         is refused. Fields that do not change results (:data:`CADENCE_FIELDS`) are not part of a
         run's identity, and a field the saved configuration lacks (one added to the library after
         the run was made) counts as its default."""
-        record = {"config": _as_json(config), "jdistill_version": jdistill.__version__, "format": FORMAT}
+        config_json = {k: _resolved(k, v) for k, v in _as_json(config).items()}
+        record = {"config": config_json, "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
             previous_record = _read_json(self.config_file)
             previous, current = self._saved_and_given(config)
@@ -194,11 +196,16 @@ def _as_json(config) -> dict:
 def _identity(config: dict) -> dict:
     """What makes ``config`` the run it is: its fields without :data:`CADENCE_FIELDS`, with paths
     resolved so that ``../data`` and ``/work/data`` name one place."""
-    return {
-        k: str(pathlib.Path(v).expanduser().resolve()) if k in PATH_FIELDS and isinstance(v, str) else v
-        for k, v in config.items()
-        if k not in CADENCE_FIELDS
-    }
+    return {k: _resolved(k, v) for k, v in config.items() if k not in CADENCE_FIELDS}
+
+
+def _resolved(field: str, value):
+    """A path field's value as the absolute path it names (other values unchanged)."""
+    return (
+        str(pathlib.Path(value).expanduser().resolve())
+        if field in PATH_FIELDS and isinstance(value, str)
+        else value
+    )
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
