@@ -42,7 +42,7 @@ import numpy as np
 
 from jdistill import losses
 from jdistill.data import load_dataset
-from jdistill.report import markdown_table, mean_std
+from jdistill.report import evaluated, markdown_table, mean_std
 from jdistill.train import RunConfig, fit, load_teacher, teacher_forward
 
 SMOKE_EPOCHS = 1
@@ -172,7 +172,7 @@ def main() -> None:
     out = pathlib.Path(args.out)
     dataset = load_dataset(args.dataset, args.data_dir)
     base = base_config(args)
-    evaluated = dataset.holdout(args.holdout) if args.validate else dataset
+    evaluation_set = dataset.holdout(args.holdout) if args.validate else dataset
 
     acc = {"generation": [[] for _ in range(args.generations)], "cwtm": [], "dkpp": []}
     method_agreement = {"cwtm": [], "dkpp": []}
@@ -192,8 +192,8 @@ def main() -> None:
                 config, run_dir, dataset=dataset, progress=not args.quiet, label=f"s{seed} gen{gen}"
             )
             chain.append(run_dir)
-            acc["generation"][gen].append(summary["test/accuracy"])
-            agreement[gen].append(summary.get("test/agreement"))
+            acc["generation"][gen].append(evaluated(summary))
+            agreement[gen].append(summary.get("val/agreement", summary.get("test/agreement")))
             seconds.append(summary["train_seconds"])
         for method in ("cwtm", "dkpp") if args.ablations else ():
             config = student_config(base, chain[0], seed, method)
@@ -204,13 +204,13 @@ def main() -> None:
                 progress=not args.quiet,
                 label=f"s{seed} {method}",
             )
-            acc[method].append(summary["test/accuracy"])
-            method_agreement[method].append(summary["test/agreement"])
+            acc[method].append(evaluated(summary))
+            method_agreement[method].append(evaluated(summary, "agreement"))
             seconds.append(summary["train_seconds"])
-        logits = [test_logits(d, evaluated) for d in chain]
+        logits = [test_logits(d, evaluation_set) for d in chain]
         for gen in range(args.generations):
             probs = losses.ensemble_probabilities(np.stack(logits[: gen + 1]))
-            ensemble[gen].append(float(np.mean(np.asarray(probs).argmax(-1) == evaluated.y_test)))
+            ensemble[gen].append(float(np.mean(np.asarray(probs).argmax(-1) == evaluation_set.y_test)))
 
     gen0 = np.array(acc["generation"][0])
     rows = []
@@ -262,7 +262,7 @@ def main() -> None:
         "model": args.model,
         "epochs": base.epochs,
         "seeds": args.seeds,
-        "evaluated_on": f"{len(evaluated.y_test)} {where} images",
+        "evaluated_on": f"{len(evaluation_set.y_test)} {where} images",
         **acc,
         "ensemble": ensemble,
         "agreement": agreement,

@@ -30,7 +30,7 @@ import numpy as np
 from jdistill.data import Dataset, load_dataset
 from jdistill.methods import parse_methods
 from jdistill.recipes import crd_benchmark
-from jdistill.report import markdown_table, mean_std
+from jdistill.report import evaluated, markdown_table, mean_std
 from jdistill.train import RunConfig, RunDir, fit
 
 ALL_METHODS = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd", "crd+kd",
@@ -215,8 +215,8 @@ def run_config(
 def accuracies(run_dir: pathlib.Path) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     return {
-        "last": summary["test/accuracy"],
-        "best": summary["test/best_accuracy"],
+        "last": evaluated(summary),
+        "best": evaluated(summary, "best_accuracy"),
         "seconds": summary["train_seconds"],
     }
 

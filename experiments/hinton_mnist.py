@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jdistill.data import load_dataset
-from jdistill.report import markdown_table
+from jdistill.report import evaluated, markdown_table
 from jdistill.train import RunConfig, RunDir, fit, load_teacher, teacher_forward
 
 PAPER = {"teacher": 67, "alone": 146, "kd": 74, "omitted": 206, "omitted_threes": 133, "shifted": 109}
@@ -119,7 +119,7 @@ def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperatu
 
 
 def errors(summary: dict, num_test: int) -> int:
-    return round((1.0 - summary["test/accuracy"]) * num_test)
+    return round((1.0 - evaluated(summary)) * num_test)
 
 
 def predict_logits(run_dir, dataset, *image_sets: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
@@ -381,9 +381,12 @@ def plot_curves(out: pathlib.Path, seeds: int, num_test: int, path) -> None:
     }
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, names in groups.items():
-        curves = [[m for m in RunDir(out / n).metrics() if "test/accuracy" in m] for n in names]
+        curves = [
+            [m for m in RunDir(out / n).metrics() if {"test/accuracy", "val/accuracy"} & set(m)]
+            for n in names
+        ]
         epochs = [m["epoch"] for m in curves[0]]
-        errs = np.array([[(1 - m["test/accuracy"]) * num_test for m in c] for c in curves])
+        errs = np.array([[(1 - evaluated(m)) * num_test for m in c] for c in curves])
         ax.plot(epochs, errs.mean(0), label=f"{label} (n={len(names)})")
         ax.fill_between(epochs, errs.min(0), errs.max(0), alpha=0.2)
     ax.set_xscale("log")

@@ -50,7 +50,7 @@ import pathlib
 import numpy as np
 
 from jdistill.data import load_dataset
-from jdistill.report import markdown_table, mean_std, plot_learning_curves
+from jdistill.report import evaluated, markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, fit
 
 HOLDOUT = 1 / 6  # of the 60,000 training images: 10,000 for --validate
@@ -218,7 +218,7 @@ def main() -> None:
         "epochs": base_config(args).epochs,
         "learning_rate": args.lr,
         "warmup_epochs": base_config(args).warmup_epochs,
-        "teacher": {"accuracy": teacher["test/accuracy"], "train_seconds": teacher["train_seconds"]},
+        "teacher": {"accuracy": evaluated(teacher), "train_seconds": teacher["train_seconds"]},
         "rows": {},
     }
     for name in names:
@@ -229,8 +229,10 @@ def main() -> None:
         results["rows"][name] = {
             "label": ROWS[name][0],
             "methods": list(ROWS[name][1]),
-            "accuracy": [s["test/accuracy"] for s in summaries],
-            "agreement": [s["test/agreement"] for s in summaries if "test/agreement" in s],
+            "accuracy": [evaluated(s) for s in summaries],
+            "agreement": [
+                evaluated(s, "agreement") for s in summaries if {"test/agreement", "val/agreement"} & set(s)
+            ],
             "train_seconds": [s["train_seconds"] for s in summaries],
         }
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
@@ -240,7 +242,7 @@ def main() -> None:
     plot_learning_curves(
         {ROWS[n][0]: [out / n / f"seed{s}" for s in seeds] for n in names},
         out / "learning_curves.png",
-        metric="test/accuracy",
+        metric="val/accuracy" if args.validate else "test/accuracy",
         title="lenet5_half distilled from lenet5, few MNIST labels",
         zoom=None if args.smoke else 3.0,
     )

@@ -8,6 +8,12 @@ import numpy as np
 from jdistill.train.rundir import RunDir
 
 
+def evaluated(record: dict, metric: str = "accuracy"):
+    """``metric`` of a summary or metrics line: ``val/<metric>`` for a run evaluated on held-out
+    training data, else ``test/<metric>``."""
+    return record[f"val/{metric}"] if f"val/{metric}" in record else record[f"test/{metric}"]
+
+
 def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
     """``"97.12 +- 0.34"`` (population std over seeds; scaled to percent by default); a single
     value is shown without a spread."""

@@ -41,6 +41,8 @@ def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_
     for run in ("teacher", "student/seed0", "kd/seed0"):
         config = json.loads((tmp_path / run / "config.json").read_text())["config"]
         assert config["holdout_fraction"] == 0.2, run
+        summary = json.loads((tmp_path / run / "summary.json").read_text())
+        assert "val/best_accuracy" in summary and not any(k.startswith("test/") for k in summary), run
     assert "accuracy on 0.2 of the training set held out" in (tmp_path / "table.md").read_text()
     # The same directory with another option: refused, not silently answered with the old runs.
     monkeypatch.setattr(sys, "argv", [*args, "--holdout", "0.3"])

@@ -73,6 +73,10 @@ def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_pa
     for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
         config = json.loads((out / run / "config.json").read_text())["config"]
         assert config["holdout_fraction"] == pytest.approx(1 / 6)
+        summary = json.loads((out / run / "summary.json").read_text())
+        assert "val/accuracy" in summary and not any(
+            k.startswith("test/") for k in summary
+        )  # not the test set
 
 
 def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_the_test_set(
@@ -106,7 +110,7 @@ def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_th
         name = (
             {"alone": "alone", "T20": "KD T = 20"}[run.split("_")[0]] + ", " + run.split("_")[1].split("/")[0]
         )
-        assert results[name] == [round((1 - summary["test/accuracy"]) * held_out)]
+        assert results[name] == [round((1 - summary["val/accuracy"]) * held_out)]
     assert (out / "table.md").read_text() in capsys.readouterr().out
 
 
@@ -130,7 +134,7 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
             config = json.loads((out / arm / f"seed{seed}" / "config.json").read_text())["config"]
             assert config["holdout_fraction"] == pytest.approx(1 / 6) and config["seed"] == seed
             summary = json.loads((out / arm / f"seed{seed}" / "summary.json").read_text())
-            assert errors == round((1 - summary["test/accuracy"]) * held_out)
+            assert errors == round((1 - summary["val/accuracy"]) * held_out)
             configs[arm] = config
     assert configs["alone"]["teacher"] is None and configs["alone"]["methods"] == ["ce"]
     assert configs["hard05"]["weights"] == {"ce": 0.5, "kd": 0.5} and configs["hard05"]["temperature"] == 20

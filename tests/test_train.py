@@ -270,7 +270,7 @@ def test_a_run_with_max_norm_keeps_every_kernel_within_it(digits, tmp_path):
         assert norms.max() <= 0.3 + 1e-5 and norms.max() > 0.29  # the constraint binds at this learning rate
 
 
-def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_transfer_set(digits):
+def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_transfer_set(digits, tmp_path):
     config = RunConfig(model="mlp32", dataset="digits", epochs=1, batch_size=64, holdout_fraction=0.2,
                        exclude_classes=[3])  # fmt: skip
     dataset = prepare_dataset(config, digits)
@@ -281,6 +281,10 @@ def test_holdout_evaluates_on_training_images_and_exclude_classes_empties_the_tr
     assert 3 not in dataset.y_train and 3 in dataset.y_test
     assert not held_out & {x.tobytes() for x in dataset.x_train}
     assert len(config.build(digits).evaluate.dataset.y_test) == round(0.2 * n_train)  # evaluated on them
+    summary = fit(config, tmp_path / "run", dataset=digits, progress=False)
+    (line,) = RunDir(tmp_path / "run").metrics()
+    assert {"val/accuracy", "val/loss"} <= set(line) and not any(k.startswith("test/") for k in line)
+    assert summary["val/best_accuracy"] == summary["val/accuracy"] == line["val/accuracy"]
     with pytest.raises(ValueError, match="holdout_fraction"):
         RunConfig(model="mlp32", dataset="digits", epochs=1, holdout_fraction=1.0)
     with pytest.raises(ValueError, match=r"no class \[12\]"):

@@ -262,6 +262,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         init = Move("student", functools.partial(objective, methods, True, student_trains))
         phases = (Phase("init", init_epochs, (init,), {"student": init_optimizer}), train)
     features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
+    prefix = "val/" if config.holdout_fraction else "test/"  # held-out training images are not the test set
     return Game(
         config=config,
         players={"student": Player.create(trainable, phases[0].optimizers["student"])},
@@ -278,6 +279,9 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
             "weights": {k: jnp.float32(v) for k, v in weights.items()},
         },
         eval_every=config.eval_every,
+        eval_prefix=prefix,
+        summary_prefixes=(prefix,),
+        best=f"{prefix}accuracy",
         checkpoint_every=config.checkpoint_every,
         label=config.model,
         summary={

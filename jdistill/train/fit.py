@@ -114,7 +114,14 @@ def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, step
             evaluate = game.evaluate is not None and ((epoch + 1) % game.eval_every == 0 or last)
             test = game.evaluate(players, teachers, mesh) if evaluate else {}
             record = run.append_epoch(
-                epoch + 1, first + per_epoch, seconds, train, test, stage=phase.name, **extra
+                epoch + 1,
+                first + per_epoch,
+                seconds,
+                train,
+                test,
+                game.eval_prefix,
+                stage=phase.name,
+                **extra,
             )
             events.write(record)
             if lines:

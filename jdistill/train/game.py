@@ -84,7 +84,8 @@ class Game:
     batch, computed once for the whole training set when the batches are not augmented (else in
     every round), given to the moves as ``batch["frozen"]``; ``hparams``: traced values (loss
     weights, temperature) passed to every round; ``evaluate(players, teachers, mesh) -> metrics``
-    (players and teachers on the mesh);
+    (players and teachers on the mesh), logged under ``eval_prefix`` (``test/``; ``val/`` when
+    the evaluation set is held-out training data);
     ``summary``: fixed fields of ``summary.json``, which also takes the last line's metrics that
     start with ``summary_prefixes`` and, if ``best`` names a metric, its best value and epoch.
     """
@@ -106,6 +107,7 @@ class Game:
     summary: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     summary_prefixes: tuple[str, ...] = ("test/",)
     best: str | None = "test/accuracy"
+    eval_prefix: str = "test/"  # of evaluate()'s metrics; "val/" for held-out training data
 
     def __post_init__(self):
         for phase in self.phases:

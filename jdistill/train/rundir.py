@@ -143,9 +143,19 @@ class RunDir:
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
         _write_atomically(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
 
-    def append_epoch(self, epoch: int, step: int, seconds: float, train: dict, test: dict, **extra) -> dict:
+    def append_epoch(
+        self,
+        epoch: int,
+        step: int,
+        seconds: float,
+        train: dict,
+        test: dict,
+        eval_prefix: str = "test/",
+        **extra,
+    ) -> dict:
         """Append and return the metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so
-        far), ``seconds`` of training, ``train/*`` and ``test/*`` values and any ``extra`` keys."""
+        far), ``seconds`` of training, ``train/*`` values, the evaluation's values under
+        ``eval_prefix`` (``test/`` or ``val/``) and any ``extra`` keys."""
         record = {
             "epoch": epoch,
             **{k: v for k, v in extra.items() if k == "stage"},
@@ -153,7 +163,7 @@ class RunDir:
             "seconds": round(seconds, 3),
             **{f"train/{k}": v for k, v in train.items()},
             **{k: v for k, v in extra.items() if k != "stage"},
-            **{f"test/{k}": v for k, v in test.items()},
+            **{f"{eval_prefix}{k}": v for k, v in test.items()},
         }
         self.append_metrics(record)
         return record
