@@ -262,9 +262,11 @@ def cmd_distill(args) -> None:
 def _report(out: str, summary: dict) -> None:
     """The summary on standard output and the run's learning curves beside its metrics."""
     from jdistill.report import plot_run
+    from jdistill.train import RunDir
 
     print(json.dumps(summary, indent=2))
-    print(f"learning curves: {plot_run(out)}", file=sys.stderr)
+    if RunDir(out).metrics():
+        print(f"learning curves: {plot_run(out)}", file=sys.stderr)
 
 
 def cmd_models(args) -> None:

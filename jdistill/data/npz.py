@@ -58,7 +58,7 @@ def _check(path: pathlib.Path, arrays: dict, declared: int | None) -> int:
         if len(y) != len(x):
             raise ValueError(f"{path}: x_{split} has {len(x)} examples but y_{split} {len(y)} labels")
         if np.issubdtype(x.dtype, np.floating) and not np.isfinite(x).all():
-            first = int(np.flatnonzero(~np.isfinite(x.reshape(len(x), -1)).any(axis=1))[0])
+            first = int(np.flatnonzero((~np.isfinite(x.reshape(len(x), -1))).any(axis=1))[0])
             raise ValueError(f"{path}: x_{split} holds NaN or inf (first in example {first})")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise ValueError(

@@ -68,7 +68,10 @@ def restore_latest_readable(run_dir: pathlib.Path, like_at):
         try:
             state = restore(mngr, like_at(epoch), epoch)
         except Exception as error:  # orbax and tensorstore raise many types for damaged files
-            unreadable.append((epoch, f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"))
+            first_line = (str(error).splitlines() or [""])[0].split(" See full")[
+                0
+            ]  # tensorstore appends a repr
+            unreadable.append((epoch, f"{type(error).__name__}: {first_line[:200]}"))
             continue
         if unreadable:
             mngr = _set_aside(run_dir, unreadable)
