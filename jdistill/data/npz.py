@@ -20,6 +20,9 @@ KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 def _read(path: pathlib.Path) -> tuple[dict, int | None]:
+    with path.open("rb") as f:
+        if f.read(4) != b"PK\x03\x04":  # every .npz is a zip archive
+            raise ValueError(f"{path}: not a .npz file (it is not a zip archive); write it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
             missing = [k for k in KEYS if k not in archive.files]
