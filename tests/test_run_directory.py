@@ -163,8 +163,8 @@ def test_cadence_is_not_identity_and_a_resumed_start_is_recorded(finished, digit
     created = json.loads((finished[0] / "config.json").read_text())["provenance"]
     assert record["provenance"] == created and len(record["resumed"]) == 1
     assert set(record["resumed"][0]) == set(created)
-    with pytest.raises(ValueError, match="differs in: epochs"):
-        RunDir(out).claim(dataclasses.replace(CONFIG, epochs=5))
+    with pytest.raises(ValueError, match="differs in: seed"):
+        RunDir(out).claim(dataclasses.replace(CONFIG, seed=5))
 
 
 def test_config_json_records_the_command_versions_commit_and_devices(finished):
