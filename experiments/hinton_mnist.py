@@ -76,6 +76,22 @@ SCHEDULES = {
 }
 
 
+def held_out_options(data_dir: str | None, teacher_epochs: int) -> argparse.Namespace:
+    """This script's options with the table's recipe and ``--validate``: for studies that train
+    every run without the 10,000 held-out images (hinton_transfer.py, hinton_student_recipe.py)."""
+    return argparse.Namespace(
+        data_dir=data_dir,
+        validate=True,
+        teacher_epochs=teacher_epochs,
+        student_lr=0.1,
+        kd_lr=0.1,
+        hard_weight=0.1,
+        kd_warmup_epochs=None,
+        clip_norm=None,
+        transfer_jitter=0,
+    )
+
+
 def teacher_config(args, schedule: Schedule) -> RunConfig:
     default = RunConfig(
         model="mlp1200",

@@ -49,17 +49,7 @@ def main() -> None:
     if args.jitter < 1 or args.seeds < 1:
         parser.error("--jitter and --seeds must be >= 1")
     out = pathlib.Path(args.out)
-    options = argparse.Namespace(
-        data_dir=args.data_dir,
-        validate=True,
-        teacher_epochs=args.teacher_epochs,
-        student_lr=0.1,
-        kd_lr=0.1,
-        hard_weight=0.1,
-        kd_warmup_epochs=None,
-        clip_norm=None,
-        transfer_jitter=0,
-    )
+    options = hinton.held_out_options(args.data_dir, args.teacher_epochs)
     schedule = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=args.student_epochs)
     dataset = load_dataset("mnist", args.data_dir)
     num_held_out = len(dataset.holdout(hinton.HOLDOUT).y_test)

@@ -265,7 +265,7 @@ def _report(out: str, summary: dict) -> None:
     from jdistill.train import RunDir
 
     print(json.dumps(summary, indent=2))
-    if RunDir(out).metrics():
+    if RunDir(out).metrics_file.exists():
         print(f"learning curves: {plot_run(out)}", file=sys.stderr)
 
 

@@ -25,19 +25,16 @@ def _read(path: pathlib.Path) -> tuple[dict, int | None]:
             raise ValueError(f"{path}: not a .npz file (it is not a zip archive); write it with numpy.savez")
     try:
         with np.load(path, allow_pickle=False) as archive:
-            missing = [k for k in KEYS if k not in archive.files]
-            if missing:
-                raise ValueError(
-                    f"{path}: lacks array(s) {', '.join(missing)} (has {', '.join(archive.files)})"
-                )
-            arrays = {k: np.asarray(archive[k]) for k in KEYS}
-            declared = archive["num_classes"] if "num_classes" in archive.files else None
+            files = archive.files
+            arrays = {k: np.asarray(archive[k]) for k in files if k in (*KEYS, "num_classes")}
     except (OSError, EOFError, zipfile.BadZipFile, ValueError) as error:
-        if str(error).startswith(str(path)):
-            raise
         raise ValueError(
             f"{path}: not a readable .npz file ({type(error).__name__}: {error}); write it with numpy.savez"
         ) from None
+    missing = [k for k in KEYS if k not in arrays]
+    if missing:
+        raise ValueError(f"{path}: lacks array(s) {', '.join(missing)} (has {', '.join(files)})")
+    declared = arrays.pop("num_classes", None)
     if declared is not None and (declared.ndim != 0 or not np.issubdtype(declared.dtype, np.integer)):
         raise ValueError(f"{path}: num_classes must be one integer, got {declared.dtype} {declared.shape}")
     return arrays, None if declared is None else int(declared)

@@ -68,9 +68,8 @@ def restore_latest_readable(run_dir: pathlib.Path, like_at):
         try:
             state = restore(mngr, like_at(epoch), epoch)
         except Exception as error:  # orbax and tensorstore raise many types for damaged files
-            first_line = (str(error).splitlines() or [""])[0].split(" See full")[
-                0
-            ]  # tensorstore appends a repr
+            first_line = (str(error).splitlines() or [""])[0]
+            first_line = first_line.split(" See full")[0]  # tensorstore appends a repr of its spec
             unreadable.append((epoch, f"{type(error).__name__}: {first_line[:200]}"))
             continue
         if unreadable:

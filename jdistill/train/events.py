@@ -14,7 +14,7 @@ EVENTS_DIR = "tensorboard"
 class EventWriter:
     """TensorBoard scalars of a run directory. A resumed run starts at ``first_epoch``: events
     of later epochs written before the interruption are purged, as ``metrics.jsonl``'s lines are.
-    Without tensorboardX installed it warns once and writes nothing."""
+    Without tensorboardX installed it warns and writes nothing."""
 
     def __init__(self, run_dir, first_epoch: int):
         try:

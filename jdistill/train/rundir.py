@@ -54,7 +54,7 @@ class RunDir:
         record = {"config": config_json, "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
             previous_record = _read_json(self.config_file)
-            previous, current = self._saved_and_given(config)
+            previous, current = _identity_of(previous_record, config), _identity(_as_json(config))
             changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
             extended = changed == ["epochs"] and current["epochs"] > previous["epochs"]
             if changed == ["epochs"] and not extended:
@@ -67,11 +67,12 @@ class RunDir:
                     f"{self.path} already holds a run with a different configuration "
                     f"(differs in: {', '.join(changed)}); use another --out directory"
                 )
-            if self.format != FORMAT and any((self.path / "checkpoints").glob("[0-9]*")):
+            old_format = previous_record.get("format", 1)
+            if old_format != FORMAT and any((self.path / "checkpoints").glob("[0-9]*")):
                 version = previous_record.get("jdistill_version", "?")
                 raise ValueError(
                     f"{self.path} holds an unfinished run of jdistill {version} (checkpoint format "
-                    f"{self.format}), which jdistill {jdistill.__version__} cannot resume; start it again in "
+                    f"{old_format}), which jdistill {jdistill.__version__} cannot resume; start it again in "
                     f"another --out directory (its finished runs still load as teachers)"
                 )
             kept = {k: v for k, v in previous_record.items() if k in ("provenance", "resumed", "extended")}
@@ -98,14 +99,7 @@ class RunDir:
         """Whether the directory holds a finished run of exactly ``config``."""
         if not (self.summary_file.exists() and self.config_file.exists()):
             return False
-        saved, given = self._saved_and_given(config)
-        return saved == given
-
-    def _saved_and_given(self, config) -> tuple[dict, dict]:
-        """The saved configuration (a field it lacks counts as its default) and ``config``, both in
-        JSON form with their paths resolved: equal when they describe the same run."""
-        saved = {**_defaults(type(config)), **_read_json(self.config_file)["config"]}
-        return _identity(saved), _identity(_as_json(config))
+        return _identity_of(_read_json(self.config_file), config) == _identity(_as_json(config))
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
@@ -216,6 +210,13 @@ def _resolved(field: str, value):
         if field in PATH_FIELDS and isinstance(value, str)
         else value
     )
+
+
+def _identity_of(record: dict, config) -> dict:
+    """The identity of the configuration saved in ``record`` (``config.json``), read as the class
+    of ``config``: a field it lacks (added to the library after the run was made) counts as its
+    default."""
+    return _identity({**_defaults(type(config)), **record["config"]})
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
