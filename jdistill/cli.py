@@ -402,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    formatwarning = warnings.formatwarning
     warnings.formatwarning = lambda message, category, *rest, **options: (
         f"jdistill {args.command}: warning: {message}\n"
     )
@@ -413,3 +414,5 @@ def main(argv: list[str] | None = None) -> None:
         out = getattr(args, "out", None)
         where = f"; the same command resumes from the last checkpoint in {out}" if out else ""
         sys.exit(f"jdistill {args.command}: interrupted{where}")
+    finally:
+        warnings.formatwarning = formatwarning  # for a caller that imported main

@@ -454,6 +454,7 @@ def mnist_like_dir(tmp_path_factory):
     return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
+@pytest.mark.slow
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):
     """experiments/data_free_mnist.py --config smoke trains its teacher and students and writes
     the table, the accuracy plot and each run's class histogram."""

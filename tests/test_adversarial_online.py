@@ -276,6 +276,7 @@ def test_the_command_trains_into_a_run_directory(tmp_path, capsys, digits):
     assert not np.allclose(head(players), head(game.players))
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     """experiments/online_mnist.py --smoke writes its table, results and curves."""
     data = write_mnist_like(tmp_path)
@@ -287,7 +288,12 @@ def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert table in capsys.readouterr().out
     for row in ("each peer alone", "mutual learning, T = 1", "discriminators on the embedding"):
         assert row in table
-    results = json.loads((out / "results.json").read_text())
-    assert set(results["variants"]) == {"alone", "mutual", "adversarial"}
+    results = json.loads((out / "results.json").read_text())  # row -> the summaries of its seeds
+    assert [[s["run"] for s in runs] for runs in results.values()] == [
+        ["alone/seed0"],
+        ["mutual/seed0"],
+        ["adversarial/seed0"],
+    ]
+    assert all(0 <= runs[0]["test/ensemble_accuracy"] <= 1 for runs in results.values())
     assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "adversarial" / "seed0" / "summary.json").exists()

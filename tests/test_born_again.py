@@ -47,6 +47,7 @@ def _run(monkeypatch, *args):
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
+@pytest.mark.slow
 def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "ban"
     args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke", "--quiet"]

@@ -117,6 +117,7 @@ def test_step_schedule_decays_from_the_first_step_of_each_milestone_epoch():
         RunConfig(model="m", dataset="d", epochs=10, schedule="step", lr_milestones=(10,))
 
 
+@pytest.mark.slow
 def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (128, 32, 32, 3), dtype=np.uint8)

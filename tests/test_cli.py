@@ -19,6 +19,7 @@ def test_models_lists_every_model_with_its_parameter_count(capsys):
     assert counts["mlp1200"] == "2,395,210" and counts["lenet5"] == "61,706"
 
 
+@pytest.mark.slow
 def test_models_with_100_classes_prints_the_cifar_zoo_counts(capsys):
     main(["models", "--num-classes", "100"])
     counts = {line.split()[0]: line.split()[1:3] for line in capsys.readouterr().out.splitlines()}
@@ -225,6 +226,7 @@ def test_parser_has_the_eight_subcommands():
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_demo_shows_distillation_beating_the_student_alone(tmp_path, capsys):
     """The demo's claim, checked on its real output: every distilled row beats the student
     alone by more than the seeds' spread (runs the whole demo on one device, about two minutes)."""
@@ -244,6 +246,7 @@ def test_demo_shows_distillation_beating_the_student_alone(tmp_path, capsys):
         assert distilled.mean() - alone.mean() > max(alone.std(), distilled.std()), (row, distilled, alone)
 
 
+@pytest.mark.slow
 def test_models_features_lists_named_features(capsys):
     main(["models", "--features"])
     out = capsys.readouterr().out

@@ -14,6 +14,7 @@ COLUMN = ("teacher", "student", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", 
           "crd", "crd+kd", "dkd", "dist")  # fmt: skip
 
 
+@pytest.mark.slow
 def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", ["crd_column.py", "--smoke", "--quiet", "--out", str(tmp_path)])
     runpy.run_path(str(SCRIPT), run_name="__main__")
@@ -32,6 +33,7 @@ def test_the_whole_column_runs_and_writes_its_table(tmp_path, monkeypatch):
     assert np.isfinite(crd[-1]["train/loss/crd"])
 
 
+@pytest.mark.slow
 def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_not_reused(
     tmp_path, monkeypatch, capsys
 ):

@@ -47,12 +47,17 @@ def poisoned(move, after_round: int):
     return dataclasses.replace(move, loss=loss), holder
 
 
-@pytest.mark.parametrize("form", forms.FORMS)
+FAST_FORMS = ("teacher", "distill")  # the other forms' runs (and their teachers') are the slow tier's
+
+
+@pytest.mark.parametrize(
+    "form", [f if f in FAST_FORMS else pytest.param(f, marks=pytest.mark.slow) for f in forms.FORMS]
+)
 def test_a_non_finite_term_stops_the_run_naming_step_player_and_term(form, golden_runs, tmp_path):
     """From the second epoch on, the first move of the last phase produces NaN: the run stops at its
     first round with one line that names the step, the epoch, the player and the term (not the total),
     and the first epoch's checkpoint and metrics stay as they were."""
-    out, _ = golden_runs
+    out = golden_runs[1].play_before(form)
     config, dataset = next((c, d) for f, c, d in forms.plan(out) if f == form)
     game = config.build(dataset)
     last = game.phases[-1]
@@ -228,7 +233,7 @@ def test_calls_run_steps_per_call_rounds_cut_where_a_hook_is_due():
 
 
 def test_hyperparameters_and_the_learning_rate_change_without_recompiling(golden_runs, digits):
-    out, _ = golden_runs
+    out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
     game = forms.distill_config(str(out / "teacher")).build(digits)
     mesh = parallel.make_mesh(jax.devices()[:1])
     rounds = make_rounds(game, 0, 1, mesh, cached=False, owners={})
@@ -251,7 +256,7 @@ def test_hyperparameters_and_the_learning_rate_change_without_recompiling(golden
 def test_frozen_outputs_are_computed_once_unless_the_batches_are_augmented(golden_runs, digits):
     """The teacher's outputs on every training image, as the rounds would compute them; the features
     no method reads keep their names without values; none with augmentation."""
-    out, _ = golden_runs
+    out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
     game = forms.distill_config(str(out / "teacher")).build(digits)
     teachers = dict(game.teachers)
     logits, features = cache_frozen_outputs(game, teachers, parallel.make_mesh(jax.devices()[:1]))
@@ -266,7 +271,7 @@ def test_frozen_outputs_are_computed_once_unless_the_batches_are_augmented(golde
 
 @pytest.mark.parametrize("devices", [1, 4])
 def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digits):
-    out, _ = golden_runs
+    out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
     teacher, student = load_teacher(str(out / "teacher"), digits), load_teacher(str(out / "distill"), digits)
     assert len(digits.y_test) % 500 != 0  # the last evaluation batch is padded
     evaluate = ClassifierEvaluator(digits, teacher="teacher", logits=lambda m, x: m.model(x, train=False)[0])

@@ -265,6 +265,7 @@ def test_config_errors_name_the_field(make, field):
         make()
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     """experiments/generative_mapping_mnist.py --smoke writes its table, results and figures."""
     data = write_mnist_like(tmp_path)

@@ -12,6 +12,8 @@ from golden import forms
 
 from jdistill.train import fit
 
+pytestmark = pytest.mark.slow  # every form, three ways: the slow tier
+
 GOLDEN = forms.pathlib.Path(__file__).parent / "golden"
 # XLA's CPU compiler leaves the convolutions of a loop body to its generic emitter (see
 # jdistill/train/rounds.py): these forms' rounds in a lax.scan agree with unlooped ones to float
@@ -96,6 +98,7 @@ def test_a_run_that_lost_its_last_epoch_resumes_to_the_same_metrics(form, one_de
     """As if the process had died while saving the last epoch: its checkpoint and the summary are
     gone, its metrics line written; the same command finishes the run exactly as it first ended."""
     out, records = one_device
+    expected = records[form]
     config, dataset = next((c, d) for f, c, d in forms.plan(out) if f == form)
     run = tmp_path / form
     shutil.copytree(out / form, run)
@@ -103,4 +106,4 @@ def test_a_run_that_lost_its_last_epoch_resumes_to_the_same_metrics(form, one_de
     shutil.rmtree(run / "checkpoints" / str(last))
     (run / "summary.json").unlink()
     fit(config, run, dataset=dataset, devices=jax.devices()[:1], progress=False)
-    assert differences(records[form], forms.record_of(run), rtol=0.0) == []
+    assert differences(expected, forms.record_of(run), rtol=0.0) == []

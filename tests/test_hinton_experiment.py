@@ -23,6 +23,7 @@ def _run(monkeypatch, *args):
     runpy.run_path(str(SCRIPT), run_name="__main__")
 
 
+@pytest.mark.slow
 def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "hinton"
     args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet"]
@@ -63,6 +64,7 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
     assert (out / "table.md").read_text() == table
 
 
+@pytest.mark.slow
 def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_path, monkeypatch):
     out = tmp_path / "val"
     _run(monkeypatch, "--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet",
@@ -79,6 +81,7 @@ def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_pa
         )  # not the test set
 
 
+@pytest.mark.slow
 def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_the_test_set(
     mnist_like_dir, tmp_path, monkeypatch, capsys
 ):

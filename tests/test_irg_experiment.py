@@ -64,6 +64,7 @@ def smoke_out(mnist_like_dir, tmp_path_factory):
     return out, printed.getvalue()
 
 
+@pytest.mark.slow
 def test_irg_distils_through_the_trainer(smoke_out):
     out, _ = smoke_out
     for name in ("irg", "irg_kd"):
@@ -78,6 +79,7 @@ def test_irg_distils_through_the_trainer(smoke_out):
                 assert np.isfinite(value) and value > 0, (name, term, value)
 
 
+@pytest.mark.slow
 def test_smoke_runs_the_whole_table(smoke_out):
     out, printed = smoke_out
     results = json.loads((out / "results.json").read_text())

@@ -90,6 +90,7 @@ def mnist_like_dir(tmp_path_factory):
     return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_and_distils_from_the_noisy_teacher(
     mnist_like_dir, tmp_path, monkeypatch, capsys
 ):

@@ -111,6 +111,7 @@ def test_bad_options_and_runs_without_a_projection_are_explained(tmp_path, teach
         with_teacher_head(teacher, teacher, digits)
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     data, out = write_mnist_like(tmp_path), tmp_path / "repmap"
     argv = [

@@ -78,10 +78,12 @@ def interrupt_and_resume(tmp_path, command, sig, epochs):
     )
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
     interrupt_and_resume(tmp_path, COMMAND, signal.SIGKILL, epochs=12)
 
 
+@pytest.mark.slow
 def test_ctrl_c_during_distillation_then_rerun_gives_the_uninterrupted_metrics(tmp_path):
     teacher = tmp_path / "teacher"
     short_teacher = [*COMMAND[:6], "2", *COMMAND[7:]]

@@ -46,6 +46,7 @@ def test_teacher_reads_the_mirror_images_prediction(module):
     )
 
 
+@pytest.mark.slow
 def test_smoke_writes_the_table(tmp_path, monkeypatch):
     out = tmp_path / "rules"
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--out", str(out), "--smoke"])

@@ -31,6 +31,7 @@ def experiment(tmp_path_factory):
     return data, out
 
 
+@pytest.mark.slow
 def test_the_experiment_chooses_images_by_entropy_and_writes_its_outputs(experiment):
     _, out = experiment
     results = json.loads((out / "results.json").read_text())
@@ -49,6 +50,7 @@ def test_the_experiment_chooses_images_by_entropy_and_writes_its_outputs(experim
     assert (out / "entropy.png").read_bytes()[:8] == PNG
 
 
+@pytest.mark.slow
 def test_the_cli_prints_probabilities_and_entropy_per_temperature(experiment, tmp_path, capsys):
     data, out = experiment
     args = ["temperature", "--teacher", str(out / "teacher"), "--dataset", "mnist", "--data-dir", str(data)]

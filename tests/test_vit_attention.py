@@ -170,6 +170,7 @@ def mnist_like_dir(tmp_path_factory):
     return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
+@pytest.mark.slow
 def test_the_experiment_runs_end_to_end(mnist_like_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "vit"
     monkeypatch.setattr(

@@ -5,6 +5,7 @@ output is not a terminal (a log file, a batch job), one line per epoch instead o
     tensorboard --logdir runs/      # every run under runs/, each with its scalars by epoch
 """
 
+import os
 import sys
 import warnings
 
@@ -23,7 +24,12 @@ class EventWriter:
             warnings.warn("tensorboardX is not installed: no TensorBoard events (metrics.jsonl has them)")
             self._writer = None
             return
-        self._writer = SummaryWriter(str(run_dir / EVENTS_DIR), purge_step=first_epoch + 1)
+        # tensorboardX names the file by the second and the host: a run resumed within the same second
+        # would reopen (and truncate) the file of its first part without a suffix of its own.
+        suffix = f".epoch{first_epoch}.pid{os.getpid()}"
+        self._writer = SummaryWriter(
+            str(run_dir / EVENTS_DIR), purge_step=first_epoch + 1, filename_suffix=suffix
+        )
 
     def write(self, record: dict) -> None:
         """The numbers of one ``metrics.jsonl`` line, at step = its epoch."""

@@ -5,6 +5,7 @@ as a golden record: every ``metrics.jsonl`` line and the summary, without wall-c
 configurations on the current engine and compares.
 """
 
+import collections.abc
 import functools
 import json
 import pathlib
@@ -230,8 +231,41 @@ def plan(out: pathlib.Path) -> list[tuple[str, object, Dataset | None]]:
     ]
 
 
+class Runs(collections.abc.Mapping):
+    """The forms played into ``out/<form>`` on ``devices`` when first asked for: ``runs[form]`` plays
+    the form and the forms before it in the plan (its teachers among them) and is its record."""
+
+    def __init__(self, out: pathlib.Path, devices, **options):
+        self.out, self.devices, self.options, self.played = out, devices, options, set()
+
+    def __getitem__(self, form: str) -> dict:
+        self.play_before(form, including=True)
+        return record_of(self.out / form)
+
+    def play_before(self, form: str, *, including: bool = False) -> pathlib.Path:
+        """Play the forms before ``form`` in the plan (and ``form`` if ``including``); the directory."""
+        steps = plan(self.out)
+        end = [name for name, _, _ in steps].index(form) + including
+        for name, config, dataset in steps[:end]:
+            if name not in self.played:
+                fit(
+                    config,
+                    self.out / name,
+                    dataset=dataset,
+                    devices=self.devices,
+                    progress=False,
+                    **self.options,
+                )
+                self.played.add(name)
+        return self.out
+
+    def __iter__(self):
+        return iter(FORMS)
+
+    def __len__(self) -> int:
+        return len(FORMS)
+
+
 def run_all(out: pathlib.Path, devices, **options) -> dict[str, dict]:
     """Every form into ``out/<form>``, on ``devices``; returns ``{form: record}``."""
-    for form, config, dataset in plan(out):
-        fit(config, out / form, dataset=dataset, devices=devices, progress=False, **options)
-    return {form: record_of(out / form) for form in FORMS}
+    return dict(Runs(out, devices, **options))
