@@ -1,0 +1,182 @@
+"""Declarative experiments: a script declares its runs, its table and its plots as an
+:class:`Experiment`; :func:`main` gives every experiment the same options (``--out``,
+``--data-dir``, ``--seeds``, ``--smoke``, ``--validate``, ``--quiet``), plays the runs in order with
+:func:`jdistill.train.fit` (a finished run is read back, an interrupted one resumes from its last
+checkpoint) and writes ``results.json`` and ``table.md`` beside the plots.
+
+A run is a directory under ``--out`` and the configuration played there; runs that share a
+``row`` (one per seed) form a row of the table. ``--smoke`` keeps the first examples of the data
+and applies the experiment's ``smoke`` overrides to every configuration that has those fields;
+``--validate`` evaluates every run on a held-out part of the training set
+(``holdout_fraction``) instead of the test set. Paper numbers live in a JSON file beside the
+script (:func:`paper_numbers`).
+"""
+
+import argparse
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """What the command line asked for: ``args`` holds the experiment's own options too."""
+
+    out: pathlib.Path
+    data_dir: str | None
+    seeds: tuple[int, ...]
+    smoke: bool
+    validate: bool
+    quiet: bool
+    args: argparse.Namespace
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """``config`` played into ``--out``/``name``; ``row`` is the table row it counts in (None: a
+    run that others need, such as a teacher)."""
+
+    name: str
+    config: Any
+    row: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """``runs(options)`` lists the runs in the order they are played (a teacher before its
+    students); ``table(results, options)`` renders the table from ``results`` (row -> the
+    summaries of its runs, in order); ``plots(results, options)`` writes figures under
+    ``options.out``. ``add_options(parser)`` adds the experiment's own options."""
+
+    doc: str
+    dataset: str
+    runs: Callable[[Options], Iterable[Run]]
+    table: Callable[[Mapping[str, list[dict]], Options], str]
+    plots: Callable[[Mapping[str, list[dict]], Options], None] | None = None
+    add_options: Callable[[argparse.ArgumentParser], None] | None = None
+    seeds: int = 3
+    smoke: Mapping[str, Any] = dataclasses.field(default_factory=lambda: {"epochs": 1, "batch_size": 64})
+    smoke_examples: tuple[int, int] = (512, 200)
+    holdout_fraction: float = 1 / 6
+    default_out: str | None = None
+
+
+def paper_numbers(script: str) -> dict:
+    """The published numbers that the experiment ``script`` (its ``__file__``) compares
+    against, from the JSON file beside it (``<script>.paper.json``)."""
+    path = pathlib.Path(script).with_suffix(".paper.json")
+    return json.loads(path.read_text())
+
+
+def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
+    """The experiment's command line: the shared options, then its own."""
+    parser = argparse.ArgumentParser(
+        description=experiment.doc.split("\n\n")[0],
+        epilog="Re-running the same command resumes interrupted runs and reads back finished ones.",
+    )
+    parser.add_argument(
+        "--out",
+        required=experiment.default_out is None,
+        default=experiment.default_out,
+        help="where every run directory, results.json, table.md and the plots go",
+    )
+    parser.add_argument(
+        "--data-dir", default=None, help="the data set's files; see 'jdistill train-teacher --help'"
+    )
+    parser.add_argument("--seeds", type=int, default=experiment.seeds, help="seeds per row")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"the first {experiment.smoke_examples[0]} training and {experiment.smoke_examples[1]} test "
+        f"examples, one seed, {', '.join(f'{k}={v}' for k, v in experiment.smoke.items())}: tests the "
+        "pipeline",
+    )
+    parser.add_argument(
+        "--validate",
+        action="store_true",
+        help=f"evaluate on {experiment.holdout_fraction:.3g} of the training set, held out, instead of the "
+        "test set (for choosing anything)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    if experiment.add_options:
+        experiment.add_options(parser)
+    return parser
+
+
+def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    return Options(
+        out=pathlib.Path(args.out).absolute(),
+        data_dir=args.data_dir,
+        seeds=tuple(range(1 if args.smoke else args.seeds)),
+        smoke=args.smoke,
+        validate=args.validate,
+        quiet=args.quiet,
+        args=args,
+    )
+
+
+def adjusted(config, experiment: Experiment, options: Options):
+    """``config`` with the smoke overrides (fields it has) and, under ``--validate``, the held-out
+    fraction."""
+    fields = {f.name for f in dataclasses.fields(config)}
+    changes = {k: v for k, v in experiment.smoke.items() if k in fields} if options.smoke else {}
+    if options.validate:
+        if "holdout_fraction" not in fields:
+            raise ValueError(f"--validate: {type(config).__name__} runs cannot hold out training data")
+        changes["holdout_fraction"] = experiment.holdout_fraction
+    return dataclasses.replace(config, **changes) if changes else config
+
+
+def play(experiment: Experiment, options: Options, dataset) -> dict[str, list[dict]]:
+    """Every run of the experiment, in order; the summaries of the table's rows."""
+    from jdistill.train import fit
+
+    results: dict[str, list[dict]] = {}
+    for run in experiment.runs(options):
+        summary = fit(
+            adjusted(run.config, experiment, options),
+            options.out / run.name,
+            dataset=dataset,
+            progress=not options.quiet,
+            label=run.name,
+        )
+        if run.row is not None:
+            results.setdefault(run.row, []).append({"run": run.name, **summary})
+    return results
+
+
+def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, list[dict]]:
+    """Run ``experiment`` from the command line ``argv``; bad input is one line on standard error."""
+    from jdistill.data import load_dataset
+
+    args = parser_for(experiment).parse_args(argv)
+    started = time.perf_counter()
+    out = pathlib.Path(args.out).absolute()
+    try:
+        options = options_from(experiment, args)
+        dataset = load_dataset(experiment.dataset, options.data_dir)
+        if options.smoke:
+            dataset = dataset.first(*experiment.smoke_examples)
+        options.out.mkdir(parents=True, exist_ok=True)
+        results = play(experiment, options, dataset)
+        table = experiment.table(results, options)
+        if experiment.plots:
+            experiment.plots(results, options)
+    except (ValueError, OSError) as e:
+        sys.exit(f"{pathlib.Path(sys.argv[0]).name}: error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(f"interrupted; the same command resumes from the last checkpoints in {out}")
+    (options.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (options.out / "table.md").write_text(table)
+    print(table)
+    print(
+        f"Wrote {options.out}/table.md and results.json ({time.perf_counter() - started:.0f} s).",
+        file=sys.stderr,
+    )
+    return results
