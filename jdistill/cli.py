@@ -183,7 +183,9 @@ def _settings(args, model: str, methods=("ce",), teacher_model=None) -> dict:
             "lr": fields.pop("learning_rate"),
             "lr_milestones": ",".join(map(str, fields["lr_milestones"])),
         }
-    value = {k: getattr(args, k, None) if getattr(args, k, None) is not None else base.get(k) for k in base}
+    given = {k for k in base if getattr(args, k, None) is not None}
+    value = {k: getattr(args, k) if k in given else base.get(k) for k in base}
+    origin = "default" if recipe == "none" else f"recipe {recipe}"
     schedule = value["schedule"]
     config = dict(
         epochs=value["epochs"],
@@ -200,7 +202,10 @@ def _settings(args, model: str, methods=("ce",), teacher_model=None) -> dict:
     )
     if recipe == "crd":
         config["nesterov"] = False
-    return config, base["weights"], base["method_options"]
+    renamed = {"learning_rate": "lr"}
+    sources = {k: "given" if renamed.get(k, k) in given else origin for k in config}
+    sources.update(nesterov=origin, weights=origin, method_options=origin)
+    return config, base["weights"], base["method_options"], sources
 
 
 def _parse_ints(text: str, option: str) -> tuple[int, ...]:
@@ -231,8 +236,9 @@ def _common_config(args) -> dict:
 def cmd_train_teacher(args) -> None:
     from jdistill.train import RunConfig, fit
 
-    settings, _, _ = _settings(args, args.model)
+    settings, _, _, sources = _settings(args, args.model)
     config = RunConfig(model=args.model, **settings, **_common_config(args))
+    _print_configuration(args, config, sources)
     summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
     _report(args.out, summary)
 
@@ -243,7 +249,11 @@ def cmd_distill(args) -> None:
     methods = parse_methods(args.method)
     given_weights, given_options = _parse_weights(args.weight), _parse_method_options(args.method_option)
     teacher_model = RunDir(args.teacher).config().model
-    settings, weights, options = _settings(args, args.student, methods, teacher_model)
+    settings, weights, options, sources = _settings(args, args.student, methods, teacher_model)
+    if given_weights:
+        sources["weights"] = f"{sources['weights']} and given"
+    if given_options:
+        sources["method_options"] = f"{sources['method_options']} and given"
     for method, extra in given_options.items():
         options[method] = {**options.get(method, {}), **extra}
     config = RunConfig(
@@ -255,8 +265,15 @@ def cmd_distill(args) -> None:
         **settings,
         **_common_config(args),
     )
+    _print_configuration(args, config, sources)
     summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
     _report(args.out, summary)
+
+
+def _print_configuration(args, config, sources: dict[str, str]) -> None:
+    from jdistill.cli_games import print_configuration
+
+    print_configuration(args.command, config, sources)
 
 
 def _report(out: str, summary: dict) -> None:

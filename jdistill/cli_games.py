@@ -105,17 +105,36 @@ def command(sub, name: str, config_class, helps: dict, *, help: str, description
 
 
 def play(config_class):
-    """The command that builds ``config_class`` from the parsed options and prints the summary."""
+    """The command that builds ``config_class`` from the parsed options, prints its effective
+    configuration, plays it and prints the summary."""
 
     def command(args) -> None:
         from jdistill.train import fit
 
         names = {f.name for f in dataclasses.fields(config_class)}
         config = config_class(**{k: v for k, v in vars(args).items() if k in names})
+        print_configuration(args.command, config, {})
         summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
         print(json.dumps(summary, indent=2))
 
     return command
+
+
+def print_configuration(command: str, config, sources: dict[str, str]) -> None:
+    """Every field of the run's configuration on standard error, one per line, with where its value
+    came from: ``sources[field]`` (a recipe), else ``default`` where it is the field's default and
+    ``given`` (on the command line) where it is not."""
+    import sys
+
+    lines = [f"jdistill {command}: configuration (value, then where it came from):"]
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        default = (
+            field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        )
+        source = sources.get(field.name, "default" if value == default else "given")
+        lines.append(f"  {field.name:22s} {json.dumps(value):30s} {source}")
+    print("\n".join(lines), file=sys.stderr)
 
 
 DATA_FREE_HELP = {

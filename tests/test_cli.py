@@ -76,6 +76,31 @@ def test_init_option_reaches_the_run_configuration(monkeypatch, capsys):
     assert [config.init for config in played] == ["torch", "flax"]
 
 
+def test_every_run_prints_its_effective_configuration_and_where_each_value_came_from(monkeypatch, capsys):
+    monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: {})
+    command = ["train-teacher", "--model", "resnet8", "--epochs", "24", "--out", "o", "--quiet"]
+    main([*command, "--dataset", "digits", "--lr", "0.1"])
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]}
+    assert lines["learning_rate"] == ["0.1", "given"] and lines["epochs"] == ["24", "given"]
+    assert lines["batch_size"] == ["128", "default"] and lines["methods"] == ['["ce"]', "default"]
+    main([*command, "--dataset", "npz", "--recipe", "crd", "--batch-size", "128", "--seed", "3"])
+    lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]}
+    assert lines["weight_decay"] == ["0.0005", "recipe", "crd"] and lines["hflip"] == [
+        "true",
+        "recipe",
+        "crd",
+    ]
+    assert lines["lr_milestones"] == [
+        "[15,",
+        "18,",
+        "21]",
+        "recipe",
+        "crd",
+    ]  # 150/180/210 scaled to 24 epochs
+    assert lines["learning_rate"] == ["0.1", "recipe", "crd"]  # 0.05 scaled with the batch
+    assert lines["batch_size"] == ["128", "given"] and lines["seed"] == ["3", "given"]
+
+
 def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     main(
