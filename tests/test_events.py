@@ -1,8 +1,11 @@
 """Besides metrics.jsonl, a run writes TensorBoard event files with the same numbers, and a run whose
-output is not a terminal logs one line per epoch instead of a progress bar."""
+output is not a terminal logs one line per epoch instead of a progress bar; with WANDB_PROJECT set, the
+same numbers go to W&B."""
 
+import json
 import shutil
 import struct
+import sys
 
 import pytest
 from tensorboardX.proto import event_pb2
@@ -69,3 +72,47 @@ def test_output_that_is_not_a_terminal_gets_one_line_per_epoch(digits, tmp_path,
     assert len(epoch_lines) == 3 and "\r" not in capsys.readouterr().err
     assert epoch_lines[0].startswith(f"student epoch 1/3: train/loss {metrics[0]['train/loss']:.4g} (")
     assert f"test/accuracy {metrics[1]['test/accuracy']:.4g}" in epoch_lines[1]
+
+
+class FakeWandb:
+    """Records what jdistill asks of the ``wandb`` module (not installed in the tests)."""
+
+    def __init__(self):
+        self.inits, self.logged, self.finished = [], [], 0
+
+    def init(self, **options):
+        self.inits.append(options)
+        return self
+
+    def log(self, scalars, step):
+        self.logged.append((step, scalars))
+
+    def finish(self):
+        self.finished += 1
+
+
+def test_with_wandb_project_set_every_epoch_goes_to_one_wandb_run_that_a_resume_continues(
+    digits, tmp_path, monkeypatch
+):
+    fake = FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.setenv("WANDB_PROJECT", "kd")
+    fit(CONFIG, tmp_path / "run", dataset=digits, progress=False)
+    (tmp_path / "run" / "summary.json").unlink()
+    shutil.rmtree(tmp_path / "run" / "checkpoints" / "3")
+    fit(CONFIG, tmp_path / "run", dataset=digits, progress=False)  # resumes at epoch 3
+    first, resumed = fake.inits
+    assert first == resumed and first["project"] == "kd" and first["resume"] == "allow"
+    assert first["config"] == json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert [step for step, _ in fake.logged] == [1, 2, 3, 3] and fake.finished == 2
+    metrics = RunDir(tmp_path / "run").metrics()
+    assert fake.logged[1][1]["test/accuracy"] == metrics[1]["test/accuracy"]
+    assert "epoch" not in fake.logged[0][1] and fake.logged[0][1]["train/loss"] == metrics[0]["train/loss"]
+
+
+def test_wandb_project_without_wandb_installed_warns_in_one_line(digits, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
+    monkeypatch.setenv("WANDB_PROJECT", "kd")
+    with pytest.warns(UserWarning, match=r"WANDB_PROJECT is set but wandb is not installed"):
+        fit(CONFIG, tmp_path / "run", dataset=digits, progress=False)
+    assert RunDir(tmp_path / "run").summary()["epochs"] == 3
