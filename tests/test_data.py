@@ -268,6 +268,19 @@ def test_load_dataset_mnist_without_a_directory_uses_tfds():
         assert set(np.unique(y)) <= set(range(10))
 
 
+def test_what_tensorflow_datasets_imports_lazily_on_its_download_path_is_installed():
+    """tensorflow-datasets' builder imports these only when it downloads and prepares, and does not
+    declare them all: a fresh install without them failed there (``importlib_resources``)."""
+    import importlib
+
+    source = pathlib.Path(importlib.import_module("tensorflow_datasets.core.dataset_builder").__file__)
+    block = source.read_text().split("with epy.lazy_imports():", 1)[1].split("\n\n\n", 1)[0]
+    modules = [line.split()[1] for line in block.splitlines() if line.strip().startswith("import ")]
+    assert "importlib_resources" in modules
+    for name in modules:
+        importlib.import_module(name)
+
+
 def test_load_tfds_of_an_unknown_name_raises_value_error_naming_it():
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(ValueError, match="no_such_dataset_jdistill"):
