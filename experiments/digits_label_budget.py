@@ -4,141 +4,102 @@ training images, the rest serving as an unlabelled transfer set.
 For each labelled fraction: a teacher ``mlp1200`` (dropout) and a student ``mlp32`` alone train on
 the labelled images; a student ``mlp32`` distils from the teacher (hard labels where known + soft
 targets at T = 4) on every training image. Every run gets the same budget of optimizer steps
-(batch 32), so the student alone is not under-trained at small fractions. Accuracy is on the 540
-held-out test images, mean +- std over seeds.
+(1,500, batch 32), so the student alone is not under-trained at small fractions. Accuracy is on the
+540 held-out test images, mean +- std over seeds.
 
-    python experiments/digits_label_budget.py --out runs/label_budget      # about 8 minutes on 2 CPU cores
+    python experiments/digits_label_budget.py --out runs/label_budget
+        # 2 min 20 s measured on 2 shared CPU cores (--quiet); up to 8 minutes when they are busy
 
-Writes ``table.md`` and ``label_budget.png`` (test accuracy against labelled fraction) to ``--out``.
+Runs ``frac0.05/teacher``, ``frac0.05/alone0``, ``frac0.05/kd0``, ...; writes ``table.md``,
+``results.json`` and ``label_budget.png`` (test accuracy against labelled fraction) to ``--out``.
 """
 
-import argparse
 import dataclasses
-import json
 import math
-import pathlib
 
 import numpy as np
 
-from jdistill.data import load_digits
-from jdistill.report import markdown_table, mean_std
-from jdistill.train import RunConfig, fit
+from jdistill.experiment import Experiment, Run, main
+from jdistill.report import evaluated, markdown_table, mean_std
+from jdistill.train import RunConfig
 
-STEPS = 1500
-BATCH = 32
+STEPS, BATCH = 1500, 32  # every run: 1,500 optimizer steps; evaluated and saved at the end only
+BASE = RunConfig(model="mlp32", dataset="digits", epochs=1, batch_size=BATCH, learning_rate=0.05,
+                 checkpoint_every=10_000, eval_every=10_000)  # fmt: skip
+
+
+def train_set(options, fraction: float):
+    """The training set of the runs of ``fraction`` (without its held-out part under --validate)."""
+    data = options.dataset.holdout(EXPERIMENT.holdout_fraction) if options.validate else options.dataset
+    return data.hide_labels(fraction)
 
 
 def epochs_for(examples: int) -> int:
     return math.ceil(STEPS / (examples // BATCH))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="runs/label_budget")
-    parser.add_argument("--fractions", default="0.05,0.1,0.2,0.5,1.0")
-    parser.add_argument("--seeds", type=int, default=3)
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    dataset = load_digits()
-    base = RunConfig(
-        model="mlp32",
-        dataset="digits",
-        epochs=1,
-        batch_size=BATCH,
-        learning_rate=0.05,
-        checkpoint_every=10_000,
-        eval_every=10_000,  # evaluate and save at the end only,
-    )
-    results = []
-    for fraction in (float(f) for f in args.fractions.split(",")):
-        labelled = len(dataset.hide_labels(fraction).labelled().y_train)
-        alone_epochs, kd_epochs = epochs_for(labelled), epochs_for(len(dataset.y_train))
-        teacher_dir = out / f"frac{fraction}" / "teacher"
-        teacher_config = dataclasses.replace(
-            base, model="mlp1200", epochs=alone_epochs, labelled_fraction=fraction
-        )
-        teacher = fit(teacher_config, teacher_dir, dataset=dataset, label=f"{fraction:.0%} teacher")
-        row = {
-            "fraction": fraction,
-            "labelled": labelled,
-            "teacher": teacher["test/accuracy"],
-            "alone": [],
-            "kd": [],
-        }
-        for seed in range(args.seeds):
-            alone = dataclasses.replace(base, epochs=alone_epochs, labelled_fraction=fraction, seed=seed)
-            kd = dataclasses.replace(
-                alone, epochs=kd_epochs, teacher=str(teacher_dir.absolute()), methods=("ce", "kd")
-            )
-            row["alone"].append(
-                fit(
-                    alone,
-                    out / f"frac{fraction}" / f"alone{seed}",
-                    dataset=dataset,
-                    label=f"{fraction:.0%} alone s{seed}",
-                )["test/accuracy"]
-            )
-            row["kd"].append(
-                fit(
-                    kd,
-                    out / f"frac{fraction}" / f"kd{seed}",
-                    dataset=dataset,
-                    label=f"{fraction:.0%} kd s{seed}",
-                )["test/accuracy"]
-            )
-        results.append(row)
-
-    table = markdown_table(
-        [
-            "labelled fraction",
-            "labelled images",
-            "teacher %",
-            "student alone %",
-            "student KD %",
-            "KD - alone (points)",
-        ],
-        [
-            [
-                f"{r['fraction']:.0%}",
-                r["labelled"],
-                f"{100 * r['teacher']:.2f}",
-                mean_std(r["alone"]),
-                mean_std(r["kd"]),
-                f"{100 * (np.mean(r['kd']) - np.mean(r['alone'])):+.2f}",
-            ]
-            for r in results
-        ],
-    )
-    (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    plot(results, out / "label_budget.png")
-    print(table)
+def runs(options):
+    for fraction in (float(f) for f in options.args.fractions.split(",")):
+        data, row, where = train_set(options, fraction), str(fraction), f"frac{fraction}"
+        epochs = epochs_for(len(data.labelled().y_train))
+        alone = dataclasses.replace(BASE, epochs=epochs, labelled_fraction=fraction)
+        teacher = options.out / where / "teacher"
+        yield Run(f"{where}/teacher", dataclasses.replace(alone, model="mlp1200"), row)
+        for seed in options.seeds:
+            yield Run(f"{where}/alone{seed}", dataclasses.replace(alone, seed=seed), row)
+            kd = dataclasses.replace(alone, epochs=epochs_for(len(data.y_train)), teacher=str(teacher),
+                                     methods=("ce", "kd"), seed=seed)  # fmt: skip
+            yield Run(f"{where}/kd{seed}", kd, row)
 
 
-def plot(results, path) -> None:
+def accuracies(summaries) -> dict[str, list[float]]:
+    """``teacher``, ``alone`` and ``kd`` -> the accuracies of a fraction's runs."""
+    by_kind = {}
+    for s in summaries:  # frac0.05/teacher, frac0.05/alone0, frac0.05/kd0, ...
+        by_kind.setdefault(s["run"].split("/")[-1].rstrip("0123456789"), []).append(evaluated(s))
+    return by_kind
+
+
+def table(results, options):
+    rows = []
+    for row, summaries in results.items():
+        acc, fraction = accuracies(summaries), float(row)
+        rows.append([f"{fraction:.0%}", len(train_set(options, fraction).labelled().y_train),
+                     f"{100 * acc['teacher'][0]:.2f}", mean_std(acc["alone"]), mean_std(acc["kd"]),
+                     f"{100 * (np.mean(acc['kd']) - np.mean(acc['alone'])):+.2f}"])  # fmt: skip
+    headers = ["labelled fraction", "labelled images", "teacher %", "student alone %", "student KD %"]
+    return markdown_table(headers + ["KD - alone (points)"], rows)
+
+
+def plots(results, options):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fractions = [r["fraction"] for r in results]
+    fractions, acc = [float(row) for row in results], [accuracies(s) for s in results.values()]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.plot(fractions, [100 * r["teacher"] for r in results], "k--", label="teacher mlp1200 (seed 0)")
+    ax.plot(fractions, [100 * a["teacher"][0] for a in acc], "k--", label="teacher mlp1200 (seed 0)")
     for key, label in (("alone", "student mlp32 alone"), ("kd", "student mlp32 by KD")):
-        mean = np.array([100 * np.mean(r[key]) for r in results])
-        std = np.array([100 * np.std(r[key]) for r in results])
+        mean, std = (np.array([100 * f(a[key]) for a in acc]) for f in (np.mean, np.std))
         ax.errorbar(fractions, mean, yerr=std, marker="o", capsize=3, label=label)
     ax.set_xscale("log")
     ax.set_xticks(fractions, [f"{f:.0%}" for f in fractions])
     ax.set_xlabel("fraction of training labels known")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel(f"{'held-out' if options.validate else 'test'} accuracy (%)")
     ax.set_title("digits: distillation through an unlabelled transfer set")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(options.out / "label_budget.png", dpi=120)
     plt.close(fig)
 
 
+EXPERIMENT = Experiment(
+    __doc__, "digits", runs, table, plots, smoke={"epochs": 1}, smoke_examples=(1000, 200),
+    default_out="runs/label_budget",
+    add_options=lambda parser: parser.add_argument("--fractions", default="0.05,0.1,0.2,0.5,1.0"),
+)  # fmt: skip
+
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

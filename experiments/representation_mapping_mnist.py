@@ -1,27 +1,21 @@
 """Representation mapping on MNIST: a small student regresses a LeNet-5 teacher's penultimate
 embedding through a learned projection, and is then used with the teacher's classifier head.
 
-Teacher: LeNet-5 (``lenet5``, 61,706 parameters; its 84-wide ``embedding`` feeds its linear
-head), trained for 3 epochs. Student: a 784-32-10 ReLU MLP (``mlp32``, 25,450 parameters), a
-different architecture a third of the teacher's size with an embedding of 32: a linear
-projection (32 -> 84, 2,772 parameters, trained with the student and used only by the mapping
-losses) maps it to the teacher's width. Every student trains for 3 epochs (SGD, Nesterov
-momentum 0.9, learning rate 0.05 on a cosine schedule, batch 128) on hard labels (weight 1)
-plus, per row:
-
-- **KD**: Hinton's soft targets at T = 4, weight 1;
-- **L2 / cosine mapping** (``repmap``): mean squared error, or 1 - cosine similarity, between
-  the projected student embedding and the teacher's, weight 1;
-- **SRRL** (``srrl``, Yang et al. 2021): the L2 mapping (weight 1) plus the projected embedding,
-  passed through the teacher's frozen head, regressing the teacher's logits (mean squared error,
-  weight 0.01: at the method's default 1 every student died in the first epoch, all ReLUs off,
-  10-11 % accuracy; 0.01 beat 0.1 on a held-out 10 % of the training set, 93.90 vs 93.43 %);
-- the mapping rows again with KD added.
-
-Other weights are the methods' defaults (1), not tuned. Each row reports the test accuracy of the
-student's own head and, where a projection exists, of student embedding -> projection ->
-teacher's head (:func:`jdistill.methods.representation.with_teacher_head`), mean +- std over 3
-seeds (the teacher is one run, seed 0).
+Teacher: LeNet-5 (``lenet5``, 61,706 parameters; its 84-wide ``embedding`` feeds its linear head),
+3 epochs. Student: a 784-32-10 ReLU MLP (``mlp32``, 25,450 parameters, a third of the teacher's
+size) whose 32-wide embedding a linear projection (32 -> 84, 2,772 parameters, trained with the
+student, used only by the mapping losses) maps to the teacher's width. Every student trains for 3
+epochs (SGD, Nesterov momentum 0.9, learning rate 0.05, cosine, batch 128) on hard labels (weight
+1) plus, per row: **KD** (T = 4, weight 1); **L2 / cosine mapping** (``repmap``: mean squared
+error, or 1 - cosine similarity, between the projected student embedding and the teacher's, weight
+1); **SRRL** (``srrl``, Yang et al. 2021: the L2 mapping, weight 1, plus the projected embedding
+through the teacher's frozen head regressing the teacher's logits, mean squared error, weight 0.01:
+at the default 1 every student died in the first epoch, all ReLUs off, 10-11 % accuracy; 0.01 beat
+0.1 on a held-out 10 % of the training set, 93.90 vs 93.43 %); the mapping rows again with KD. Other
+weights are the methods' defaults, not tuned. Each row reports the accuracy of the student's own
+head and, where a projection exists, of student embedding -> projection -> teacher's head
+(:func:`jdistill.methods.representation.with_teacher_head`), mean +- std over 3 seeds (the teacher
+is one run, seed 0).
 
     python experiments/representation_mapping_mnist.py --data-dir ../shared/data/mnist \\
         --out runs/representation_mapping_mnist
@@ -31,190 +25,126 @@ seeds (the teacher is one run, seed 0).
         # evaluation and checkpoints. Expect well under that on idle cores.
     python experiments/representation_mapping_mnist.py --data-dir DIR --out DIR --smoke  # seconds
 
-Every run is a run directory under ``--out`` (``teacher``, ``l2/seed0``, ...): re-running resumes
-an interrupted run and skips finished ones. Writes ``table.md``, ``results.json`` and
-``accuracy.png`` to ``--out``.
+Runs ``teacher``, ``l2/seed0``, ...; ``accuracy.png`` plots the table.
 """
-
-import argparse
-import json
-import pathlib
 
 import numpy as np
 
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main
 from jdistill.methods.representation import test_accuracy, with_teacher_head
-from jdistill.report import markdown_table, mean_std
-from jdistill.train import RunConfig, fit, parse_methods
+from jdistill.report import evaluated, markdown_table, mean_std
+from jdistill.train import RunConfig, RunDir, parse_methods
+from jdistill.train.distill import prepare_dataset
 
 TEACHER, STUDENT = "lenet5", "mlp32"
-SMOKE_TRAIN, SMOKE_TEST = 512, 200  # examples kept by --smoke
-# SRRL's teacher-head term: at weight 1 (the method's default) every student died (all ReLUs off, 10-11 %
-# accuracy) in the first epoch; chosen among 0.1 and 0.01 on a held-out 10 % of the training set.
-SRRL_HEAD_WEIGHT = 0.01
+SRRL_HEAD_WEIGHT = 0.01  # 1 (SRRL's default) killed every student; 0.01 beat 0.1 on held-out training images
 
 
-def rows(teacher_dir: str) -> dict[str, tuple[str, tuple[str, ...], dict, dict]]:
+def rows(options) -> dict[str, tuple[str, tuple[str, ...], dict, dict]]:
     """``name -> (label, methods, method options, weights)``."""
-    srrl = {"srrl": {"teacher_run": teacher_dir}}
-    head = {"srrl_head": SRRL_HEAD_WEIGHT}
+    srrl, head = {"srrl": {"teacher_run": str(options.out / "teacher")}}, {"srrl_head": SRRL_HEAD_WEIGHT}
+    l2, cosine = {"repmap": {"distance": "l2"}}, {"repmap": {"distance": "cosine"}}
     return {
         "alone": ("student alone", (), {}, {}),
         "kd": ("KD (T = 4)", ("kd",), {}, {}),
-        "l2": ("L2 mapping", ("repmap",), {"repmap": {"distance": "l2"}}, {}),
-        "cosine": ("cosine mapping", ("repmap",), {"repmap": {"distance": "cosine"}}, {}),
-        "l2_kd": ("L2 mapping + KD", ("kd", "repmap"), {"repmap": {"distance": "l2"}}, {}),
-        "cosine_kd": ("cosine mapping + KD", ("kd", "repmap"), {"repmap": {"distance": "cosine"}}, {}),
+        "l2": ("L2 mapping", ("repmap",), l2, {}),
+        "cosine": ("cosine mapping", ("repmap",), cosine, {}),
+        "l2_kd": ("L2 mapping + KD", ("kd", "repmap"), l2, {}),
+        "cosine_kd": ("cosine mapping + KD", ("kd", "repmap"), cosine, {}),
         "srrl": (f"SRRL: L2 mapping + teacher-head term x {SRRL_HEAD_WEIGHT:g}", ("srrl",), srrl, head),
         "srrl_kd": (f"SRRL (head x {SRRL_HEAD_WEIGHT:g}) + KD", ("kd", "srrl"), srrl, head),
     }
 
 
-def base_config(args, model: str, seed: int) -> dict:
+def runs(options):
+    chosen, a = rows(options), options.args
+    wanted = [r for r in a.rows.split(",") if r] or list(chosen)
+    unknown = sorted(set(wanted) - set(chosen))
+    if unknown:
+        raise ValueError(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(chosen)}")
+    common = {"dataset": "mnist", "data_dir": options.data_dir, "learning_rate": 0.05, "temperature": 4.0}
+    yield Run("teacher", RunConfig(model=TEACHER, epochs=a.teacher_epochs, **common), "teacher")
+    for name in wanted:
+        _, methods, method_options, weights = chosen[name]
+        for seed in options.seeds:
+            config = RunConfig(model=STUDENT, epochs=a.epochs, seed=seed, methods=parse_methods(methods),
+                               teacher=str(options.out / "teacher") if methods else None,
+                               method_options=method_options, weights=weights, **common)  # fmt: skip
+            yield Run(f"{name}/seed{seed}", config, name)
+
+
+HEAD_ACCURACY = {}  # run directory -> its teacher-head accuracy: the table and the plot both read it
+
+
+def teacher_head(run_dir, data) -> float:
+    """The accuracy of the student in ``run_dir`` through its projection and the teacher's head."""
+    if run_dir not in HEAD_ACCURACY:
+        config = RunDir(run_dir).config()
+        student = with_teacher_head(str(run_dir), config.teacher, data)
+        HEAD_ACCURACY[run_dir] = test_accuracy(student, prepare_dataset(config, data))
+    return HEAD_ACCURACY[run_dir]
+
+
+def accuracies(results, options) -> dict[str, tuple[list[float], list[float]]]:
+    """Student row -> accuracies with its own head and (if it has a projection) the teacher's head."""
     return {
-        "model": model,
-        "dataset": "mnist",
-        "data_dir": args.data_dir,
-        "epochs": 1 if args.smoke else args.epochs,
-        "seed": seed,
-        "batch_size": 64 if args.smoke else 128,
-        "learning_rate": 0.05,
-        "temperature": 4.0,
-    }
+        name: ([evaluated(s) for s in summaries],
+               [teacher_head(options.out / s["run"], options.dataset) for s in summaries
+                if {"repmap", "srrl"} & set(s["methods"])])
+        for name, summaries in results.items() if name != "teacher"
+    }  # fmt: skip
 
 
-def render(results: dict) -> str:
+def table(results, options):
+    (teacher,), labels = results["teacher"], rows(options)
+    students = [s for name, summaries in results.items() if name != "teacher" for s in summaries]
     headers = ["student (mlp32)", "own head (%)", "projection + teacher's head (%)", "seeds", "train s/run"]
-    table_rows = [
-        [
-            r["label"],
-            mean_std(r["own_head"]),
-            mean_std(r["teacher_head"]) if r["teacher_head"] else "-",
-            len(r["own_head"]),
-            f"{np.mean(r['train_seconds']):.0f}",
-        ]
-        for r in results["rows"].values()
-    ]
-    text = (
-        f"MNIST test accuracy, mean +- std over seeds. Teacher {results['teacher']['model']} "
-        f"({results['teacher']['params']:,} parameters, {results['teacher']['epochs']} epochs): "
-        f"{100 * results['teacher']['accuracy']:.2f} %. Student {results['student']['model']} "
-        f"({results['student']['params']:,} parameters, {results['student']['epochs']} epochs; "
-        f"projection {results['student']['projection_params']:,} parameters).\n\n"
+    lines = [[labels[name][0], mean_std(own), mean_std(head) if head else "-", len(results[name]),
+              f"{np.mean([s['train_seconds'] for s in results[name]]):.0f}"]
+             for name, (own, head) in accuracies(results, options).items()]  # fmt: skip
+    return (
+        f"MNIST {'held-out' if options.validate else 'test'} accuracy, mean +- std over seeds. Teacher "
+        f"{TEACHER} ({teacher['params']:,} parameters, {teacher['epochs']} epochs): "
+        f"{100 * evaluated(teacher):.2f} %. Student {STUDENT} ({students[0]['params']:,} parameters, "
+        f"{students[0]['epochs']} epochs; projection {max(s['extra_params'] for s in students):,} "
+        f"parameters).\n\n" + markdown_table(headers, lines)
     )
-    return text + markdown_table(headers, table_rows)
 
 
-def plot(results: dict, path) -> None:
+def plots(results, options):
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(results["rows"])
+    labels, by_row = rows(options), accuracies(results, options)
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    x = np.arange(len(names))
-    for k, (key, label) in enumerate(
-        [("own_head", "student's own head"), ("teacher_head", "teacher's head")]
-    ):
-        values = [100 * np.array(results["rows"][n][key]) if results["rows"][n][key] else None for n in names]
-        pos = [i for i, v in enumerate(values) if v is not None]
-        ax.bar(
-            x[pos] - 0.2 + 0.4 * k,
-            [values[i].mean() for i in pos],
-            0.4,
-            yerr=[values[i].std() for i in pos],
-            capsize=3,
-            label=label,
-        )
-    ax.axhline(100 * results["teacher"]["accuracy"], color="grey", linestyle=":", label="teacher")
-    lows = [100 * min(v) for r in results["rows"].values() for v in (r["own_head"], r["teacher_head"]) if v]
-    ax.set_ylim(max(0.0, min(lows) - 1.0), 100.0)
-    ax.set_xticks(
-        x, [results["rows"][n]["label"].replace(": ", ":\n") for n in names], fontsize=7, rotation=20
-    )
-    ax.set_ylabel("test accuracy (%)")
+    x = np.arange(len(by_row))
+    for k, label in enumerate(["student's own head", "teacher's head"]):
+        values = [100 * np.array(row[k]) for row in by_row.values()]
+        pos = [i for i, v in enumerate(values) if len(v)]
+        means, stds = [values[i].mean() for i in pos], [values[i].std() for i in pos]
+        ax.bar(x[pos] - 0.2 + 0.4 * k, means, 0.4, yerr=stds, capsize=3, label=label)
+    ax.axhline(100 * evaluated(results["teacher"][0]), color="grey", linestyle=":", label="teacher")
+    ax.set_ylim(max(0.0, 100 * min(min(v) for row in by_row.values() for v in row if v) - 1.0), 100.0)
+    ax.set_xticks(x, [labels[n][0].replace(": ", ":\n") for n in by_row], fontsize=7, rotation=20)
+    ax.set(ylabel=f"{'held-out' if options.validate else 'test'} accuracy (%)",
+           title=f"{STUDENT} student of a {TEACHER} teacher on MNIST")  # fmt: skip
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"{results['student']['model']} student of a {results['teacher']['model']} teacher on MNIST")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(options.out / "accuracy.png", dpi=120)
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files; default: tensorflow-datasets")
-    parser.add_argument("--out", default="runs/representation_mapping_mnist")
-    parser.add_argument("--seeds", type=int, default=3)
+def add_options(parser):
     parser.add_argument("--epochs", type=int, default=3, help="student epochs")
     parser.add_argument("--teacher-epochs", type=int, default=3)
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help=f"{SMOKE_TRAIN} training images, 1 epoch, 1 seed: tests the pipeline",
-    )
     parser.add_argument("--rows", default="", help="comma-separated row names to run (default: all)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    seeds = range(1 if args.smoke else args.seeds)
 
-    dataset = load_dataset("mnist", args.data_dir)
-    if args.smoke:
-        dataset = dataset.first(SMOKE_TRAIN, SMOKE_TEST)
-    progress = not args.quiet
-    teacher_dir = str(out / "teacher")
-    teacher_config = {**base_config(args, TEACHER, 0), "epochs": 1 if args.smoke else args.teacher_epochs}
-    teacher = fit(
-        RunConfig(**teacher_config), teacher_dir, dataset=dataset, progress=progress, label="teacher"
-    )
 
-    results = {
-        "teacher": {
-            "model": TEACHER,
-            "params": teacher["params"],
-            "epochs": teacher["epochs"],
-            "accuracy": teacher["test/accuracy"],
-            "train_seconds": teacher["train_seconds"],
-        },
-        "student": {"model": STUDENT, "epochs": base_config(args, STUDENT, 0)["epochs"]},
-        "rows": {},
-    }
-    chosen = rows(teacher_dir)
-    wanted = [r for r in args.rows.split(",") if r] or list(chosen)
-    unknown = sorted(set(wanted) - set(chosen))
-    if unknown:
-        parser.error(f"unknown row(s) {', '.join(unknown)}; rows: {', '.join(chosen)}")
-    for name in wanted:
-        label, methods, options, weights = chosen[name]
-        row = {"label": label, "own_head": [], "teacher_head": [], "train_seconds": []}
-        for seed in seeds:
-            run_dir = out / name / f"seed{seed}"
-            config = RunConfig(
-                **base_config(args, STUDENT, seed),
-                teacher=teacher_dir if methods else None,
-                methods=parse_methods(list(methods)),
-                method_options=options,
-                weights=weights,
-            )
-            summary = fit(config, run_dir, dataset=dataset, progress=progress, label=f"{name}/seed{seed}")
-            row["own_head"].append(summary["test/accuracy"])
-            row["train_seconds"].append(summary["train_seconds"])
-            if "repmap" in methods or "srrl" in methods:
-                classifier = with_teacher_head(str(run_dir), teacher_dir, dataset)
-                row["teacher_head"].append(test_accuracy(classifier, dataset))
-                results["student"]["projection_params"] = summary["extra_params"]
-            results["student"]["params"] = summary["params"]
-        results["rows"][name] = row
-
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = render(results)
-    (out / "table.md").write_text(table)
-    plot(results, out / "accuracy.png")
-    print(table)
-
+EXPERIMENT = Experiment(__doc__, "mnist", runs, table, plots, add_options,
+                        default_out="runs/representation_mapping_mnist")  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

@@ -24,7 +24,9 @@ from typing import Any
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """What the command line asked for: ``args`` holds the experiment's own options too."""
+    """What the command line asked for: ``args`` holds the experiment's own options too;
+    ``dataset`` is the data as the runs get it (cut by ``--smoke``; each run holds out its
+    validation part itself)."""
 
     out: pathlib.Path
     data_dir: str | None
@@ -33,6 +35,7 @@ class Options:
     validate: bool
     quiet: bool
     args: argparse.Namespace
+    dataset: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,10 +140,14 @@ def play(experiment: Experiment, options: Options, dataset) -> dict[str, list[di
     """Every run of the experiment, in order; the summaries of the table's rows."""
     from jdistill.train import fit
 
+    runs = [
+        dataclasses.replace(run, config=adjusted(run.config, experiment, options))
+        for run in experiment.runs(options)
+    ]
     results: dict[str, list[dict]] = {}
-    for run in experiment.runs(options):
+    for run in runs:  # every configuration checked above before the first run starts
         summary = fit(
-            adjusted(run.config, experiment, options),
+            run.config,
             options.out / run.name,
             dataset=dataset,
             progress=not options.quiet,
@@ -163,6 +170,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
         dataset = load_dataset(experiment.dataset, options.data_dir)
         if options.smoke:
             dataset = dataset.first(*experiment.smoke_examples)
+        options = dataclasses.replace(options, dataset=dataset)
         options.out.mkdir(parents=True, exist_ok=True)
         results = play(experiment, options, dataset)
         table = experiment.table(results, options)

@@ -374,8 +374,8 @@ def test_the_experiment_runs_end_to_end_and_skips_finished_runs(
     mnist_like_dir, tmp_path, monkeypatch, capsys
 ):
     """experiments/adversarial_kd_mnist.py --smoke trains its teacher and three students (the
-    adversarial one with a discriminator), writes the table and curves, and a re-run trains
-    nothing again."""
+    adversarial one with a discriminator), writes the table, results and curves, and a re-run
+    trains nothing again."""
     out = tmp_path / "experiment"
     argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke", "--quiet"]
     monkeypatch.setattr(sys, "argv", argv)
@@ -384,6 +384,17 @@ def test_the_experiment_runs_end_to_end_and_skips_finished_runs(
     assert table in capsys.readouterr().out
     for row in ("teacher LeNet-5", "hard labels only", "student, KD (", "KD + adversarial"):
         assert row in table
+    assert "after 1 student epochs" in table and "The discriminator in the last epoch" in table
+    results = json.loads((out / "results.json").read_text())  # row -> the summaries of its seeds
+    assert {row: [s["run"] for s in runs] for row, runs in results.items()} == {
+        "student, hard labels only": ["alone/seed0"],
+        "student, KD": ["kd/seed0"],
+        "student, KD + adversarial": ["kd_adv/seed0"],
+    }
+    for (run,) in results.values():
+        assert run["model"] == "lenet5_half" and run["teacher"] == "lenet5" and run["epochs"] == 1
+        assert 0 <= run["test/accuracy"] <= 1 and 0 <= run["test/agreement"] <= 1
+        assert f"{100 * run['test/accuracy']:.2f}" in table
     assert (out / "curves.png").read_bytes()[:8] == PNG
     for name in ("alone", "kd", "kd_adv"):
         cfg = json.loads((out / name / "seed0" / "config.json").read_text())["config"]
@@ -400,7 +411,10 @@ def test_the_experiment_runs_end_to_end_and_skips_finished_runs(
     }
     assert adversarial_keys <= set(line)
 
-    # Re-running finds every run finished: nothing trains again and the table is the same.
-    runpy.run_path(str(SCRIPT), run_name="__main__")
-    assert (out / "table.md").read_text() == table
-    assert len((out / "kd_adv" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 1
+    # Re-running finds every run finished: nothing trains again and the table is the same; so
+    # does naming the finished teacher with --teacher-dir (the students' configurations name it).
+    for extra in ([], ["--teacher-dir", str(out / "teacher")]):
+        monkeypatch.setattr(sys, "argv", argv + extra)
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+        assert (out / "table.md").read_text() == table
+        assert len((out / "kd_adv" / "seed0" / "metrics.jsonl").read_text().splitlines()) == 1

@@ -1,6 +1,7 @@
 """Symmetric label noise: Dataset.with_label_noise, RunConfig.label_noise, --label-noise, and
 experiments/noisy_labels_mnist.py end to end on a small MNIST-like directory (--smoke)."""
 
+import collections
 import json
 import pathlib
 import runpy
@@ -11,7 +12,8 @@ import pytest
 from idx_files import write_mnist_like
 
 from jdistill.cli import _common_config, build_parser
-from jdistill.data import Dataset
+from jdistill.data import Dataset, load_dataset
+from jdistill.experiment import options_from, parser_for
 from jdistill.train import RunConfig
 from jdistill.train.distill import prepare_dataset
 
@@ -85,6 +87,38 @@ def test_the_cli_passes_label_noise_to_both_training_commands():
     assert default.label_noise == 0.0
 
 
+def test_the_experiment_declares_64_runs_each_teacher_before_its_students(tmp_path):
+    """4 rates x (a teacher, 3 students alone, 2 alphas x 2 temperatures x 3 seeds distilled), every
+    run 10 epochs on the rate's noisy labels (noise seed 0)."""
+    experiment = runpy.run_path(str(SCRIPT))["EXPERIMENT"]
+    options = options_from(experiment, parser_for(experiment).parse_args(["--out", str(tmp_path)]))
+    runs = list(experiment.runs(options))
+    assert len(runs) == 64
+    assert [r.name for r in runs[::16]] == [f"noise{rate}/teacher" for rate in ("0", "0.2", "0.4", "0.6")]
+    assert [r.name for r in runs[1:5]] == [
+        *[f"noise0/alone/seed{s}" for s in range(3)],
+        "noise0/kd_a0_T1/seed0",
+    ]
+    rows = [
+        f"noise0.6/{name}"
+        for name in ("teacher", "alone", "kd_a0_T1", "kd_a0_T4", "kd_a0.5_T1", "kd_a0.5_T4")
+    ]
+    assert collections.Counter(r.row for r in runs[48:]) == dict(zip(rows, [1, 3, 3, 3, 3, 3]))
+    for run in runs:
+        rate = float(run.name.split("/")[0].removeprefix("noise"))
+        config = run.config
+        assert (config.label_noise, config.label_noise_seed, config.epochs) == (rate, 0, 10)
+        assert (config.learning_rate, config.batch_size) == (0.05, 128)
+        assert config.model == ("mlp256" if run.name.endswith("teacher") else "mlp32")
+        if "/kd_" in run.name:
+            alpha, temperature = (float(v[1:]) for v in run.row.split("/kd_")[1].split("_"))
+            assert config.teacher == str(tmp_path / f"noise{rate:g}" / "teacher")
+            assert config.methods == ("ce", "kd") and config.temperature == temperature
+            assert config.weights == {"ce": alpha, "kd": 1 - alpha}
+        else:
+            assert config.teacher is None and config.methods == ("ce",)
+
+
 @pytest.fixture(scope="module")
 def mnist_like_dir(tmp_path_factory):
     return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
@@ -94,30 +128,46 @@ def mnist_like_dir(tmp_path_factory):
 def test_the_experiment_runs_and_distils_from_the_noisy_teacher(
     mnist_like_dir, tmp_path, monkeypatch, capsys
 ):
+    """--smoke: rate 0.4, a teacher, a student alone and one distilled (alpha 0.5, T = 4), 1 epoch."""
     out = tmp_path / "noisy"
     args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke", "--quiet"]
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     printed = capsys.readouterr().out
 
-    results = json.loads((out / "results.json").read_text())
-    rates = [row["rate"] for row in results["rows"]]
-    assert rates == [0.4]
-    for row in results["rows"]:
-        rate_dir = out / f"noise{row['rate']:g}"
-        teacher = json.loads((rate_dir / "teacher" / "config.json").read_text())["config"]
-        assert teacher["label_noise"] == row["rate"] and teacher["teacher"] is None
-        assert abs(row["changed_fraction"] - 0.4) < 0.05  # of 1,400 training labels
-        teacher_on_train = row["teacher"]
-        assert teacher_on_train["corrupted_true_class"] + teacher_on_train["corrupted_noisy_label"] <= 1
-        for name, run in row["kd"].items():
-            config = json.loads((rate_dir / name / "seed0" / "config.json").read_text())["config"]
-            assert pathlib.Path(config["teacher"]) == (rate_dir / "teacher").absolute()
-            assert config["label_noise"] == row["rate"]
-            assert config["weights"] == {"ce": run["alpha"], "kd": 1 - run["alpha"]}
-            assert config["temperature"] == run["temperature"]
-            assert len(run["final"]) == len(run["best"]) == 1
-        assert len(row["alone"]["final"]) == 1
+    results = json.loads((out / "results.json").read_text())  # row -> the summaries of its seeds
+    assert {row: [s["run"] for s in summaries] for row, summaries in results.items()} == {
+        "noise0.4/teacher": ["noise0.4/teacher"],
+        "noise0.4/alone": ["noise0.4/alone/seed0"],
+        "noise0.4/kd_a0.5_T4": ["noise0.4/kd_a0.5_T4/seed0"],
+    }
+    (teacher,), (alone,), (kd,) = results.values()
+    configs = [
+        json.loads((out / s["run"] / "config.json").read_text())["config"] for s in (teacher, alone, kd)
+    ]
+    assert [(c["model"], c["label_noise"], c["epochs"], c["batch_size"]) for c in configs] == [
+        ("mlp256", 0.4, 1, 32),
+        ("mlp32", 0.4, 1, 32),
+        ("mlp32", 0.4, 1, 32),
+    ]
+    assert configs[0]["teacher"] is None and configs[1]["teacher"] is None
+    assert pathlib.Path(configs[2]["teacher"]) == out / "noise0.4" / "teacher"
+    assert configs[2]["weights"] == {"ce": 0.5, "kd": 0.5} and configs[2]["temperature"] == 4.0
+
     table = (out / "table.md").read_text()
-    assert table in printed and "| 40 |" in table
+    assert table in printed
+    # --smoke keeps the first 512 training images; the noise corrupts those that the runs saw.
+    clean = load_dataset("mnist", str(mnist_like_dir)).first(512, 200)
+    changed = np.mean(clean.with_label_noise(0.4, seed=0).y_train != clean.y_train)
+    cells = [
+        f"{100 * s['test/accuracy']:.2f} ({100 * s['test/best_accuracy']:.2f})" for s in (teacher, alone, kd)
+    ]
+    assert f"| 40 | {100 * changed:.2f} | {' | '.join(cells)} |" in table
+    gain = 100 * (kd["test/accuracy"] - alone["test/accuracy"])
+    assert f"| 40 | {gain:.2f} |" in table
+    assert "Training time: " in table and " s over 3 runs." in table
+    clean_predicted, true_class, noisy_label = (
+        float(v) for v in table.strip().splitlines()[-1].split("|")[2:5]
+    )
+    assert 0 <= clean_predicted <= 100 and 0 <= true_class + noisy_label <= 100
     assert (out / "accuracy_vs_noise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

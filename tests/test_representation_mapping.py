@@ -13,6 +13,7 @@ import pytest
 from idx_files import write_mnist_like
 
 from jdistill.data import load_dataset
+from jdistill.experiment import options_from, parser_for
 from jdistill.methods import build_method
 from jdistill.methods.representation import load_run, test_accuracy, with_teacher_head
 from jdistill.train import RunConfig, fit, load_teacher, parse_methods
@@ -111,29 +112,55 @@ def test_bad_options_and_runs_without_a_projection_are_explained(tmp_path, teach
         with_teacher_head(teacher, teacher, digits)
 
 
+def test_the_experiment_declares_the_teacher_then_8_rows_of_3_seeds(tmp_path):
+    experiment = runpy.run_path(str(SCRIPT))["EXPERIMENT"]
+    parser = parser_for(experiment)
+    runs = list(experiment.runs(options_from(experiment, parser.parse_args(["--out", str(tmp_path)]))))
+    assert [(r.name, r.row, r.config.model, r.config.epochs) for r in runs[:2]] == [
+        ("teacher", "teacher", "lenet5", 3),
+        ("alone/seed0", "alone", "mlp32", 3),
+    ]
+    repmap, kd_repmap = ("repmap",), ("kd", "repmap")
+    methods = {"alone": (), "kd": ("kd",), "l2": repmap, "cosine": repmap, "l2_kd": kd_repmap,
+               "cosine_kd": kd_repmap, "srrl": ("srrl",), "srrl_kd": ("kd", "srrl")}  # fmt: skip
+    assert [r.row for r in runs[1:]] == [row for row in methods for _ in range(3)]
+    assert [r.config.seed for r in runs] == [0] + [0, 1, 2] * 8
+    for run in runs[1:]:
+        assert run.config.methods == ("ce", *methods[run.row]) and run.config.temperature == 4.0
+        assert run.config.teacher == (str(tmp_path / "teacher") if run.row != "alone" else None)
+        if "srrl" in run.row:
+            assert run.config.method_options == {"srrl": {"teacher_run": str(tmp_path / "teacher")}}
+            assert run.config.weights == {"srrl_head": 0.01}
+        elif "repmap" in run.config.methods:
+            assert run.config.method_options == {"repmap": {"distance": run.row.split("_")[0]}}
+    argv = ["--out", str(tmp_path), "--rows", "alone,sideways"]
+    with pytest.raises(ValueError, match="unknown row.s. sideways; rows: alone, kd, l2"):
+        next(experiment.runs(options_from(experiment, parser.parse_args(argv))))
+
+
 @pytest.mark.slow
 def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
+    """--smoke --rows alone,srrl: the teacher and two students, 1 epoch each, on 512 images."""
     data, out = write_mnist_like(tmp_path), tmp_path / "repmap"
-    argv = [
-        str(SCRIPT),
-        "--data-dir",
-        str(data),
-        "--out",
-        str(out),
-        "--smoke",
-        "--quiet",
-        "--rows",
-        "alone,srrl",
-    ]
-    monkeypatch.setattr(sys, "argv", argv)
+    argv = ["--data-dir", str(data), "--out", str(out), "--smoke", "--quiet", "--rows", "alone,srrl"]
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), *argv])
     runpy.run_path(str(SCRIPT), run_name="__main__")
     table = (out / "table.md").read_text()
     assert table in capsys.readouterr().out
-    assert "| student alone |" in table and "| SRRL: L2 mapping + teacher-head term x " in table
-    results = json.loads((out / "results.json").read_text())
-    assert (
-        results["rows"]["alone"]["teacher_head"] == [] and len(results["rows"]["srrl"]["teacher_head"]) == 1
-    )
-    for accuracy in (*results["rows"]["alone"]["own_head"], *results["rows"]["srrl"]["teacher_head"]):
-        assert 0 <= accuracy <= 1
+    results = json.loads((out / "results.json").read_text())  # row -> the summaries of its seeds
+    assert {row: [s["run"] for s in summaries] for row, summaries in results.items()} == {
+        "teacher": ["teacher"],
+        "alone": ["alone/seed0"],
+        "srrl": ["srrl/seed0"],
+    }
+    (teacher,), (alone,), (srrl,) = results.values()
+    assert (teacher["model"], alone["methods"], srrl["methods"]) == ("lenet5", ["ce"], ["ce", "srrl"])
+    assert srrl["extra_params"] == 32 * 84 + 84  # the projection to the teacher's embedding
+    smoke = load_dataset("mnist", str(data)).first(512, 200)
+    head = test_accuracy(with_teacher_head(str(out / "srrl/seed0"), str(out / "teacher"), smoke), smoke)
+    assert f"Teacher lenet5 (61,706 parameters, 1 epochs): {100 * teacher['test/accuracy']:.2f} %" in table
+    assert "Student mlp32 (25,450 parameters, 1 epochs; projection 2,772 parameters)" in table
+    assert f"| student alone | {100 * alone['test/accuracy']:.2f} | - | 1 |" in table
+    own = 100 * srrl["test/accuracy"]
+    assert f"| SRRL: L2 mapping + teacher-head term x 0.01 | {own:.2f} | {100 * head:.2f} | 1 |" in table
     assert (out / "accuracy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
