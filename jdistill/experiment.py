@@ -53,7 +53,8 @@ class Experiment:
     """``runs(options)`` lists the runs in the order they are played (a teacher before its
     students); ``table(results, options)`` renders the table from ``results`` (row -> the
     summaries of its runs, in order); ``plots(results, options)`` writes figures under
-    ``options.out``. ``add_options(parser)`` adds the experiment's own options."""
+    ``options.out``. ``add_options(parser)`` adds the experiment's own options; ``data(dataset,
+    options)`` makes the data every run gets from the loaded one (a subset, say)."""
 
     doc: str
     dataset: str
@@ -66,6 +67,7 @@ class Experiment:
     smoke_examples: tuple[int, int] = (512, 200)
     holdout_fraction: float = 1 / 6
     default_out: str | None = None
+    data: Callable[[Any, Options], Any] | None = None
 
 
 def paper_numbers(script: str) -> dict:
@@ -170,6 +172,8 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
         dataset = load_dataset(experiment.dataset, options.data_dir)
         if options.smoke:
             dataset = dataset.first(*experiment.smoke_examples)
+        if experiment.data:
+            dataset = experiment.data(dataset, options)
         options = dataclasses.replace(options, dataset=dataset)
         options.out.mkdir(parents=True, exist_ok=True)
         results = play(experiment, options, dataset)

@@ -83,11 +83,17 @@ def test_irg_distils_through_the_trainer(smoke_out):
 def test_smoke_runs_the_whole_table(smoke_out):
     out, printed = smoke_out
     results = json.loads((out / "results.json").read_text())
-    assert list(results["rows"]) == ["alone", "irg", "irg_kd"]
-    for name, row in results["rows"].items():
-        summary = json.loads((out / name / "seed0" / "summary.json").read_text())
-        assert row["accuracy"] == [summary["test/accuracy"]]
-        assert len(row["agreement"]) == (0 if name == "alone" else 1)
+    students = ["student alone (known labels)", "IRG (vertex 0.1, edge 5, transformation 5)", "IRG + KD"]
+    assert list(results) == ["teacher lenet5 (all labels)", *students]
+    assert [s["run"] for (s,) in results.values()] == ["teacher", "alone/seed0", "irg/seed0", "irg_kd/seed0"]
+    for (summary,) in results.values():
+        assert summary | json.loads((out / summary["run"] / "summary.json").read_text()) == summary
+    # The teacher learns every label; the students know half of them under --smoke.
+    config = {
+        run: json.loads((out / run / "config.json").read_text())["config"]
+        for run in ("teacher", "alone/seed0")
+    }
+    assert config["teacher"]["labelled_fraction"] == 1.0 and config["alone/seed0"]["labelled_fraction"] == 0.5
     # The student alone takes as many optimizer steps on the labelled images as a distilled one.
     steps = {
         name: json.loads((out / name / "seed0" / "metrics.jsonl").read_text().splitlines()[-1])["step"]
@@ -95,6 +101,21 @@ def test_smoke_runs_the_whole_table(smoke_out):
     }
     assert steps["alone"] >= steps["irg"] > 0
     table = (out / "table.md").read_text()
-    assert table in printed and "IRG + KD" in table
+    assert table in printed and "known labels (50%)" in table and "1 epoch(s) of 256 images" in table
+    cells = {c[0]: c[1:] for c in (line.strip("| ").split(" | ") for line in table.splitlines()[4:])}
+    teacher = results["teacher lenet5 (all labels)"][0]
+    assert cells["teacher lenet5 (all labels)"] == [f"{100 * teacher['test/accuracy']:.2f}", "-", "1", "-"]
+    for row in students:  # accuracy, agreement with the teacher, seeds, training seconds
+        (summary,) = results[row]
+        accuracy, agreement, seeds, _ = cells[row]
+        assert accuracy == f"{100 * summary['test/accuracy']:.2f}" and seeds == "1"
+        assert agreement == ("-" if row == students[0] else f"{100 * summary['test/agreement']:.2f}")
     for plot in ("accuracy.png", "learning_curves.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rows_must_be_known(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", [str(SCRIPT), "--out", "unused", "--rows", "kd,irg2"])
+    with pytest.raises(SystemExit):
+        runpy.run_path(str(SCRIPT), run_name="__main__")
+    assert "argument --rows: unknown irg2; choose from alone, kd, rkd, irg, irg_kd" in capsys.readouterr().err

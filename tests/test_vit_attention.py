@@ -180,20 +180,31 @@ def test_the_experiment_runs_end_to_end(mnist_like_dir, tmp_path, monkeypatch, c
     printed = capsys.readouterr().out
 
     results = json.loads((out / "results.json").read_text())
-    assert set(results["rows"]) == {"alone", "kd", "kd_at", "kd_at_vr"}
-    for name, row in results["rows"].items():
-        assert len(row["accuracy"]) == 1 and 0 <= row["accuracy"][0] <= 1
-        assert row["attention_kl"][0] >= 0
-        config = json.loads((out / name / "seed0" / "config.json").read_text())["config"]
-        assert config["model"] == "vit2x32"
+    students = ["student alone (hard labels)", "KD (T = 4)", "KD + attention transfer",
+                "KD + attention transfer + value relation"]  # fmt: skip
+    assert list(results) == ["teacher vit2x32", *students]  # --smoke: the student's architecture teaches
+    for row, (summary,) in results.items():  # one seed
+        assert summary["run"] == "teacher" if row.startswith("teacher") else summary["run"].endswith("/seed0")
+        assert summary["model"] == "vit2x32" and 0 <= summary["test/accuracy"] <= 1
+        assert summary | json.loads((out / summary["run"] / "summary.json").read_text()) == summary
     # The distilled runs logged their attention terms; the student alone has no teacher.
     metrics = [
         json.loads(line) for line in (out / "kd_at_vr" / "seed0" / "metrics.jsonl").read_text().splitlines()
     ]
     assert metrics[-1]["train/loss/vit_at"] > 0 and metrics[-1]["train/loss/vit_vr"] > 0
-    assert results["rows"]["alone"]["agreement"] == [] and len(results["rows"]["kd_at"]["agreement"]) == 1
+    assert "test/agreement" not in results[students[0]][0] and "test/agreement" in results[students[2]][0]
     table = (out / "table.md").read_text()
-    assert table in printed and "KD + attention transfer" in table
+    assert table in printed and "MNIST (256 training images, 200 test images)" in table
+    cells = {c[0]: c[1:] for c in (line.strip("| ").split(" | ") for line in table.splitlines()[4:])}
+    teacher = results["teacher vit2x32"][0]
+    accuracy = f"{100 * teacher['test/accuracy']:.2f}"
+    assert cells[f"teacher vit2x32 ({teacher['params']:,} parameters)"] == [accuracy, "", "", "1"]
+    for row in students:  # accuracy, agreement with the teacher, last-block attention KL, seeds
+        accuracy, agreement, gap, seeds = cells[row]
+        assert accuracy == f"{100 * results[row][0]['test/accuracy']:.2f}" and seeds == "1"
+        assert (agreement == "") == (row == students[0])
+        # Under --smoke the student alone, seed 0, replays the teacher's run: no gap to it.
+        assert gap == "0.000" if row == students[0] else float(gap) > 0
     for plot in ("attention_maps.png", "curves.png"):
         assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # A different training subset into the same directory is refused.
