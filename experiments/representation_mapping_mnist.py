@@ -73,24 +73,20 @@ def runs(options):
             yield Run(f"{name}/seed{seed}", config, name)
 
 
-HEAD_ACCURACY = {}  # run directory -> its teacher-head accuracy: the table and the plot both read it
+def measure(run_dir, options) -> dict:
+    """A student with a projection: its accuracy through the projection and the teacher's head."""
+    config = RunDir(run_dir).config()
+    if not {"repmap", "srrl"} & set(config.methods):
+        return {}
+    student = with_teacher_head(str(run_dir), config.teacher, options.dataset)
+    return {"teacher_head_accuracy": test_accuracy(student, prepare_dataset(config, options.dataset))}
 
 
-def teacher_head(run_dir, data) -> float:
-    """The accuracy of the student in ``run_dir`` through its projection and the teacher's head."""
-    if run_dir not in HEAD_ACCURACY:
-        config = RunDir(run_dir).config()
-        student = with_teacher_head(str(run_dir), config.teacher, data)
-        HEAD_ACCURACY[run_dir] = test_accuracy(student, prepare_dataset(config, data))
-    return HEAD_ACCURACY[run_dir]
-
-
-def accuracies(results, options) -> dict[str, tuple[list[float], list[float]]]:
+def accuracies(results) -> dict[str, tuple[list[float], list[float]]]:
     """Student row -> accuracies with its own head and (if it has a projection) the teacher's head."""
     return {
         name: ([evaluated(s) for s in summaries],
-               [teacher_head(options.out / s["run"], options.dataset) for s in summaries
-                if {"repmap", "srrl"} & set(s["methods"])])
+               [s["teacher_head_accuracy"] for s in summaries if "teacher_head_accuracy" in s])
         for name, summaries in results.items() if name != "teacher"
     }  # fmt: skip
 
@@ -101,7 +97,7 @@ def table(results, options):
     headers = ["student (mlp32)", "own head (%)", "projection + teacher's head (%)", "seeds", "train s/run"]
     lines = [[labels[name][0], mean_std(own), mean_std(head) if head else "-", len(results[name]),
               f"{np.mean([s['train_seconds'] for s in results[name]]):.0f}"]
-             for name, (own, head) in accuracies(results, options).items()]  # fmt: skip
+             for name, (own, head) in accuracies(results).items()]  # fmt: skip
     return (
         f"MNIST {'held-out' if options.validate else 'test'} accuracy, mean +- std over seeds. Teacher "
         f"{TEACHER} ({teacher['params']:,} parameters, {teacher['epochs']} epochs): "
@@ -117,7 +113,7 @@ def plots(results, options):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels, by_row = rows(options), accuracies(results, options)
+    labels, by_row = rows(options), accuracies(results)
     fig, ax = plt.subplots(figsize=(10, 4.5))
     x = np.arange(len(by_row))
     for k, label in enumerate(["student's own head", "teacher's head"]):
@@ -143,7 +139,7 @@ def add_options(parser):
     parser.add_argument("--rows", default="", help="comma-separated row names to run (default: all)")
 
 
-EXPERIMENT = Experiment(__doc__, "mnist", runs, table, plots, add_options,
+EXPERIMENT = Experiment(__doc__, "mnist", runs, table, plots, add_options, measure=measure,
                         default_out="runs/representation_mapping_mnist")  # fmt: skip
 
 if __name__ == "__main__":

@@ -14,21 +14,20 @@ together. ``table.md`` has the numbers and the mean entropy over the whole test 
         # teacher's 2 epochs took 130 s of that. With --teacher DIR (no training) 2 min, shared.
     python experiments/temperature_mnist.py --data-dir DIR --out DIR --smoke   # the pipeline in seconds
 
-Writes ``table.md``, ``results.json`` and the PNG files to ``--out``.
+Writes ``table.md``, ``results.json`` (the teacher run's summary), ``temperature.json`` (the
+teacher's accuracy, the mean entropies, and each image's logits and probabilities) and the PNG
+files to ``--out``.
 """
 
-import argparse
 import json
 import pathlib
 
 import numpy as np
 
 from jdistill import losses
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main
 from jdistill.temperature import TEMPERATURES, plot_entropy, show, teacher_logits
-from jdistill.train import RunConfig, fit
-
-SMOKE_TRAIN, SMOKE_TEST = 512, 200  # examples kept by --smoke
+from jdistill.train import RunConfig
 
 
 def choose_images(logits: np.ndarray, labels: np.ndarray) -> dict[str, int]:
@@ -46,87 +45,62 @@ def choose_images(logits: np.ndarray, labels: np.ndarray) -> dict[str, int]:
     }
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files; default: tensorflow-datasets")
-    parser.add_argument("--out", default="runs/temperature_mnist")
+def add_options(parser):
     parser.add_argument(
         "--teacher", default=None, help="a finished MNIST run to reuse instead of training one"
     )
     parser.add_argument("--epochs", type=int, default=2, help="teacher epochs")
-    parser.add_argument(
-        "--smoke", action="store_true", help=f"{SMOKE_TRAIN} training images, 1 epoch: tests the pipeline"
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args()
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
 
-    dataset = load_dataset("mnist", args.data_dir)
-    if args.smoke:
-        dataset = dataset.first(SMOKE_TRAIN, SMOKE_TEST)
-    teacher_dir = args.teacher or str(out / "teacher")
-    if args.teacher is None:
+
+def teacher_dir(options) -> str:
+    return str(pathlib.Path(options.args.teacher or options.out / "teacher").absolute())
+
+
+def runs(options):
+    if options.args.teacher is None:
         config = RunConfig(
-            model="lenet5",
-            dataset="mnist",
-            data_dir=args.data_dir,
-            epochs=1 if args.smoke else args.epochs,
-            batch_size=64 if args.smoke else 128,
-            learning_rate=0.05,
+            "lenet5", "mnist", options.args.epochs, data_dir=options.data_dir, learning_rate=0.05
         )
-        fit(config, teacher_dir, dataset=dataset, progress=not args.quiet, label="teacher")
-    logits = teacher_logits(teacher_dir, dataset)
-    accuracy = float(np.mean(logits.argmax(-1) == dataset.y_test))
+        yield Run("teacher", config, "teacher")
 
-    images = choose_images(logits, dataset.y_test)
-    mean_entropy = [
-        float(np.mean(losses.entropy(losses.softened_probabilities(logits, temperature=t))))
-        for t in TEMPERATURES
-    ]
-    results = {
-        "teacher": teacher_dir,
-        "teacher_accuracy": accuracy,
-        "temperatures": list(TEMPERATURES),
-        "mean_test_entropy": mean_entropy,
-        "images": {},
-    }
+
+def table(results, options):
+    """The table; it also writes the figures and temperature.json (``show`` draws an image's
+    figures as it tabulates it)."""
+    out, data, teacher = options.out, options.dataset, teacher_dir(options)
+    logits = teacher_logits(teacher, data)
+    accuracy = float(np.mean(logits.argmax(-1) == data.y_test))
+    soft = {t: losses.softened_probabilities(logits, temperature=t) for t in TEMPERATURES}
+    entropy = [float(np.mean(losses.entropy(p))) for p in soft.values()]
+    means = ", ".join(f"T = {t:g}: {h:.3f}" for t, h in zip(TEMPERATURES, entropy))
     sections = [
-        (
-            f"Teacher {teacher_dir}: test accuracy {100 * accuracy:.2f} % on {len(dataset.y_test)} images. "
-            f"Probabilities softmax(z / T) and entropy (nats; log 10 = {np.log(10):.3f}).\n"
-        ),
-        "Mean entropy over the test set: "
-        + ", ".join(f"T = {t:g}: {h:.3f}" for t, h in zip(TEMPERATURES, mean_entropy))
-        + "\n",
+        f"Teacher {teacher}: test accuracy {100 * accuracy:.2f} % on {len(data.y_test)} images. "
+        f"Probabilities softmax(z / T) and entropy (nats; log 10 = {np.log(10):.3f}).\n",
+        f"Mean entropy over the test set: {means}\n",
     ]
-    curves = {}
-    for kind, index in images.items():
-        label, predicted = int(dataset.y_test[index]), int(logits[index].argmax())
-        text = show(logits[index], dataset.x_test[index], label, out / kind, name=f"{kind}: ")
-        curves[f"{kind} (test image {index}, label {label})"] = logits[index]
-        results["images"][kind] = {
-            "index": index,
-            "label": label,
-            "predicted": predicted,
-            "logits": [round(float(z), 4) for z in logits[index]],
-            "probabilities": {
-                f"{t:g}": [
-                    round(float(p), 6) for p in losses.softened_probabilities(logits[index], temperature=t)
-                ]
-                for t in TEMPERATURES
-            },
-        }
+    images, curves = {}, {}
+    for kind, i in choose_images(logits, data.y_test).items():
+        label, predicted = int(data.y_test[i]), int(logits[i].argmax())
+        text = show(logits[i], data.x_test[i], label, out / kind, name=f"{kind}: ")
+        curves[f"{kind} (test image {i}, label {label})"] = logits[i]
+        probabilities = {f"{t:g}": [round(float(q), 6) for q in p[i]] for t, p in soft.items()}
+        logits_i = [round(float(z), 4) for z in logits[i]]
+        images[kind] = dict(
+            index=i, label=label, predicted=predicted, logits=logits_i, probabilities=probabilities
+        )
         sections.append(
-            f"## {kind}: test image {index}, label {label}, teacher predicts {predicted}\n\n"
-            f"Logits: {', '.join(f'{z:.2f}' for z in logits[index])}\n\n{text}"
+            f"## {kind}: test image {i}, label {label}, teacher predicts {predicted}\n\n"
+            f"Logits: {', '.join(f'{z:.2f}' for z in logits[i])}\n\n{text}"
         )
     plot_entropy(curves, out / "entropy.png")
-    table = "\n".join(sections)
-    (out / "table.md").write_text(table)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table)
+    details = dict(teacher=teacher, teacher_accuracy=accuracy, temperatures=list(TEMPERATURES))
+    details.update(mean_test_entropy=entropy, images=images)
+    (out / "temperature.json").write_text(json.dumps(details, indent=2) + "\n")
+    return "\n".join(sections)
 
+
+EXPERIMENT = Experiment(__doc__, "mnist", runs, table, add_options=add_options, seeds=1,
+                        default_out="runs/temperature_mnist")  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

@@ -54,7 +54,9 @@ class Experiment:
     students); ``table(results, options)`` renders the table from ``results`` (row -> the
     summaries of its runs, in order); ``plots(results, options)`` writes figures under
     ``options.out``. ``add_options(parser)`` adds the experiment's own options; ``data(dataset,
-    options)`` makes the data every run gets from the loaded one (a subset, say)."""
+    options)`` makes the data every run gets from the loaded one (a subset, say); ``measure(run_dir,
+    options)`` returns numbers of a finished table run beyond its summary, kept beside it in
+    ``results.json``."""
 
     doc: str
     dataset: str
@@ -68,6 +70,7 @@ class Experiment:
     holdout_fraction: float = 1 / 6
     default_out: str | None = None
     data: Callable[[Any, Options], Any] | None = None
+    measure: Callable[[pathlib.Path, Options], dict] | None = None
 
 
 def paper_numbers(script: str) -> dict:
@@ -156,7 +159,8 @@ def play(experiment: Experiment, options: Options, dataset) -> dict[str, list[di
             label=run.name,
         )
         if run.row is not None:
-            results.setdefault(run.row, []).append({"run": run.name, **summary})
+            measured = experiment.measure(options.out / run.name, options) if experiment.measure else {}
+            results.setdefault(run.row, []).append({"run": run.name, **summary, **measured})
     return results
 
 

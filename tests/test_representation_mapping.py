@@ -158,6 +158,7 @@ def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     assert srrl["extra_params"] == 32 * 84 + 84  # the projection to the teacher's embedding
     smoke = load_dataset("mnist", str(data)).first(512, 200)
     head = test_accuracy(with_teacher_head(str(out / "srrl/seed0"), str(out / "teacher"), smoke), smoke)
+    assert srrl["teacher_head_accuracy"] == head and "teacher_head_accuracy" not in alone  # kept in results
     assert f"Teacher lenet5 (61,706 parameters, 1 epochs): {100 * teacher['test/accuracy']:.2f} %" in table
     assert "Student mlp32 (25,450 parameters, 1 epochs; projection 2,772 parameters)" in table
     assert f"| student alone | {100 * alone['test/accuracy']:.2f} | - | 1 |" in table

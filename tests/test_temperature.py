@@ -10,6 +10,7 @@ import pytest
 from idx_files import write_mnist_like
 
 from jdistill.cli import main
+from jdistill.report import evaluated
 from jdistill.temperature import soften
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "temperature_mnist.py"
@@ -34,7 +35,10 @@ def experiment(tmp_path_factory):
 @pytest.mark.slow
 def test_the_experiment_chooses_images_by_entropy_and_writes_its_outputs(experiment):
     _, out = experiment
-    results = json.loads((out / "results.json").read_text())
+    runs = json.loads((out / "results.json").read_text())
+    assert [s["run"] for s in runs["teacher"]] == ["teacher"] and runs["teacher"][0]["epochs"] == 1
+    results = json.loads((out / "temperature.json").read_text())
+    assert results["teacher_accuracy"] == pytest.approx(evaluated(runs["teacher"][0]), abs=1e-6)
     images = results["images"]
     assert set(images) == {"confident", "median", "ambiguous"}
     assert images["confident"]["label"] == images["confident"]["predicted"]
