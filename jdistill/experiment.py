@@ -53,13 +53,14 @@ class Experiment:
     """``runs(options)`` lists the runs in the order they are played (a teacher before its
     students); ``table(results, options)`` renders the table from ``results`` (row -> the
     summaries of its runs, in order); ``plots(results, options)`` writes figures under
-    ``options.out``. ``add_options(parser)`` adds the experiment's own options; ``data(dataset,
-    options)`` makes the data every run gets from the loaded one (a subset, say); ``measure(run_dir,
-    options)`` returns numbers of a finished table run beyond its summary, kept beside it in
-    ``results.json``."""
+    ``options.out``. ``add_options(parser)`` adds the experiment's own options. ``data(dataset,
+    options)`` makes the data every run gets from the loaded one (a subset, say); with
+    ``dataset=None`` nothing is loaded and ``data(None, options)`` makes it (from the experiment's
+    own options, say). ``measure(run_dir, options)`` returns numbers of a finished table run beyond
+    its summary, kept beside it in ``results.json``."""
 
     doc: str
-    dataset: str
+    dataset: str | None
     runs: Callable[[Options], Iterable[Run]]
     table: Callable[[Mapping[str, list[dict]], Options], str]
     plots: Callable[[Mapping[str, list[dict]], Options], None] | None = None
@@ -173,8 +174,8 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
     out = pathlib.Path(args.out).absolute()
     try:
         options = options_from(experiment, args)
-        dataset = load_dataset(experiment.dataset, options.data_dir)
-        if options.smoke:
+        dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
+        if options.smoke and dataset is not None:
             dataset = dataset.first(*experiment.smoke_examples)
         if experiment.data:
             dataset = experiment.data(dataset, options)
