@@ -101,8 +101,7 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
         "--smoke",
         action="store_true",
         help=f"the first {experiment.smoke_examples[0]} training and {experiment.smoke_examples[1]} test "
-        f"examples, one seed, {', '.join(f'{k}={v}' for k, v in experiment.smoke.items())}: tests the "
-        "pipeline",
+        f"examples, one seed{''.join(f', {k}={v}' for k, v in experiment.smoke.items())}: tests the pipeline",
     )
     parser.add_argument(
         "--validate",

@@ -146,8 +146,11 @@ def test_each_student_term_reaches_only_its_own_part(mapping_game, term, own, ot
     student = mapping_game.players["student"]
     z = jax.random.normal(jax.random.key(1), (8, 4))
     teacher_logits = jax.random.normal(jax.random.key(2), (8, 8, 8, 1))
-    module = lambda p: nnx.merge(student.graphdef, p, student.rest)
-    term_of = lambda p: mapping_objective(module(p), z, teacher_logits)[1][term]
+
+    def term_of(params):
+        module = nnx.merge(student.graphdef, params, student.rest)
+        return mapping_objective(module, z, teacher_logits)[1][term]
+
     grads = jax.jit(jax.grad(term_of))(student.params)
     assert all(float(jnp.abs(g).max()) == 0.0 for g in jax.tree.leaves(grads[other]))
     assert all(float(jnp.abs(g).max()) > 0.0 for g in jax.tree.leaves(grads[own]))
@@ -278,8 +281,13 @@ def test_the_experiment_runs_end_to_end(tmp_path, monkeypatch, capsys):
     for row in ("teacher encoder mean (reference)", "student h32", "teacher samples", "real test images"):
         assert row in table
     results = json.loads((out / "results.json").read_text())
-    assert set(results["students"]) == {"h32"}
-    assert 0 <= results["students"]["h32"]["seeds"][0]["classifier"]["agreement_with_teacher"] <= 1
+    assert set(results) == {"teacher", "classifier", "h32"}  # --smoke: the h32 students, one seed
+    (student,) = results["h32"]
+    assert student["run"] == "student_h32/seed0" and student["encoder_params"] > 0
+    assert 0 <= student["classifier"]["agreement_with_teacher"] <= 1
+    assert 0 <= student["real/active_dims"] == results["teacher"][0]["active_dims"] <= 16
+    assert results["teacher"][0]["heldout_points"] == 500 and results["teacher"][0]["test_images"] == 200
+    assert 0 < results["classifier"][0]["real_test_images"]["inception_score"] <= 10
     for name in ("samples.png", "curves.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for run in ("teacher", "classifier", "student_h32/seed0"):
