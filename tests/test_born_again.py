@@ -69,18 +69,24 @@ def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_pa
         assert configs[method]["weights"] == {"ce": 0.0, method: 1.0}
 
     results = json.loads((out / "results.json").read_text())
-    for gen in range(3):
+    gens = [f"gen {gen} (BAN from gen {gen - 1})" for gen in (1, 2)]
+    assert list(results) == ["gen 0 (labels)", *gens, "gen 1, CWTM from gen 0", "gen 1, DKPP from gen 0"]
+    for gen, row in enumerate(["gen 0 (labels)", *gens]):
         summary = json.loads((out / "seed0" / f"gen{gen}" / "summary.json").read_text())
-        assert results["generation"][gen] == [summary["test/accuracy"]]
+        (result,) = results[row]
+        assert result["run"] == f"seed0/gen{gen}" and result["test/accuracy"] == summary["test/accuracy"]
+        assert 0 <= result["ensemble"] <= 1
     # The ensemble of generation 0 alone is generation 0 (its logits recomputed from the checkpoint).
-    assert results["ensemble"][0][0] == pytest.approx(results["generation"][0][0], abs=1e-6)
-    assert all(0 <= a <= 1 for a in results["ensemble"][2])
+    (gen0,) = results["gen 0 (labels)"]
+    assert gen0["ensemble"] == pytest.approx(gen0["test/accuracy"], abs=1e-6)
+    assert all("ensemble" not in s for row in list(results)[3:] for s in results[row])
     table = (out / "table.md").read_text()
     assert table in printed and "gen 2 (BAN from gen 1)" in table and "DKPP" in table
     assert (out / "generations.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # Re-run without the ablations: the finished generations are reused, CWTM and DKPP left out.
+    mtime = (out / "seed0" / "gen2" / "summary.json").stat().st_mtime_ns
     _run(monkeypatch, *args, "--seeds", "1", "--generations", "3", "--no-ablations")
-    results = json.loads((out / "results.json").read_text())
-    assert results["cwtm"] == [] and results["dkpp"] == [] and len(results["generation"]) == 3
+    assert list(json.loads((out / "results.json").read_text())) == ["gen 0 (labels)", *gens]
+    assert (out / "seed0" / "gen2" / "summary.json").stat().st_mtime_ns == mtime
     assert "DKPP" not in (out / "table.md").read_text()
