@@ -17,36 +17,27 @@ al. 2019) and ZSKT (Micaelli & Storkey 2019), student and generator initialised 
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_paper \\
         --config paper --seeds 0 1 2
         # the papers' sizes (width 64, batch 512, DFAD 2,000 iterations, DAFL 24,000): GPU work
+    python experiments/data_free_mnist.py --data-dir DIR --out DIR --smoke   # the pipeline in seconds
 
-Every run is a run directory under ``--out``; re-running resumes unfinished runs and skips
-finished ones. Writes ``table.md`` (beside the papers' numbers, and each data-free method's test
-accuracy by iteration), ``results.json`` (with every data-free run's accuracy curve),
-``accuracy.png`` (test accuracy of the data-free students against iterations) and, per data-free
-run, ``samples/iter_*.png`` grids and ``class_histogram.png``.
+``--seeds 0 1 2`` names the data-free students' seeds; a single value N means seeds 0..N-1 (before
+the experiment runner, it named one seed). Runs ``teacher_dfad`` (one per teacher recipe: DFAD and
+ZSKT share it), ``student``, ``kd``, ``dfad_seed0``, ...; re-running resumes unfinished runs and
+reads back finished ones. Writes ``table.md`` (beside the papers' numbers, and each data-free
+method's test accuracy by iteration), ``results.json`` (with every data-free run's configuration and
+accuracy curve), ``accuracy.png`` (test accuracy of the data-free students against iterations) and,
+per data-free run, ``samples/iter_*.png`` grids and ``class_histogram.png``.
 """
 
-import argparse
 import dataclasses
-import json
-import pathlib
-import time
 
 import numpy as np
 
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
-from jdistill.train import RunConfig, RunDir, fit
+from jdistill.train import RunConfig, RunDir
 
-# ../shared/reference/paper-tables.md: LeNet-5 -> LeNet-5-half on MNIST.
-PAPER = {
-    "teacher": "98.9 (DFAD 0.989; DAFL 98.91)",
-    "student": "98.65 (DAFL)",
-    "kd": "98.8 (DFAD) / 98.91 (DAFL)",
-    "dfad": "98.3 +- 0.2 (DFAD)",
-    "dafl": "98.20 (DAFL) / 98.1 (by DFAD)",
-    "zskt": "n/a (no MNIST result)",
-}
+PAPER = paper_numbers(__file__)  # ../shared/reference/paper-tables.md: LeNet-5 -> LeNet-5-half on MNIST
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,7 +98,7 @@ CONFIGS = {
             },
         },
     ),
-    # For tests of the pipeline: a few iterations of everything.
+    # --smoke: a few iterations of everything (on 512 training and 256 test images).
     "smoke": Setting(
         image_size=32,
         student_epochs=1,
@@ -127,128 +118,64 @@ CONFIGS = {
 }
 
 
-def teacher_config(args, setting: Setting, method: str) -> RunConfig:
-    """``method``'s teacher: its reference recipe (the setting may shorten it)."""
-    epochs = {"epochs": setting.teacher_epochs} if setting.teacher_epochs else {}
-    return paper_teacher(method, data_dir=args.data_dir, **epochs)
-
-
-def real_data_config(args, setting: Setting, methods=("ce",), teacher=None) -> RunConfig:
-    """The real-data baselines (LeNet-5-half): Adam 2e-3, cosine, batch 128."""
-    return RunConfig(
-        model="lenet5_half",
-        dataset="mnist",
-        data_dir=args.data_dir,
-        epochs=setting.student_epochs,
-        optimizer="adam",
-        learning_rate=2e-3,
-        batch_size=128,
-        teacher=teacher,
-        methods=methods,
-        temperature=4.0,
-    )
-
-
-def curve(run_dir) -> list[list]:
-    """``[iteration, test accuracy]`` of every evaluation of a data-free run."""
-    return [[m["step"], m["test/accuracy"]] for m in RunDir(run_dir).metrics() if "test/accuracy" in m]
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files (default: tensorflow-datasets)")
-    parser.add_argument("--out", required=True, help="directory of the runs and the table")
-    parser.add_argument("--config", choices=sorted(CONFIGS), default="cpu")
+def add_options(parser):
+    parser.add_argument("--config", choices=("cpu", "paper"), default="cpu")
     parser.add_argument("--methods", nargs="+", choices=DATA_FREE_METHODS, default=list(DATA_FREE_METHODS))
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds of the data-free students")
     parser.add_argument(
         "--init",
         choices=("torch", "flax"),
         default="torch",
         help="initialisation of the data-free students and generators (the teachers': PyTorch's)",
     )
-    parser.add_argument(
-        "--iterations", type=int, default=None, help="override every data-free run's iterations"
-    )
-    parser.add_argument(
-        "--generator-width", type=int, default=None, help="override every data-free run's generator width"
-    )
-    parser.add_argument(
-        "--student-schedule",
-        choices=("constant", "cosine"),
-        default=None,
-        help="override every data-free run's student learning-rate schedule",
-    )
-    parser.add_argument("--no-progress", action="store_true")
-    args = parser.parse_args(argv)
-    setting = CONFIGS[args.config]
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    started = time.perf_counter()
+    parser.add_argument("--iterations", type=int, help="override every data-free run's iterations")
+    parser.add_argument("--generator-width", type=int, help="override every data-free run's generator width")
+    parser.add_argument("--student-schedule", choices=("constant", "cosine"),
+                        help="override every data-free run's student learning-rate schedule")  # fmt: skip
 
-    dataset = teacher_dataset(load_dataset("mnist", args.data_dir), setting.image_size)
-    if args.config == "smoke":
-        dataset = dataset.first(512, 256)
-    results = {"teachers": {}}
 
-    def real(name, config):
-        summary = fit(config, out / name, dataset=dataset, progress=progress, label=name)
-        return {"accuracy": summary["test/accuracy"], "seconds": summary["train_seconds"]}
+def setting(options) -> Setting:
+    return CONFIGS["smoke" if options.smoke else options.args.config]
 
-    # One teacher per recipe: methods whose recipes agree (DFAD, ZSKT) share it.
-    teachers, names = {}, {}
-    for method in args.methods:
-        config = teacher_config(args, setting, method)
-        name = teachers[method] = names.setdefault(config.to_json(), f"teacher_{method}")
-        if name not in results["teachers"]:
-            results["teachers"][name] = {**real(name, config), "recipe": describe(config), "methods": []}
-        results["teachers"][name]["methods"].append(method)
-    first_teacher = str(out / teachers[args.methods[0]])
-    results["student"] = real("student", real_data_config(args, setting))
-    results["kd"] = real("kd", real_data_config(args, setting, ("ce", "kd"), teacher=first_teacher))
 
-    for method in args.methods:
-        fields = dict(setting.data_free[method])
-        if args.iterations:
-            fields["iterations"] = args.iterations
-        if args.generator_width:
-            fields["generator_width"] = args.generator_width
-        if args.student_schedule:
-            fields["student_schedule"] = args.student_schedule
-        for seed in args.seeds:
-            config = DataFreeConfig(
-                teacher_dir=str(out / teachers[method]),
-                method=method,
-                data_dir=args.data_dir,
-                image_size=setting.image_size,
-                init=args.init,
-                seed=seed,
-                **fields,
-            )
-            fit(config, out / f"{method}_seed{seed}", dataset=dataset, progress=progress)
-    # The table shows every finished data-free run in --out, from this command or an earlier one.
-    for method in DATA_FREE_METHODS:
-        finished = sorted(d for d in out.glob(f"{method}_seed*") if (d / "summary.json").exists())
-        if finished:
-            results[method] = [
-                {
-                    "dir": str(d),
-                    **RunDir(d).summary(),
-                    "config": json.loads((d / "config.json").read_text())["config"],
-                    "curve": curve(d),
-                }
-                for d in finished
-            ]
+def teachers(options) -> dict[str, tuple[RunConfig, list[str]]]:
+    """Teacher run name -> its reference recipe (the setting may shorten it) and the methods it
+    teaches: methods whose recipes agree (DFAD, ZSKT) share one."""
+    epochs = setting(options).teacher_epochs
+    names, teacher = {}, {}
+    for method in options.args.methods:
+        config = paper_teacher(method, data_dir=options.data_dir, **({"epochs": epochs} if epochs else {}))
+        name = names.setdefault(config.to_json(), f"teacher_{method}")
+        teacher.setdefault(name, (config, []))[1].append(method)
+    return teacher
 
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_table(out, args, results)
-    groups = {m.upper(): [r["dir"] for r in results[m]] for m in DATA_FREE_METHODS if m in results}
-    plot_learning_curves(groups, out / "accuracy.png", title="data-free students (LeNet-5-half), MNIST test")
-    print((out / "table.md").read_text())
+
+def runs(options):
+    a, s, teacher = options.args, setting(options), teachers(options)
+    for name, (config, _) in teacher.items():
+        yield Run(name, config, name)
+    # The real-data baselines (LeNet-5-half): Adam 2e-3, cosine, batch 128; KD from the first teacher.
+    real = RunConfig(model="lenet5_half", dataset="mnist", data_dir=options.data_dir, epochs=s.student_epochs,
+                     optimizer="adam", learning_rate=2e-3, batch_size=128, temperature=4.0)  # fmt: skip
+    yield Run("student", real, "student")
+    kd_teacher = str(options.out / next(iter(teacher)))
+    yield Run("kd", dataclasses.replace(real, teacher=kd_teacher, methods=("ce", "kd")), "kd")
+    given = {k: getattr(a, k) for k in ("iterations", "generator_width", "student_schedule")}
+    teacher_of = {method: name for name, (_, methods) in teacher.items() for method in methods}
+    for method in a.methods:
+        fields = {**s.data_free[method], **{k: v for k, v in given.items() if v}}
+        for seed in options.seeds:
+            config = DataFreeConfig(str(options.out / teacher_of[method]), method, data_dir=options.data_dir,
+                                    image_size=s.image_size, init=a.init, seed=seed, **fields)  # fmt: skip
+            yield Run(f"{method}_seed{seed}", config, method)
+
+
+def measure(run_dir, options) -> dict:
+    """A data-free run's configuration and ``[iteration, test accuracy]`` at every evaluation."""
+    if "_seed" not in run_dir.name:
+        return {}
+    metrics = RunDir(run_dir).metrics()
+    curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
+    return {"config": RunDir(run_dir).config_record()["config"], "curve": curve}
 
 
 def describe(config: RunConfig) -> str:
@@ -272,21 +199,15 @@ def curve_table(runs: list[dict], rows: int = 20) -> str:
     return markdown_table(["iteration", *seeds, "mean +- std"], lines)
 
 
-def write_table(out: pathlib.Path, args, results: dict) -> None:
-    rows = [
-        [f"teacher LeNet-5 for {', '.join(m.upper() for m in t['methods'])} ({t['recipe']})",
-         f"{100 * t['accuracy']:.2f}", PAPER["teacher"], f"{t['seconds']:.0f}"]
-        for t in results["teachers"].values()
-    ] + [
-        ["student LeNet-5-half, real data, hard labels", f"{100 * results['student']['accuracy']:.2f}",
-         PAPER["student"], f"{results['student']['seconds']:.0f}"],
-        ["KD on the real data (T = 4)", f"{100 * results['kd']['accuracy']:.2f}", PAPER["kd"],
-         f"{results['kd']['seconds']:.0f}"],
-    ]  # fmt: skip
+def table(results, options):
+    real = [(f"teacher LeNet-5 for {', '.join(map(str.upper, ms))} ({describe(config)})", name, "teacher")
+            for name, (config, ms) in teachers(options).items()]  # fmt: skip
+    real += [("student LeNet-5-half, real data, hard labels", "student", "student"),
+             ("KD on the real data (T = 4)", "kd", "kd")]  # fmt: skip
+    rows = [[what, f"{100 * results[row][0]['test/accuracy']:.2f}", PAPER[paper],
+             f"{results[row][0]['train_seconds']:.0f}"] for what, row, paper in real]  # fmt: skip
     curves = ""
-    for method in DATA_FREE_METHODS:
-        if method not in results:
-            continue
+    for method in (m for m in DATA_FREE_METHODS if m in results):
         runs = results[method]
         c = runs[0]["config"]
         what = (
@@ -305,18 +226,32 @@ def write_table(out: pathlib.Path, args, results: dict) -> None:
         rows.append([f"{what} (n={len(runs)}; {generated})", accuracy, PAPER[method],
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f}"])  # fmt: skip
         curves += f"\n## {method.upper()}: test accuracy (%) by iteration\n\n" + curve_table(runs)
-    text = (
-        f"# Data-free distillation on MNIST, LeNet-5 -> LeNet-5-half (--config {args.config})\n\n"
+    return (
+        f"# Data-free distillation on MNIST, LeNet-5 -> LeNet-5-half "
+        f"({'--smoke' if options.smoke else f'--config {options.args.config}'})\n\n"
         "Test accuracy (%) on the 10,000 real test images, final iteration; mean +- std over seeds.\n"
         "On generated samples at the end (mean over seeds): class entropy of the teacher's predictions "
         "over log 10 (1 = balanced), the teacher's mean |logit|, the largest |pixel| (standardised; "
         "real MNIST: at most 2.82).\n\n"
         + markdown_table(["student", "accuracy (%)", "paper", "train seconds"], rows)
         + curves
-        + f"\nWhole experiment: {results['wall_seconds'] / 60:.1f} min wall.\n"
     )
-    (out / "table.md").write_text(text)
 
+
+def plots(results, options):
+    groups = {
+        m.upper(): [options.out / r["run"] for r in results[m]] for m in DATA_FREE_METHODS if m in results
+    }
+    title = "data-free students (LeNet-5-half), MNIST test"
+    plot_learning_curves(groups, options.out / "accuracy.png", title=title)
+
+
+def data(dataset, options):
+    return teacher_dataset(dataset, setting(options).image_size)
+
+
+EXPERIMENT = Experiment(__doc__, "mnist", runs, table, plots, add_options, seeds=1, smoke={},
+                        smoke_examples=(512, 256), data=data, measure=measure)  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

@@ -96,7 +96,14 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
     parser.add_argument(
         "--data-dir", default=None, help="the data set's files; see 'jdistill train-teacher --help'"
     )
-    parser.add_argument("--seeds", type=int, default=experiment.seeds, help="seeds per row")
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[experiment.seeds],
+        metavar="N",
+        help=f"seeds per row: N for seeds 0..N-1, several for those seeds (default {experiment.seeds})",
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
@@ -116,12 +123,15 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
 
 
 def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
-    if args.seeds < 1:
-        raise ValueError(f"--seeds must be at least 1, got {args.seeds}")
+    seeds = tuple(range(args.seeds[0])) if len(args.seeds) == 1 else tuple(args.seeds)
+    if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
+        raise ValueError(
+            f"--seeds: a count of at least 1 or distinct seeds >= 0, got {' '.join(map(str, args.seeds))}"
+        )
     return Options(
         out=pathlib.Path(args.out).absolute(),
         data_dir=args.data_dir,
-        seeds=tuple(range(1 if args.smoke else args.seeds)),
+        seeds=seeds[:1] if args.smoke else seeds,
         smoke=args.smoke,
         validate=args.validate,
         quiet=args.quiet,

@@ -456,29 +456,34 @@ def mnist_like_dir(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):
-    """experiments/data_free_mnist.py --config smoke trains its teacher and students and writes
-    the table, the accuracy plot and each run's class histogram."""
+    """experiments/data_free_mnist.py --smoke trains its teacher and students and writes the
+    table, the accuracy plot and each run's class histogram; --seeds lists seeds."""
     out = tmp_path / "experiment"
-    argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--config", "smoke",
-            "--methods", "dfad", "--no-progress"]  # fmt: skip
+    argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke",
+            "--methods", "dfad", "--seeds", "3", "4", "--quiet"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
     table = (out / "table.md").read_text()
     assert table in capsys.readouterr().out
     for row in (
-        "teacher LeNet-5",
+        "teacher LeNet-5 for DFAD (SGD momentum",
         "hard labels",
         "KD on the real data",
         "DFAD data-free: 4 it. x 5 student steps",
+        "class entropy",
     ):
         assert row in table
     assert "## DFAD: test accuracy (%) by iteration" in table
+    assert "| iteration | seed 3 | mean +- std |" in table
     assert (out / "accuracy.png").read_bytes()[:8] == PNG
-    assert (out / "dfad_seed0" / "class_histogram.png").exists()
+    assert (out / "dfad_seed3" / "class_histogram.png").exists()
     results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["teacher_dfad", "student", "kd", "dfad"]
+    assert [s["run"] for s in results["dfad"]] == ["dfad_seed3"]
     assert [i for i, _ in results["dfad"][0]["curve"]] == [2, 4]
-    assert results["teachers"]["teacher_dfad"]["methods"] == ["dfad"]
+    assert 0 <= results["dfad"][0]["generated/class_entropy"] <= 1
     teacher = df.paper_teacher("dfad", data_dir=str(mnist_like_dir), epochs=1)  # the smoke run's 1 epoch
     assert RunDir(out / "teacher_dfad").config() == teacher
     assert json.loads((out / "teacher_dfad" / "summary.json").read_text())["input_shape"] == [32, 32, 1]
-    assert json.loads((out / "dfad_seed0" / "config.json").read_text())["config"]["init"] == "torch"
+    assert results["dfad"][0]["config"]["init"] == "torch"
+    assert results["dfad"][0]["config"]["seed"] == 3
