@@ -269,7 +269,7 @@ def test_frozen_outputs_are_computed_once_unless_the_batches_are_augmented(golde
     assert cache_frozen_outputs(augmented, teachers, parallel.make_mesh(jax.devices()[:1])) is None
 
 
-@pytest.mark.parametrize("devices", [1, 4])
+@pytest.mark.parametrize("devices", [1, pytest.param(4, marks=pytest.mark.slow)])  # multi-device: slow
 def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digits):
     out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
     teacher, student = load_teacher(str(out / "teacher"), digits), load_teacher(str(out / "distill"), digits)

@@ -124,6 +124,7 @@ def test_method_steps_are_finite_trace_once_and_touch_only_what_they_train(
         np.testing.assert_array_equal(teacher_before[k], teacher_after[k], err_msg=k)
 
 
+@pytest.mark.slow  # multi-device
 def test_crd_memory_is_replicated_state_one_and_four_devices_agree(teacher_dir, tiny_models, tmp_path):
     """The memory banks live in the replicated state and are updated inside the jitted step;
     splitting the batch over four devices gives the run one device gives."""
