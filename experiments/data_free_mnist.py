@@ -28,12 +28,14 @@ accuracy curve), ``accuracy.png`` (test accuracy of the data-free students again
 per data-free run, ``samples/iter_*.png`` grids and ``class_histogram.png``.
 """
 
+import argparse
 import dataclasses
+import sys
 
 import numpy as np
 
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
-from jdistill.experiment import Experiment, Run, main, paper_numbers
+from jdistill.experiment import Experiment, Run, deprecated_option, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir
 
@@ -118,8 +120,18 @@ CONFIGS = {
 }
 
 
+class ConfigChoice(argparse.Action):
+    """``--config cpu|paper``; ``--config smoke`` (before the runner) is ``--smoke``, with a warning."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        if value == "smoke":
+            print(f"{parser.prog}: warning: --config smoke is deprecated; use --smoke", file=sys.stderr)
+            namespace.smoke, value = True, "cpu"
+        namespace.config = value
+
+
 def add_options(parser):
-    parser.add_argument("--config", choices=("cpu", "paper"), default="cpu")
+    parser.add_argument("--config", choices=("cpu", "paper", "smoke"), default="cpu", action=ConfigChoice)
     parser.add_argument("--methods", nargs="+", choices=DATA_FREE_METHODS, default=list(DATA_FREE_METHODS))
     parser.add_argument(
         "--init",
@@ -131,6 +143,7 @@ def add_options(parser):
     parser.add_argument("--generator-width", type=int, help="override every data-free run's generator width")
     parser.add_argument("--student-schedule", choices=("constant", "cosine"),
                         help="override every data-free run's student learning-rate schedule")  # fmt: skip
+    deprecated_option(parser, "--no-progress", "--quiet", quiet=True)
 
 
 def setting(options) -> Setting:

@@ -81,6 +81,19 @@ def paper_numbers(script: str) -> dict:
     return json.loads(path.read_text())
 
 
+def deprecated_option(parser, old: str, replacement: str, **sets) -> None:
+    """``old`` (an option of the script before the runner, taking no value) still works: it sets
+    ``sets`` on the parsed options and warns in one line to use ``replacement``."""
+
+    class Deprecated(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"{parser.prog}: warning: {old} is deprecated; use {replacement}", file=sys.stderr)
+            for name, value in sets.items():
+                setattr(namespace, name, value)
+
+    parser.add_argument(old, nargs=0, action=Deprecated, help=argparse.SUPPRESS)
+
+
 def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
     """The experiment's command line: the shared options, then its own."""
     parser = argparse.ArgumentParser(

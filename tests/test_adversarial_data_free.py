@@ -487,3 +487,20 @@ def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monk
     assert json.loads((out / "teacher_dfad" / "summary.json").read_text())["input_shape"] == [32, 32, 1]
     assert results["dfad"][0]["config"]["init"] == "torch"
     assert results["dfad"][0]["config"]["seed"] == 3
+
+
+def test_the_experiments_options_from_before_the_runner_still_work_with_a_warning(capsys):
+    """``--no-progress`` and ``--config smoke`` were data_free_mnist.py's own options: they still
+    work, as ``--quiet`` and ``--smoke``, each with a one-line warning."""
+    from jdistill.experiment import parser_for
+
+    experiment = runpy.run_path(str(SCRIPT))
+    parser = parser_for(experiment["EXPERIMENT"])
+    args = parser.parse_args(["--out", "o", "--config", "smoke", "--no-progress", "--seeds", "0", "1"])
+    assert (args.smoke, args.quiet, args.config, args.seeds) == (True, True, "cpu", [0, 1])
+    warnings = capsys.readouterr().err.splitlines()
+    assert [w.split(": warning: ")[1] for w in warnings] == [
+        "--config smoke is deprecated; use --smoke",
+        "--no-progress is deprecated; use --quiet",
+    ]
+    assert parser.parse_args(["--out", "o", "--config", "paper"]).smoke is False
