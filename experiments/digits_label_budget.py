@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from jdistill.experiment import Experiment, Run, main
+from jdistill.experiment import Experiment, Run, main, training_data
 from jdistill.report import evaluated, markdown_table, mean_std
 from jdistill.train import RunConfig
 
@@ -30,8 +30,7 @@ BASE = RunConfig(model="mlp32", dataset="digits", epochs=1, batch_size=BATCH, le
 
 def train_set(options, fraction: float):
     """The training set of the runs of ``fraction`` (without its held-out part under --validate)."""
-    data = options.dataset.holdout(EXPERIMENT.holdout_fraction) if options.validate else options.dataset
-    return data.hide_labels(fraction)
+    return training_data(EXPERIMENT, options).hide_labels(fraction)
 
 
 def epochs_for(examples: int) -> int:

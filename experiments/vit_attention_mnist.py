@@ -32,7 +32,7 @@ import jax
 import numpy as np
 
 from jdistill import losses
-from jdistill.experiment import Experiment, Run, main
+from jdistill.experiment import Experiment, Run, main, training_data
 from jdistill.report import evaluated, markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, load_teacher, teacher_forward
 
@@ -48,7 +48,7 @@ PLOT_IMAGE = 0  # index of the test image whose attention is drawn
 
 def data(options):
     """The runs' data (the first ``--train-size`` training images), split under ``--validate``."""
-    return options.dataset.holdout(EXPERIMENT.holdout_fraction) if options.validate else options.dataset
+    return training_data(EXPERIMENT, options)
 
 
 def runs(options):

@@ -164,7 +164,12 @@ def adjusted(config, experiment: Experiment, options: Options):
     return dataclasses.replace(config, **changes) if changes else config
 
 
-def play(experiment: Experiment, options: Options, dataset) -> dict[str, list[dict]]:
+def training_data(experiment: Experiment, options: Options):
+    """The data the runs train on: ``options.dataset`` without its held-out part under ``--validate``."""
+    return options.dataset.holdout(experiment.holdout_fraction) if options.validate else options.dataset
+
+
+def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
     """Every run of the experiment, in order; the summaries of the table's rows."""
     from jdistill.train import fit
 
@@ -177,7 +182,7 @@ def play(experiment: Experiment, options: Options, dataset) -> dict[str, list[di
         summary = fit(
             run.config,
             options.out / run.name,
-            dataset=dataset,
+            dataset=options.dataset,
             progress=not options.quiet,
             label=run.name,
         )
@@ -203,7 +208,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
             dataset = experiment.data(dataset, options)
         options = dataclasses.replace(options, dataset=dataset)
         options.out.mkdir(parents=True, exist_ok=True)
-        results = play(experiment, options, dataset)
+        results = play(experiment, options)
         table = experiment.table(results, options)
         if experiment.plots:
             experiment.plots(results, options)
