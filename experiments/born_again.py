@@ -34,7 +34,6 @@ Every run is a run directory under ``--out`` (``seed{s}/gen{k}``, ``seed{s}/cwtm
 """
 
 import argparse
-import dataclasses
 
 import jax
 import numpy as np
@@ -66,11 +65,11 @@ def runs(options):
         def student(teacher, method):
             teacher = str(options.out / f"seed{seed}" / teacher)
             weights = {"ce": 0.0, method: 1.0}
-            return dataclasses.replace(
-                base, seed=seed, teacher=teacher, methods=("ce", method), weights=weights, temperature=1.0
+            return base.replace(
+                seed=seed, teacher=teacher, methods=("ce", method), weights=weights, temperature=1.0
             )
 
-        yield Run(f"seed{seed}/gen0", dataclasses.replace(base, seed=seed), "gen 0 (labels)")
+        yield Run(f"seed{seed}/gen0", base.replace(seed=seed), "gen 0 (labels)")
         for gen in range(1, a.generations):
             yield Run(
                 f"seed{seed}/gen{gen}", student(f"gen{gen - 1}", "kd"), f"gen {gen} (BAN from gen {gen - 1})"
@@ -91,7 +90,7 @@ def measure(run_dir, options) -> dict:
     """A generation k's ensemble: the accuracy of generations 0..k of its chain, softmax outputs averaged."""
     if not run_dir.name.startswith("gen"):
         return {}
-    holdout = RunDir(run_dir).config().holdout_fraction
+    holdout = RunDir(run_dir).config().data.holdout_fraction
     dataset = options.dataset.holdout(holdout) if holdout else options.dataset
     logits = np.stack(
         [test_logits(run_dir.parent / f"gen{k}", dataset) for k in range(int(run_dir.name[3:]) + 1)]
@@ -121,9 +120,9 @@ def table(results, options):
     c = RunDir(options.out / "seed0" / "gen0").config()
     seconds = [s["train_seconds"] for summaries in results.values() for s in summaries]
     return markdown_table(headers, rows) + (
-        f"\n{c.model} on {c.dataset}, {c.epochs} epochs per generation (SGD, lr {c.learning_rate}, cosine, "
-        f"batch {c.batch_size}, weight decay {c.weight_decay}, shift {c.max_shift}, flip {c.hflip}, label "
-        f"noise {c.label_noise}), {len(gen0)} seeds (one chain each): mean +- std over seeds; differences "
+        f"\n{c.model.name} on {c.data.dataset}, {c.loop.epochs} epochs per generation (SGD, lr {c.optimizer.learning_rate}, cosine, "
+        f"batch {c.loop.batch_size}, weight decay {c.optimizer.weight_decay}, shift {c.data.max_shift}, flip {c.data.hflip}, label "
+        f"noise {c.data.label_noise}), {len(gen0)} seeds (one chain each): mean +- std over seeds; differences "
         f"paired by seed. Training time: {sum(seconds):.0f} s over {len(seconds)} runs.\n"
     )
 

@@ -95,7 +95,7 @@ def runs(options):
         teacher = pathlib.Path(args.teacher_dir).absolute()
         if not (teacher / "summary.json").exists():
             raise ValueError(f"--teacher-dir {teacher} is not a finished run (no summary.json)")
-        held_out = RunDir(teacher).config().holdout_fraction
+        held_out = RunDir(teacher).config().data.holdout_fraction
         if options.validate and held_out != args.holdout:
             raise ValueError(
                 f"--teacher-dir {teacher} held out {held_out:g} of the training set, --validate "

@@ -171,7 +171,7 @@ def runs(options):
                      optimizer="adam", learning_rate=2e-3, batch_size=128, temperature=4.0)  # fmt: skip
     yield Run("student", real, "student")
     kd_teacher = str(options.out / next(iter(teacher)))
-    yield Run("kd", dataclasses.replace(real, teacher=kd_teacher, methods=("ce", "kd")), "kd")
+    yield Run("kd", real.replace(teacher=kd_teacher, methods=("ce", "kd")), "kd")
     given = {k: getattr(a, k) for k in ("iterations", "generator_width", "student_schedule")}
     teacher_of = {method: name for name, (_, methods) in teacher.items() for method in methods}
     for method in a.methods:
@@ -193,11 +193,11 @@ def measure(run_dir, options) -> dict:
 
 def describe(config: RunConfig) -> str:
     """A teacher's recipe in a few words."""
-    optimizer = "Adam" if config.optimizer == "adam" else f"SGD momentum {config.momentum}"
-    decay = f", weight decay {config.weight_decay:g}" if config.weight_decay else ""
+    optimizer = "Adam" if config.optimizer.name == "adam" else f"SGD momentum {config.optimizer.momentum}"
+    decay = f", weight decay {config.optimizer.weight_decay:g}" if config.optimizer.weight_decay else ""
     return (
-        f"{optimizer} {config.learning_rate:g}{decay}, batch {config.batch_size}, {config.schedule}, "
-        f"{config.epochs} epochs, {config.init} init"
+        f"{optimizer} {config.optimizer.learning_rate:g}{decay}, batch {config.loop.batch_size}, {config.optimizer.schedule}, "
+        f"{config.loop.epochs} epochs, {config.model.init} init"
     )
 
 

@@ -14,7 +14,6 @@ Runs ``frac0.05/teacher``, ``frac0.05/alone0``, ``frac0.05/kd0``, ...; writes ``
 ``results.json`` and ``label_budget.png`` (test accuracy against labelled fraction) to ``--out``.
 """
 
-import dataclasses
 import math
 
 import numpy as np
@@ -41,12 +40,12 @@ def runs(options):
     for fraction in (float(f) for f in options.args.fractions.split(",")):
         data, row, where = train_set(options, fraction), str(fraction), f"frac{fraction}"
         epochs = epochs_for(len(data.labelled().y_train))
-        alone = dataclasses.replace(BASE, epochs=epochs, labelled_fraction=fraction)
+        alone = BASE.replace(epochs=epochs, labelled_fraction=fraction)
         teacher = options.out / where / "teacher"
-        yield Run(f"{where}/teacher", dataclasses.replace(alone, model="mlp1200"), row)
+        yield Run(f"{where}/teacher", alone.replace(model="mlp1200"), row)
         for seed in options.seeds:
-            yield Run(f"{where}/alone{seed}", dataclasses.replace(alone, seed=seed), row)
-            kd = dataclasses.replace(alone, epochs=epochs_for(len(data.y_train)), teacher=str(teacher),
+            yield Run(f"{where}/alone{seed}", alone.replace(seed=seed), row)
+            kd = alone.replace(epochs=epochs_for(len(data.y_train)), teacher=str(teacher),
                                      methods=("ce", "kd"), seed=seed)  # fmt: skip
             yield Run(f"{where}/kd{seed}", kd, row)
 

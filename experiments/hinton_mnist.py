@@ -32,6 +32,7 @@ import jax
 import numpy as np
 
 from jdistill.data import load_dataset
+from jdistill.presets import HINTON_2012 as HINTON_2012_PRESET
 from jdistill.report import evaluated, markdown_table
 from jdistill.train import RunConfig, RunDir, fit, load_teacher, teacher_forward
 
@@ -50,24 +51,9 @@ class Schedule:
     teacher_recipe: tuple = ()  # RunConfig fields of the teacher that differ from the default recipe
 
 
-# Hinton et al. 2012, appendix A, as far as its text establishes it (recalled, less certain):
-# mini-batches of 100, the update dw <- mu dw - (1 - mu) lr g with lr multiplied by 0.998 after each
-# epoch, momentum rising linearly from 0.5 to 0.99 over the first 500 epochs, each unit's incoming
-# weights held to squared length 15 (max-norm sqrt(15)), 3000 epochs, inputs in [0, 1]. The paper's
-# lr of 10 left every unit dead within the first epoch here (held-out accuracy 10 % after 4 epochs;
-# how its gradient is scaled is not stated); lr 1 learns (95.8 % after 4 epochs) and is used.
-HINTON_2012 = (
-    ("batch_size", 100),
-    ("learning_rate", 1.0),
-    ("dampening", True),
-    ("nesterov", False),
-    ("momentum", 0.99),
-    ("initial_momentum", 0.5),
-    ("momentum_ramp_epochs", 500),
-    ("schedule", "exponential"),
-    ("lr_decay", 0.998),
-    ("max_norm", 15**0.5),
-)
+# Hinton et al. 2012's recipe, as far as its appendix A establishes it: the preset hinton2012
+# (jdistill.presets, where its lr of 1 instead of the paper's 10 is explained).
+HINTON_2012 = tuple(HINTON_2012_PRESET.items())
 
 SCHEDULES = {
     "smoke": Schedule(teacher_epochs=2, student_epochs=1, eval_every=1),  # for tests of the pipeline
@@ -104,7 +90,7 @@ def teacher_config(args, schedule: Schedule) -> RunConfig:
         holdout_fraction=HOLDOUT if args.validate else 0.0,
         eval_every=schedule.eval_every,
     )
-    return dataclasses.replace(default, **dict(schedule.teacher_recipe))
+    return default.replace(**dict(schedule.teacher_recipe))
 
 
 def student_config(args, schedule: Schedule, seed: int) -> RunConfig:
@@ -121,8 +107,7 @@ def student_config(args, schedule: Schedule, seed: int) -> RunConfig:
 
 
 def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperature: float) -> RunConfig:
-    return dataclasses.replace(
-        student_config(args, schedule, seed),
+    return student_config(args, schedule, seed).replace(
         teacher=str(pathlib.Path(teacher_dir).absolute()),
         methods=("ce", "kd"),
         weights={"ce": args.hard_weight, "kd": 1.0 - args.hard_weight},
@@ -258,9 +243,7 @@ def main() -> None:
     omitted_dirs = [f"kd_T20_no3/seed{s}" for s in range(args.seeds)]
     for s, name in enumerate(omitted_dirs):
         run(
-            dataclasses.replace(
-                distilled_config(args, schedule, teacher_dir, s, 20.0), exclude_classes=(THREE,)
-            ),
+            distilled_config(args, schedule, teacher_dir, s, 20.0).replace(exclude_classes=(THREE,)),
             name,
         )
     omitted = [

@@ -80,7 +80,7 @@ def main() -> None:
     if args.teacher_dir is None:
         fit(hinton.teacher_config(options, schedule), out / "teacher", dataset=dataset, label="teacher")
     teacher_dir = pathlib.Path(args.teacher_dir or out / "teacher")
-    saw_held_out = RunDir(teacher_dir).config().holdout_fraction != hinton.HOLDOUT
+    saw_held_out = RunDir(teacher_dir).config().data.holdout_fraction != hinton.HOLDOUT
     (logits,) = hinton.predict_logits(teacher_dir, dataset, held.x_test)
     teacher = int((logits.argmax(-1) != held.y_test).sum())
 
@@ -89,7 +89,7 @@ def main() -> None:
             base = hinton.student_config(options, schedule, seed)
         else:
             base = hinton.distilled_config(options, schedule, teacher_dir, seed, 20.0)
-        config = dataclasses.replace(base, **changes)
+        config = base.replace(**changes)
         summary = fit(
             config, out / name / f"seed{seed}", dataset=dataset, progress=not args.quiet, label=name
         )

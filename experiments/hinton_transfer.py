@@ -63,15 +63,15 @@ def main() -> None:
     for jitter in (0, args.jitter):
         kind = "clean" if jitter == 0 else f"jitter{jitter}"
         arms[f"alone, {kind}"] = [
-            errors(dataclasses.replace(hinton.student_config(options, schedule, s), max_shift=jitter),
+            errors(hinton.student_config(options, schedule, s).replace(max_shift=jitter),
                    f"alone_{kind}/seed{s}")
             for s in range(args.seeds)
         ]  # fmt: skip
         for t in (float(t) for t in args.temperatures.split(",")):
             arms[f"KD T = {t:g}, {kind}"] = [
                 errors(
-                    dataclasses.replace(
-                        hinton.distilled_config(options, schedule, out / "teacher", s, t), max_shift=jitter
+                    hinton.distilled_config(options, schedule, out / "teacher", s, t).replace(
+                        max_shift=jitter
                     ),
                     f"T{t:g}_{kind}/seed{s}",
                 )

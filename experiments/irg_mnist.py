@@ -35,7 +35,6 @@ Writes ``table.md``, ``results.json``, ``accuracy.png`` (each row's seeds) and
 """
 
 import argparse
-import dataclasses
 import math
 
 import numpy as np
@@ -76,25 +75,23 @@ def setting(options) -> tuple[RunConfig, int, int]:
 def runs(options):
     base, labelled, total = setting(options)
     epochs = 1 if options.smoke else options.args.teacher_epochs
-    teacher = dataclasses.replace(
-        base, model="lenet5", epochs=epochs, labelled_fraction=1.0, warmup_epochs=0, learning_rate=0.05
+    teacher = base.replace(
+        model="lenet5", epochs=epochs, labelled_fraction=1.0, warmup_epochs=0, learning_rate=0.05
     )
     yield Run("teacher", teacher, "teacher lenet5 (all labels)")
     # The student alone: as many optimizer steps as a distilled student on the labelled images only,
     # evaluated and saved about 10 times.
-    epochs = math.ceil(base.epochs * (total // base.batch_size) / max(1, labelled // base.batch_size))
-    every, warmup = max(1, epochs // 10), round(base.warmup_epochs * (epochs / base.epochs))
-    alone = dataclasses.replace(
-        base, epochs=epochs, warmup_epochs=warmup, eval_every=every, checkpoint_every=every
+    epochs = math.ceil(
+        base.loop.epochs * (total // base.loop.batch_size) / max(1, labelled // base.loop.batch_size)
     )
+    every, warmup = max(1, epochs // 10), round(base.optimizer.warmup_epochs * (epochs / base.loop.epochs))
+    alone = base.replace(epochs=epochs, warmup_epochs=warmup, eval_every=every, checkpoint_every=every)
     for name in options.args.rows:
         label, methods, weights = ROWS[name]
-        distilled = dataclasses.replace(
-            base, teacher=str(options.out / "teacher"), methods=methods, weights=weights
-        )
+        distilled = base.replace(teacher=str(options.out / "teacher"), methods=methods, weights=weights)
         for seed in options.seeds:
             config = alone if name == "alone" else distilled
-            yield Run(f"{name}/seed{seed}", dataclasses.replace(config, seed=seed), label)
+            yield Run(f"{name}/seed{seed}", config.replace(seed=seed), label)
 
 
 def table(results, options):
@@ -111,8 +108,8 @@ def table(results, options):
     headers = ["student lenet5_half", f"{where} accuracy %", "agreement with teacher %", "seeds",
                "train s / run"]  # fmt: skip
     return (
-        f"MNIST, {labelled} known labels ({base.labelled_fraction:.0%}), the other training images an "
-        f"unlabelled transfer set; {base.epochs} epoch(s) of {total} images per distilled student (the "
+        f"MNIST, {labelled} known labels ({base.data.labelled_fraction:.0%}), the other training images an "
+        f"unlabelled transfer set; {base.loop.epochs} epoch(s) of {total} images per distilled student (the "
         f"student alone: the same number of steps). Mean +- std over seeds.\n\n"
         + markdown_table(headers, rows)
     )

@@ -21,8 +21,6 @@ Runs ``noise{rate}/teacher``, ``noise{rate}/alone/seed{s}``, ``noise{rate}/kd_a{
 ``accuracy_vs_noise.png`` plots the final and the best accuracy against the rate.
 """
 
-import dataclasses
-
 import jax
 import numpy as np
 
@@ -49,14 +47,14 @@ def runs(options):
         base = RunConfig(model=a.student, dataset="mnist", data_dir=options.data_dir, epochs=a.epochs,
                          learning_rate=a.lr, label_noise=rate, label_noise_seed=NOISE_SEED)  # fmt: skip
         teacher = f"noise{rate:g}/teacher"
-        yield Run(teacher, dataclasses.replace(base, model=a.teacher), teacher)
+        yield Run(teacher, base.replace(model=a.teacher), teacher)
         students = {"alone": ({}, options.seeds)}
         for name, (alpha, t) in cells.items():
             kd = {"teacher": str(options.out / teacher), "methods": ("ce", "kd"), "temperature": t}
             students[name] = ({**kd, "weights": {"ce": alpha, "kd": 1.0 - alpha}}, range(kd_seeds))
         for name, (changes, seeds) in students.items():
             for seed in seeds:
-                config = dataclasses.replace(base, seed=seed, **changes)
+                config = base.replace(seed=seed, **changes)
                 yield Run(f"noise{rate:g}/{name}/seed{seed}", config, f"noise{rate:g}/{name}")
 
 
@@ -69,7 +67,7 @@ def teacher_on_training_set(run_dir, data) -> list[str]:
     the corrupted ones the true class and the noisy label (%)."""
     config = RunDir(run_dir).config()
     noisy = prepare_dataset(config, data)
-    clean = prepare_dataset(dataclasses.replace(config, label_noise=0.0), data).y_train
+    clean = prepare_dataset(config.replace(label_noise=0.0), data).y_train
     model = load_teacher(str(run_dir), data)
     forward = jax.jit(lambda x: teacher_forward(model.graphdef, model.variables, x)[0].argmax(-1))
     images = data.normalise(noisy.x_train)
@@ -111,8 +109,8 @@ def table(results, options):
     )  # fmt: skip
     return (
         f"{accuracies}\n{where.capitalize()} accuracy (%), final epoch and, in parentheses, the best epoch "
-        f"(chosen on the {where} set). {config.epochs} epochs, SGD lr {config.learning_rate}, cosine, batch "
-        f"{config.batch_size}; noise seed {NOISE_SEED}. Students alone: mean +- std over "
+        f"(chosen on the {where} set). {config.loop.epochs} epochs, SGD lr {config.optimizer.learning_rate}, cosine, batch "
+        f"{config.loop.batch_size}; noise seed {NOISE_SEED}. Students alone: mean +- std over "
         f"{len(options.seeds)} seeds; distilled students: {kd_seeds} seed(s); teacher: 1 seed. alpha weighs "
         f"the noisy hard labels. Training time: {sum(seconds):.0f} s over {len(seconds)} runs.\n\n"
         f"Distilled minus alone, final {where} accuracy in points, paired by seed (same initialisation and "

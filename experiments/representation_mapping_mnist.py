@@ -76,9 +76,9 @@ def runs(options):
 def measure(run_dir, options) -> dict:
     """A student with a projection: its accuracy through the projection and the teacher's head."""
     config = RunDir(run_dir).config()
-    if not {"repmap", "srrl"} & set(config.methods):
+    if not {"repmap", "srrl"} & set(config.distill.methods):
         return {}
-    student = with_teacher_head(str(run_dir), config.teacher, options.dataset)
+    student = with_teacher_head(str(run_dir), config.distill.teacher, options.dataset)
     return {"teacher_head_accuracy": test_accuracy(student, prepare_dataset(config, options.dataset))}
 
 

@@ -8,122 +8,8 @@ import sys
 import time
 import warnings
 
-from jdistill.cli_games import DATASET_HELP, add_run_options
-
-# Defaults outside the CIFAR benchmark's recipe (see jdistill.recipes for the recipe's).
-PLAIN_DEFAULTS = {
-    "batch_size": 128,
-    "optimizer": "sgd",
-    "lr": 0.05,
-    "schedule": "cosine",
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "max_shift": 0,
-    "hflip": False,
-    "lr_milestones": "",
-    "temperature": 4.0,
-}
-
-
-def _add_training_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", required=True, help=DATASET_HELP)
-    add_run_options(p)
-    p.add_argument(
-        "--recipe",
-        choices=("crd", "none"),
-        default=None,
-        help="default settings: 'crd' = the CRD/RepDistiller CIFAR-100 benchmark's (240 epochs, batch 64, "
-        "SGD 0.9, wd 5e-4, lr 0.05 or 0.01 for MobileNetV2/ShuffleNet x batch/64, x0.1 at 150/180/210, "
-        "crop+flip, the benchmark's loss weights); default for cifar10 and cifar100, 'none' otherwise (npz too). "
-        "Options given explicitly override it",
-    )
-    p.add_argument(
-        "--epochs",
-        type=int,
-        default=None,
-        help="passes over the training set (required without a recipe); under the crd recipe (240 by default) "
-        "the milestones, DKD's ramp and the initialisation stages scale with it: the option to shorten a run",
-    )
-    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, data order, dropout, jitter")
-    p.add_argument("--batch-size", type=int, default=None, help="global batch, split over all devices (128)")
-    p.add_argument(
-        "--optimizer",
-        choices=("sgd", "adam"),
-        default=None,
-        help="sgd (momentum, coupled weight decay; Nesterov without a recipe) or adam (decoupled weight decay)",
-    )
-    p.add_argument("--lr", type=float, default=None, help="base learning rate (0.05)")
-    p.add_argument(
-        "--schedule",
-        choices=("cosine", "constant", "step"),
-        default=None,
-        help="learning-rate schedule over the whole run (cosine; step: x0.1 at --lr-milestones)",
-    )
-    p.add_argument("--lr-milestones", default=None, help="comma-separated epochs of the step schedule")
-    p.add_argument("--momentum", type=float, default=None, help="SGD momentum (0.9)")
-    p.add_argument("--weight-decay", type=float, default=None, help="weight decay (0)")
-    p.add_argument(
-        "--max-shift",
-        type=int,
-        default=None,
-        help="random translation of each training image by up to this many pixels (input jitter; "
-        "4 = the benchmark's random crop with 4-pixel padding)",
-    )
-    p.add_argument(
-        "--hflip", action=argparse.BooleanOptionalAction, default=None, help="random horizontal flips"
-    )
-    p.add_argument(
-        "--warmup-epochs", type=int, default=0, help="linear learning-rate warm-up from 0 over N epochs"
-    )
-    p.add_argument(
-        "--max-norm",
-        type=float,
-        default=None,
-        help="cap the L2 norm of each unit's incoming weights after every update (max-norm constraint)",
-    )
-    p.add_argument(
-        "--clip-norm",
-        type=float,
-        default=None,
-        help="clip the gradient to this global norm before each update",
-    )
-    p.add_argument(
-        "--holdout-fraction",
-        type=float,
-        default=0.0,
-        help="evaluate on this fraction of the training set, held out (fixed), instead of the test set: "
-        "for choosing hyperparameters without touching the test set",
-    )
-    p.add_argument(
-        "--exclude-classes",
-        default="",
-        help="comma-separated classes removed from the training (transfer) set, e.g. 3",
-    )
-    p.add_argument(
-        "--labelled-fraction",
-        type=float,
-        default=1.0,
-        help="keep the labels of this fraction of the training set (stratified, fixed); "
-        "teacher runs train on those, distillation on every image",
-    )
-    p.add_argument(
-        "--label-noise",
-        type=float,
-        default=0.0,
-        help="replace this fraction of the training labels by a random other class (symmetric noise, "
-        "fixed seed); the test labels stay clean",
-    )
-    p.add_argument("--checkpoint-every", type=int, default=1, help="save a checkpoint every N epochs")
-    p.add_argument(
-        "--init",
-        choices=("flax", "torch"),
-        default="flax",
-        help="the model's initialisation: flax (LeCun-normal kernels, zero biases) or torch (PyTorch's "
-        "defaults: kernels and biases U(+-1/sqrt(fan_in))); default: flax",
-    )
-    p.add_argument(
-        "--eval-every", type=int, default=1, help="evaluate on the test set every N epochs (and at the end)"
-    )
+from jdistill.cli_games import add_run_options
+from jdistill.cli_options import DeprecatedAlias, add_config_options, given_values, print_configuration
 
 
 def _parse_weights(items: list[str]) -> dict[str, float]:
@@ -135,7 +21,7 @@ def _parse_weights(items: list[str]) -> dict[str, float]:
         except ValueError:
             sep = ""
         if not sep or not name:
-            raise SystemExit(f"jdistill: --weight expects NAME=NUMBER (e.g. kd=0.9), got {item!r}")
+            raise ValueError(f"--weight expects NAME=NUMBER (e.g. kd=0.9), got {item!r}")
     return weights
 
 
@@ -145,9 +31,8 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
         key, sep, value = item.partition("=")
         method, dot, field = key.partition(".")
         if not (sep and dot and method and field):
-            raise SystemExit(
-                f"jdistill: --method-option expects METHOD.FIELD=VALUE (e.g. fitnet.student_layer=hidden1), "
-                f"got {item!r}"
+            raise ValueError(
+                f"--method-option expects METHOD.FIELD=VALUE (e.g. fitnet.student_layer=hidden1), got {item!r}"
             )
         try:
             value = json.loads(value)
@@ -157,123 +42,93 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
     return options
 
 
-def _parse_classes(text: str) -> tuple[int, ...]:
-    return _parse_ints(text, "--exclude-classes")
+def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None:
+    from jdistill.presets import PRESETS
+    from jdistill.train.config import INITS, OPTIMIZERS, SCHEDULES, RunConfig
+
+    distill = command == "distill"
+    parser.add_argument(
+        "--preset",
+        default=None,
+        choices=(*PRESETS, "none"),
+        help="a named recipe whose values the options given override: "
+        + "; ".join(f"'{name}' = {p.description}" for name, p in PRESETS.items())
+        + ". Default: 'crd' for cifar10 and cifar100, none otherwise (npz too)",
+    )
+    parser.add_argument(
+        "--recipe", dest="preset", action=DeprecatedAlias, replacement="--preset", help=argparse.SUPPRESS
+    )
+    add_config_options(
+        parser,
+        RunConfig,
+        skip=() if distill else ("teacher", "methods", "weights", "method_options", "temperature"),
+        listed=("model", "dataset", *(("teacher", "methods") if distill else ())),
+        flags={"methods": "--method", "weights": "--weight", "method_options": "--method-option"},
+        parsers={"methods": str, "weights": "append", "method_options": "append"},
+        choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS},
+        aliases={"--lr": "learning_rate", **({"--student": "model"} if distill else {})},
+    )
+    add_run_options(parser, data_dir=False)
 
 
-def _settings(args, model: str, methods=("ce",), teacher_model=None) -> dict:
-    """RunConfig fields from the recipe (or the plain defaults) with the explicit options on top."""
-    from jdistill.recipes import RECIPE_DATASETS, crd_benchmark
+def run_config(args, command: str):
+    """The :class:`RunConfig` of a ``train-teacher`` or ``distill`` command line, and where each of
+    its values came from: the defaults, the preset (given or the data set's), the options given."""
+    from jdistill.methods import parse_methods
+    from jdistill.presets import Context, default_preset, preset_values
+    from jdistill.train import RunConfig, RunDir
 
-    recipe = args.recipe or ("crd" if args.dataset in RECIPE_DATASETS else "none")
-    if recipe == "none":
-        if args.epochs is None:
-            raise SystemExit("jdistill: --epochs is required without a recipe")
-        base = {**PLAIN_DEFAULTS, "epochs": args.epochs, "weights": {}, "method_options": {}}
-    else:
-        fields = crd_benchmark(
-            model,
-            methods,
-            teacher_model=teacher_model,
-            epochs=args.epochs or 240,
-            batch_size=args.batch_size or 64,
+    given = given_values(args, RunConfig)
+    for name in ("model", "dataset"):
+        if name not in given:
+            raise ValueError(f"--{name} is required")
+    if command == "distill":
+        if "teacher" not in given or "methods" not in given:
+            raise ValueError("--teacher and --method are required")
+        given["methods"] = parse_methods(given["methods"])
+    given["weights"] = _parse_weights(given.get("weights", []))
+    given["method_options"] = _parse_method_options(given.get("method_options", []))
+    preset = args.preset or default_preset(given["dataset"])
+    preset = None if preset == "none" else preset
+    values = {}
+    if preset:
+        teacher = given.get("teacher")
+        context = Context(
+            given["model"],
+            given.get("methods", ("ce",)),
+            RunDir(teacher).config().model.name if teacher else None,
+            given.get("epochs"),
+            given.get("batch_size"),
         )
-        base = {
-            **fields,
-            "lr": fields.pop("learning_rate"),
-            "lr_milestones": ",".join(map(str, fields["lr_milestones"])),
-        }
-    given = {k for k in base if getattr(args, k, None) is not None}
-    value = {k: getattr(args, k) if k in given else base.get(k) for k in base}
-    origin = "default" if recipe == "none" else f"recipe {recipe}"
-    schedule = value["schedule"]
-    config = dict(
-        epochs=value["epochs"],
-        batch_size=value["batch_size"],
-        optimizer=value["optimizer"],
-        learning_rate=value["lr"],
-        schedule=schedule,
-        lr_milestones=_parse_ints(value["lr_milestones"], "--lr-milestones") if schedule == "step" else (),
-        momentum=value["momentum"],
-        weight_decay=value["weight_decay"],
-        max_shift=value["max_shift"],
-        hflip=value["hflip"],
-        temperature=value["temperature"],
-    )
-    if recipe == "crd":
-        config["nesterov"] = False
-    renamed = {"learning_rate": "lr"}
-    sources = {k: "given" if renamed.get(k, k) in given else origin for k in config}
-    sources.update(nesterov=origin, weights=origin, method_options=origin)
-    return config, base["weights"], base["method_options"], sources
+        values = preset_values(preset, context)
+        if given.get("schedule", "step") != "step" and "lr_milestones" not in given:
+            values.pop("lr_milestones", None)  # the preset's step schedule is replaced
+    if "epochs" not in {**values, **given}:
+        raise ValueError("--epochs is required without a preset")
+    merged = {**values, **given}
+    merged["weights"] = {**values.get("weights", {}), **given["weights"]}
+    merged["method_options"] = {
+        name: {**values.get("method_options", {}).get(name, {}), **given["method_options"].get(name, {})}
+        for name in {**values.get("method_options", {}), **given["method_options"]}
+    }
+    origin = f"preset {preset}"
+    sources = {name: "given" if name in given else origin for name in merged}
+    for name in ("weights", "method_options"):
+        from_preset, from_command = bool(values.get(name)), bool(given[name])
+        if from_preset or from_command:
+            sources[name] = " and ".join([origin] * from_preset + ["given"] * from_command)
+        else:
+            sources.pop(name)
+    return RunConfig(**merged), sources
 
 
-def _parse_ints(text: str, option: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(c) for c in text.split(",") if c.strip())
-    except ValueError:
-        raise SystemExit(f"jdistill: {option} expects integers separated by commas, got {text!r}")
+def cmd_train(args) -> None:
+    from jdistill.train import fit
 
-
-def _common_config(args) -> dict:
-    return dict(
-        dataset=args.dataset,
-        data_dir=args.data_dir,
-        seed=args.seed,
-        warmup_epochs=args.warmup_epochs,
-        max_norm=args.max_norm,
-        clip_norm=args.clip_norm,
-        holdout_fraction=args.holdout_fraction,
-        exclude_classes=_parse_classes(args.exclude_classes),
-        labelled_fraction=args.labelled_fraction,
-        label_noise=args.label_noise,
-        checkpoint_every=args.checkpoint_every,
-        eval_every=args.eval_every,
-        init=args.init,
-    )
-
-
-def cmd_train_teacher(args) -> None:
-    from jdistill.train import RunConfig, fit
-
-    settings, _, _, sources = _settings(args, args.model)
-    config = RunConfig(model=args.model, **settings, **_common_config(args))
-    _print_configuration(args, config, sources)
-    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
-    _report(args.out, summary)
-
-
-def cmd_distill(args) -> None:
-    from jdistill.train import RunConfig, RunDir, fit, parse_methods
-
-    methods = parse_methods(args.method)
-    given_weights, given_options = _parse_weights(args.weight), _parse_method_options(args.method_option)
-    teacher_model = RunDir(args.teacher).config().model
-    settings, weights, options, sources = _settings(args, args.student, methods, teacher_model)
-    if given_weights:
-        sources["weights"] = f"{sources['weights']} and given"
-    if given_options:
-        sources["method_options"] = f"{sources['method_options']} and given"
-    for method, extra in given_options.items():
-        options[method] = {**options.get(method, {}), **extra}
-    config = RunConfig(
-        model=args.student,
-        teacher=args.teacher,
-        methods=methods,
-        weights={**weights, **given_weights},
-        method_options=options,
-        **settings,
-        **_common_config(args),
-    )
-    _print_configuration(args, config, sources)
-    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
-    _report(args.out, summary)
-
-
-def _print_configuration(args, config, sources: dict[str, str]) -> None:
-    from jdistill.cli_games import print_configuration
-
+    config, sources = run_config(args, args.command)
     print_configuration(args.command, config, sources)
+    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
+    _report(args.out, summary)
 
 
 def _report(out: str, summary: dict) -> None:
@@ -360,46 +215,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a model with cross-entropy; its run directory can then be "
         "passed to 'jdistill distill --teacher'.",
     )
-    p.add_argument("--model", required=True, help="built-in model name (see 'jdistill models')")
-    _add_training_options(p)
-    p.set_defaults(func=cmd_train_teacher)
+    _add_training_options(p, "train-teacher")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "distill",
         help="train a student from a finished teacher run",
         description="Distil a teacher into a student. The objective is the weighted sum of "
         "the named loss terms of the chosen methods, always including 'ce' "
-        "(hard labels; --weight ce=0 removes it).",
+        f"(hard labels; --weight ce=0 removes it). Built-in methods: {', '.join(METHODS)}; each method's "
+        "terms and default weights are in the README; 'jdistill models --features' lists the features "
+        "that --method-option layers name.",
     )
-    p.add_argument("--teacher", required=True, help="run directory of a finished 'train-teacher' run")
-    p.add_argument("--student", required=True, help="built-in model name of the student")
-    p.add_argument(
-        "--method",
-        required=True,
-        help=f"methods joined by '+', e.g. kd or kd+fitnet; built-in: {', '.join(METHODS)}",
-    )
-    p.add_argument(
-        "--weight",
-        action="append",
-        default=[],
-        metavar="TERM=W",
-        help="weight of a loss term, repeatable, e.g. kd=0.9; each method's terms and default weights (the "
-        "CIFAR benchmark's) are in the README; an unknown term is an error that lists the run's terms",
-    )
-    p.add_argument(
-        "--method-option",
-        action="append",
-        default=[],
-        metavar="METHOD.FIELD=VALUE",
-        help="set a method's option, repeatable: e.g. fitnet.student_layer=stage3, "
-        'at.layers=[["conv2","conv2"]] (JSON), crd.num_negatives=4096, dkd.warmup_epochs=5; an unknown '
-        "option is an error that lists the method's; 'jdistill models --features' lists the features",
-    )
-    p.add_argument(
-        "--temperature", type=float, default=None, help="softmax temperature T of the kd and dkd terms (4)"
-    )
-    _add_training_options(p)
-    p.set_defaults(func=cmd_distill)
+    _add_training_options(p, "distill")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
         "models",

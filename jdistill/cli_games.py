@@ -2,11 +2,9 @@
 configuration dataclasses' fields (``--field-name``, typed as the field, its default shown), each
 command building its configuration and playing it with :func:`jdistill.train.fit`."""
 
-import argparse
-import dataclasses
 import json
-import types
-import typing
+
+from jdistill.cli_options import add_config_options, given_values, print_configuration
 
 DATASET_HELP = (
     "data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
@@ -23,68 +21,11 @@ STEPS_PER_CALL_HELP = (
 )
 
 
-def _sequence(kind):
-    def parse(text: str) -> tuple:
-        try:
-            return tuple(kind(item) for item in text.split(",") if item.strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}")
-
-    return parse
-
-
-def _argument_type(annotation):
-    """The argparse ``type`` of a field annotated ``annotation`` (``X | None`` as ``X``)."""
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        return _argument_type(args[0])
-    if typing.get_origin(annotation) is tuple:
-        return _sequence(args[0])
-    return annotation
-
-
-def add_config_options(
-    parser, config_class, helps: dict, *, options: dict = {}, choices: dict = {}, required=()
-):
-    """``--field-name`` (or ``options[field]``) for every field in ``helps``, typed from the field's
-    annotation; booleans get ``--x/--no-x``; the default is the field's unless ``required``."""
-    fields, hints = {f.name: f for f in dataclasses.fields(config_class)}, typing.get_type_hints(config_class)
-    for name, text in helps.items():
-        flag = options.get(name, "--" + name.replace("_", "-"))
-        if name in required:
-            parser.add_argument(
-                flag,
-                dest=name,
-                required=True,
-                type=_argument_type(hints[name]),
-                help=text,
-                choices=choices.get(name),
-            )
-            continue
-        default = fields[name].default
-        shown = ",".join(map(str, default)) or "none" if isinstance(default, tuple) else default
-        if hints[name] is bool:
-            parser.add_argument(
-                flag,
-                dest=name,
-                action=argparse.BooleanOptionalAction,
-                default=default,
-                help=f"{text}; default: {'on' if default else 'off'}",
-            )
-        else:
-            parser.add_argument(
-                flag,
-                dest=name,
-                type=_argument_type(hints[name]),
-                default=default,
-                choices=choices.get(name),
-                help=f"{text}; default: {shown}",
-            )
-
-
-def add_run_options(parser) -> None:
-    """``--data-dir``, ``--out``, ``--steps-per-call`` and ``--quiet``, common to every training command."""
-    parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+def add_run_options(parser, data_dir: bool = True) -> None:
+    """``--data-dir`` (unless the configuration has it), ``--out``, ``--steps-per-call`` and
+    ``--quiet``, common to every training command."""
+    if data_dir:
+        parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument(
         "--out",
         required=True,
@@ -95,46 +36,30 @@ def add_run_options(parser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def command(sub, name: str, config_class, helps: dict, *, help: str, description: str, **options) -> None:
-    """The subcommand ``name`` that plays ``config_class``: its options (:func:`add_config_options`
-    with ``helps`` and ``options``) and the run options."""
+def command(
+    sub, name: str, config_class, helps: dict, *, help: str, description: str, options={}, **settings
+) -> None:
+    """The subcommand ``name`` that plays ``config_class``: an option for each field in ``helps``
+    (:func:`jdistill.cli_options.add_config_options`; ``options`` renames some) and the run options."""
     parser = sub.add_parser(name, help=help, description=description)
-    add_config_options(parser, config_class, helps, **options)
+    add_config_options(parser, config_class, only=helps, helps=helps, flags=options, **settings)
     add_run_options(parser)
     parser.set_defaults(func=play(config_class))
 
 
 def play(config_class):
-    """The command that builds ``config_class`` from the parsed options, prints its effective
+    """The command that builds ``config_class`` from the options given, prints its effective
     configuration, plays it and prints the summary."""
 
     def command(args) -> None:
         from jdistill.train import fit
 
-        names = {f.name for f in dataclasses.fields(config_class)}
-        config = config_class(**{k: v for k, v in vars(args).items() if k in names})
+        config = config_class(**given_values(args, config_class))
         print_configuration(args.command, config, {})
         summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
         print(json.dumps(summary, indent=2))
 
     return command
-
-
-def print_configuration(command: str, config, sources: dict[str, str]) -> None:
-    """Every field of the run's configuration on standard error, one per line, with where its value
-    came from: ``sources[field]`` (a recipe), else ``default`` where it is the field's default and
-    ``given`` (on the command line) where it is not."""
-    import sys
-
-    lines = [f"jdistill {command}: configuration (value, then where it came from):"]
-    for field in dataclasses.fields(config):
-        value = getattr(config, field.name)
-        default = (
-            field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
-        )
-        source = sources.get(field.name, "default" if value == default else "given")
-        lines.append(f"  {field.name:22s} {json.dumps(value):30s} {source}")
-    print("\n".join(lines), file=sys.stderr)
 
 
 DATA_FREE_HELP = {
@@ -247,7 +172,13 @@ def add_parsers(sub) -> None:
         description="Data-free distillation: a generator synthesises the transfer set and the frozen teacher "
         "judges it; the student never sees a real training image. The data set is read for its test "
         "set (to score the student) and the teacher's input statistics only.",
-        options={"teacher_dir": "--teacher"},
+        options={
+            "teacher_dir": "--teacher",
+            "student": "--model",
+            "student_lr": "--student-learning-rate",
+            "generator_lr": "--generator-learning-rate",
+        },
+        aliases={"--student": "student", "--student-lr": "student_lr", "--generator-lr": "generator_lr"},
         required=("teacher_dir", "method", "dataset"),
         choices={
             "method": DATA_FREE_METHODS,
@@ -267,12 +198,8 @@ def add_parsers(sub) -> None:
         "tell the teacher's outputs from the student's; the student minimises ce_weight * CE + kd_weight * "
         "KD + adv_weight * fooling loss. Re-running the same command resumes from the last checkpoint.",
         required=("teacher_dir", "model", "epochs"),
-        options={
-            "teacher_dir": "--teacher",
-            "model": "--student",
-            "learning_rate": "--lr",
-            "disc_learning_rate": "--disc-lr",
-        },
+        options={"teacher_dir": "--teacher"},
+        aliases={"--student": "model", "--lr": "learning_rate", "--disc-lr": "disc_learning_rate"},
         choices={
             "optimizer": ("sgd", "adam"),
             "schedule": SCHEDULES,
@@ -289,7 +216,8 @@ def add_parsers(sub) -> None:
         description="Online distillation: K peers of one architecture learn from the labels and from each "
         "other (deep mutual learning, Zhang et al. 2018), optionally with a discriminator per peer that "
         "it learns to fool (Chung et al. 2020). --mutual-weight 0 --disc-input none trains the peers alone.",
-        options={"learning_rate": "--lr"},
+        options={"disc_lr": "--disc-learning-rate"},
+        aliases={"--lr": "learning_rate", "--disc-lr": "disc_lr"},
         required=("model", "dataset", "epochs"),
         choices={
             "optimizer": ("sgd", "adam"),

@@ -14,7 +14,6 @@ the other training images are an unlabelled transfer set.
 Accuracy is on the 540 held-out test images, mean +- std over seeds.
 """
 
-import dataclasses
 import json
 import pathlib
 
@@ -38,7 +37,7 @@ BASE = RunConfig(
     labelled_fraction=0.1,
     checkpoint_every=10_000,
 )  # short runs: checkpoint only at the end
-TEACHER = dataclasses.replace(BASE, model="mlp1200")
+TEACHER = BASE.replace(model="mlp1200")
 ROWS = {
     "student alone": {},
     "student KD (soft labels)": {"methods": ("ce", "kd"), "epochs": 40},
@@ -62,14 +61,14 @@ def run_demo(out_dir: str | pathlib.Path, *, seeds: int = 5, progress: bool = Tr
     teacher = fit(
         TEACHER, teacher_dir, dataset=dataset, progress=progress, label="teacher mlp1200", devices=devices
     )
-    results = [{"row": "teacher", "seed": TEACHER.seed, **teacher}]
+    results = [{"row": "teacher", "seed": TEACHER.loop.seed, **teacher}]
     groups = {"teacher": [teacher_dir]}
     for row, changes in ROWS.items():
         groups[row] = []
         for seed in range(seeds):
             run_dir = out / f"{row.split(' (')[0].replace(' ', '_').replace('+', 'plus')}" / f"seed{seed}"
             teacher_arg = {"teacher": str(teacher_dir.absolute())} if "methods" in changes else {}
-            config = dataclasses.replace(BASE, seed=seed, **teacher_arg, **changes)
+            config = BASE.replace(seed=seed, **teacher_arg, **changes)
             summary = fit(
                 config,
                 run_dir,

@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from jdistill.train import groups
+
 
 @dataclasses.dataclass(frozen=True)
 class Options:
@@ -155,13 +157,15 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
 def adjusted(config, experiment: Experiment, options: Options):
     """``config`` with the smoke overrides (fields it has) and, under ``--validate``, the held-out
     fraction."""
-    fields = {f.name for f in dataclasses.fields(config)}
+    fields = groups.flat(config)
     changes = {k: v for k, v in experiment.smoke.items() if k in fields} if options.smoke else {}
     if options.validate:
         if "holdout_fraction" not in fields:
             raise ValueError(f"--validate: {type(config).__name__} runs cannot hold out training data")
         changes["holdout_fraction"] = experiment.holdout_fraction
-    return dataclasses.replace(config, **changes) if changes else config
+    if not changes:
+        return config
+    return config.replace(**changes) if hasattr(config, "replace") else dataclasses.replace(config, **changes)
 
 
 def training_data(experiment: Experiment, options: Options):

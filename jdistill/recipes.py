@@ -33,7 +33,7 @@ DKD_BETA = {
     ("vgg13", "vgg8"): 6.0,
     ("vgg13", "MobileNetV2"): 6.0,
 }
-RECIPE_DATASETS = ("cifar10", "cifar100")  # a user's own data (npz) gets the recipe only with --recipe crd
+RECIPE_DATASETS = ("cifar10", "cifar100")  # a user's own data (npz) gets the recipe only with --preset crd
 
 
 def _scaled(epochs: int, value: float) -> int:

@@ -318,20 +318,25 @@ def test_paper_teachers_are_the_reference_codes_recipes():
     batch 256, constant rate, 10 epochs; DAFL's: Adam 1e-3, batch 256, constant, 9 epochs; both
     LeNet-5 on MNIST at 32x32 with PyTorch's initialisation."""
     dfad = df.paper_teacher("dfad", data_dir="d", seed=3)
-    assert (dfad.model, dfad.dataset, dfad.data_dir, dfad.seed, dfad.methods) == (
+    assert (dfad.model.name, dfad.data.dataset, dfad.data.data_dir, dfad.loop.seed, dfad.distill.methods) == (
         "lenet5",
         "mnist",
         "d",
         3,
         ("ce",),
     )
-    assert (dfad.optimizer, dfad.learning_rate, dfad.momentum, dfad.nesterov, dfad.weight_decay) == (
+    assert (dfad.optimizer.name, dfad.optimizer.learning_rate, dfad.optimizer.momentum, dfad.optimizer.nesterov, dfad.optimizer.weight_decay) == (
         "sgd", 0.01, 0.9, False, 1e-4)  # fmt: skip
-    assert (dfad.batch_size, dfad.schedule, dfad.epochs, dfad.init) == (256, "constant", 10, "torch")
+    assert (dfad.loop.batch_size, dfad.optimizer.schedule, dfad.loop.epochs, dfad.model.init) == (
+        256,
+        "constant",
+        10,
+        "torch",
+    )
     dafl = df.paper_teacher("dafl")
-    assert (dafl.optimizer, dafl.learning_rate, dafl.weight_decay, dafl.batch_size, dafl.schedule) == (
+    assert (dafl.optimizer.name, dafl.optimizer.learning_rate, dafl.optimizer.weight_decay, dafl.loop.batch_size, dafl.optimizer.schedule) == (
         "adam", 1e-3, 0.0, 256, "constant")  # fmt: skip
-    assert (dafl.epochs, dafl.init) == (9, "torch")
+    assert (dafl.loop.epochs, dafl.model.init) == (9, "torch")
     assert df.paper_teacher("zskt") == df.paper_teacher("dfad") and df.PAPER_TEACHER_IMAGE_SIZE == 32
     with pytest.raises(ValueError, match="unknown data-free method 'gan'"):
         df.paper_teacher("gan")
@@ -365,7 +370,7 @@ def test_command_line_refuses_a_teacher_of_another_size_in_one_line(teacher_dir,
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["data-free", "--teacher", teacher_dir, "--method", "dfad", "--dataset", "digits",
-                  "--image-size", "16", "--student", "small_cnn", "--out", str(out), "--quiet"])  # fmt: skip
+                  "--image-size", "16", "--model", "small_cnn", "--out", str(out), "--quiet"])  # fmt: skip
     message = str(exit_info.value.code)
     assert message == (
         f"jdistill data-free: error: teacher {teacher_dir} was trained on 8x8x1 images, this run's are "
@@ -381,10 +386,10 @@ def cli_run(teacher_dir, tmp_path_factory):
     capture = io.StringIO()
     with contextlib.redirect_stdout(capture):
         cli.main(["data-free", "--teacher", teacher_dir, "--method", "zskt", "--dataset", "digits",
-                  "--out", str(out), "--student", "small_cnn", "--batch-size", "16", "--generator-width", "4",
+                  "--out", str(out), "--model", "small_cnn", "--batch-size", "16", "--generator-width", "4",
                   "--iterations", "2", "--iterations-per-epoch", "1", "--samples-every", "1",
                   "--histogram-samples", "24", "--student-steps", "1", "--at-features", "conv2",
-                  "--generator-lr", "0.01", "--init", "torch", "--quiet"])  # fmt: skip
+                  "--generator-learning-rate", "0.01", "--init", "torch", "--quiet"])  # fmt: skip
     return out, json.loads(capture.getvalue())
 
 

@@ -340,10 +340,10 @@ def test_command_maps_its_options_onto_the_configuration(teacher_dir, tmp_path):
     out = tmp_path / "cli"
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        cli.main(["adversarial-kd", "--teacher", teacher_dir, "--student", "mlp32", "--dataset", "digits",
+        cli.main(["adversarial-kd", "--teacher", teacher_dir, "--model", "mlp32", "--dataset", "digits",
                   "--epochs", "1", "--batch-size", "64", "--adv-weight", "0", "--objective", "hinge",
                   "--conditional", "--disc-widths", "16,8", "--disc-steps", "3", "--gp-weight", "0.5",
-                  "--lr", "0.05", "--disc-lr", "0.001", "--disc-input", "probs", "--out", str(out),
+                  "--learning-rate", "0.05", "--disc-learning-rate", "0.001", "--disc-input", "probs", "--out", str(out),
                   "--quiet"])  # fmt: skip
     summary = json.loads(printed.getvalue())
     assert summary == json.loads((out / "summary.json").read_text())

@@ -252,7 +252,7 @@ def test_the_command_trains_into_a_run_directory(tmp_path, capsys, digits):
     the discriminators having taken disc_steps steps per peer step."""
     out = tmp_path / "run"
     cli.main(["online", "--model", "mlp32", "--dataset", "digits", "--epochs", "2", "--batch-size", "64",
-              "--disc-input", "logits", "--disc-steps", "2", "--lr", "0.1",
+              "--disc-input", "logits", "--disc-steps", "2", "--learning-rate", "0.1",
               "--out", str(out), "--quiet"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
     config = json.loads((out / "config.json").read_text())["config"]

@@ -127,7 +127,7 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
     main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "plain"), *common])
     plain = json.loads((tmp_path / "plain" / "config.json").read_text())["config"]
     assert (plain["max_shift"], plain["hflip"], plain["weight_decay"]) == (0, False, 0.0)  # npz: no recipe
-    common.extend(["--recipe", "crd"])
+    common.extend(["--preset", "crd"])
     main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "t"), *common])
     teacher = json.loads((tmp_path / "t" / "config.json").read_text())["config"]
     expected = {
@@ -145,7 +145,7 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
         True,
     )
     student = tmp_path / "s"
-    main(["distill", "--teacher", str(tmp_path / "t"), "--student", "resnet8", "--method", "dkd", "--out", str(student),
+    main(["distill", "--teacher", str(tmp_path / "t"), "--model", "resnet8", "--method", "dkd", "--out", str(student),
           "--batch-size", "32", "--weight", "dkd_tckd=0.5", *common])  # fmt: skip
     config = json.loads((student / "config.json").read_text())["config"]
     assert config["weights"] == {"dkd_nckd": 8.0, "dkd_tckd": 0.5}

@@ -9,6 +9,7 @@ import pytest
 from jdistill.cli import build_parser, main
 from jdistill.demo import run_demo
 from jdistill.models import MODELS
+from jdistill.train import RunConfig
 
 
 def test_models_lists_every_model_with_its_parameter_count(capsys):
@@ -37,12 +38,24 @@ def test_models_on_small_images_explains_models_that_do_not_fit(capsys):
 @pytest.mark.parametrize(
     "command, options",
     [
-        ("train-teacher", ["--model", "--dataset", "--data-dir", "--epochs", "--seed", "--out"]),
+        (
+            "train-teacher",
+            [
+                "--model",
+                "--dataset",
+                "--data-dir",
+                "--epochs",
+                "--seed",
+                "--out",
+                "--preset",
+                "--learning-rate",
+            ],
+        ),
         (
             "distill",
             [
                 "--teacher",
-                "--student",
+                "--model",
                 "--method",
                 "--weight",
                 "--temperature",
@@ -73,32 +86,94 @@ def test_init_option_reaches_the_run_configuration(monkeypatch, capsys):
     command = ["train-teacher", "--model", "mlp32", "--dataset", "digits", "--epochs", "1", "--out", "o"]
     main([*command, "--init", "torch"])
     main(command)
-    assert [config.init for config in played] == ["torch", "flax"]
+    assert [config.model.init for config in played] == ["torch", "flax"]
 
 
 def test_every_run_prints_its_effective_configuration_and_where_each_value_came_from(monkeypatch, capsys):
     monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: {})
     command = ["train-teacher", "--model", "resnet8", "--epochs", "24", "--out", "o", "--quiet"]
-    main([*command, "--dataset", "digits", "--lr", "0.1"])
+    main([*command, "--dataset", "digits", "--learning-rate", "0.1"])
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]}
     assert lines["learning_rate"] == ["0.1", "given"] and lines["epochs"] == ["24", "given"]
     assert lines["batch_size"] == ["128", "default"] and lines["methods"] == ['["ce"]', "default"]
-    main([*command, "--dataset", "npz", "--recipe", "crd", "--batch-size", "128", "--seed", "3"])
+    main([*command, "--dataset", "npz", "--preset", "crd", "--batch-size", "128", "--seed", "3"])
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]}
-    assert lines["weight_decay"] == ["0.0005", "recipe", "crd"] and lines["hflip"] == [
+    assert lines["weight_decay"] == ["0.0005", "preset", "crd"] and lines["hflip"] == [
         "true",
-        "recipe",
+        "preset",
         "crd",
     ]
     assert lines["lr_milestones"] == [
         "[15,",
         "18,",
         "21]",
-        "recipe",
+        "preset",
         "crd",
     ]  # 150/180/210 scaled to 24 epochs
-    assert lines["learning_rate"] == ["0.1", "recipe", "crd"]  # 0.05 scaled with the batch
+    assert lines["learning_rate"] == ["0.1", "preset", "crd"]  # 0.05 scaled with the batch
     assert lines["batch_size"] == ["128", "given"] and lines["seed"] == ["3", "given"]
+
+
+def test_old_option_names_still_work_and_say_what_replaces_them(monkeypatch, capsys):
+    """--lr, --student and --recipe (jdistill 0.2) set --learning-rate, --model and --preset, each with
+    one warning line; the configuration is the one the new names give."""
+    played = []
+    monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    monkeypatch.setattr(
+        "jdistill.train.RunDir.config", lambda self: RunConfig(model="mlp256", dataset="npz", epochs=1)
+    )
+    common = [
+        "--teacher",
+        "t",
+        "--method",
+        "kd",
+        "--dataset",
+        "npz",
+        "--epochs",
+        "24",
+        "--out",
+        "o",
+        "--quiet",
+    ]
+    main(["distill", *common, "--student", "mlp32", "--lr", "0.3", "--recipe", "crd"])
+    old = capsys.readouterr().err.splitlines()
+    main(["distill", *common, "--model", "mlp32", "--learning-rate", "0.3", "--preset", "crd"])
+    new = capsys.readouterr().err.splitlines()
+    assert played[0] == played[1] and played[0].optimizer.learning_rate == 0.3
+    assert played[0].model.name == "mlp32" and played[0].distill.weights == {"ce": 0.1, "kd": 0.9}
+    assert old[:3] == [
+        "jdistill distill: warning: --student is deprecated; use --model",
+        "jdistill distill: warning: --lr is deprecated; use --learning-rate",
+        "jdistill distill: warning: --recipe is deprecated; use --preset",
+    ]
+    assert old[3:] == new
+
+
+def test_presets_name_the_papers_recipes_and_given_options_override_them(monkeypatch, capsys):
+    played = []
+    monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    command = ["train-teacher", "--model", "mlp1200", "--dataset", "mnist", "--out", "o", "--quiet"]
+    main([*command, "--preset", "hinton2012", "--epochs", "3000", "--max-shift", "2"])
+    main([*command, "--preset", "dafl-teacher", "--learning-rate", "0.01"])
+    hinton, dafl = played
+    assert (hinton.loop.batch_size, hinton.optimizer.schedule, hinton.optimizer.lr_decay) == (
+        100,
+        "exponential",
+        0.998,
+    )
+    assert (hinton.optimizer.initial_momentum, hinton.optimizer.momentum, hinton.optimizer.dampening) == (
+        0.5,
+        0.99,
+        True,
+    )
+    assert hinton.data.max_shift == 2 and hinton.loop.epochs == 3000
+    assert (dafl.optimizer.name, dafl.optimizer.learning_rate, dafl.loop.epochs, dafl.model.init) == (
+        "adam", 0.01, 9, "torch")  # fmt: skip
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.split() == ["learning_rate", "0.01", "given"] for line in lines)
+    assert any(line.split() == ["epochs", "9", "preset", "dafl-teacher"] for line in lines)
+    with pytest.raises(SystemExit, match="--epochs is required without a preset"):
+        main(command)
 
 
 def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, capsys):
@@ -126,7 +201,7 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
             "distill",
             "--teacher",
             str(teacher),
-            "--student",
+            "--model",
             "mlp32",
             "--method",
             "kd+fitnet",
@@ -159,8 +234,9 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
     printed = capsys.readouterr()
     assert printed.err.count("learning curves: ") == 2
     config = json.load(open(student / "config.json"))["config"]
-    assert config["methods"] == ["ce", "kd", "fitnet"]
-    assert config["weights"] == {"kd": 0.9, "ce": 0.1, "fitnet": 1.0} and config["temperature"] == 8.0
+    assert config["distill"]["methods"] == ["ce", "kd", "fitnet"]
+    assert config["distill"]["weights"] == {"kd": 0.9, "ce": 0.1, "fitnet": 1.0}
+    assert config["distill"]["temperature"] == 8.0
     metrics = [json.loads(line) for line in open(student / "metrics.jsonl")]
     assert [m["epoch"] for m in metrics] == [1, 2, 3]
     assert {"train/loss/ce", "train/loss/kd", "train/loss/fitnet", "test/accuracy", "test/agreement"} <= set(
@@ -178,7 +254,7 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
                 "distill",
                 "--teacher",
                 "t",
-                "--student",
+                "--model",
                 "mlp32",
                 "--method",
                 "kd",
@@ -198,7 +274,7 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
                 "distill",
                 "--teacher",
                 "t",
-                "--student",
+                "--model",
                 "mlp32",
                 "--method",
                 "kd+magic",
@@ -282,7 +358,7 @@ def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, ca
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet"]
     main(["train-teacher", "--model", "small_cnn", "--out", str(teacher), *common])
-    distill = ["distill", "--teacher", str(teacher), "--student", "small_cnn", *common]
+    distill = ["distill", "--teacher", str(teacher), "--model", "small_cnn", *common]
     main(
         [
             *distill,
@@ -295,7 +371,7 @@ def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, ca
         ]
     )
     config = json.load(open(student / "config.json"))["config"]
-    assert config["method_options"] == {"at": {"layers": [["conv2", "conv2"]]}}
+    assert config["distill"]["method_options"] == {"at": {"layers": [["conv2", "conv2"]]}}
     metrics = [json.loads(line) for line in open(student / "metrics.jsonl")]
     assert np.isfinite(metrics[-1]["train/loss/at"]) and metrics[-1]["train/loss/at"] > 0
     with pytest.raises(SystemExit, match="--method-option expects METHOD.FIELD=VALUE"):

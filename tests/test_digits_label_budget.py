@@ -29,9 +29,9 @@ def test_every_run_gets_1500_steps_of_the_images_it_trains_on(tmp_path, validate
     images = {"0.05": 50 if validate else 60, "1.0": 1047 if validate else 1257}
     for run in runs:
         seen = images["1.0" if "kd" in run.name else run.row]
-        assert run.config.epochs * (seen // 32) >= 1500 > (run.config.epochs - 1) * (seen // 32)
-        assert run.config.model == ("mlp1200" if "teacher" in run.name else "mlp32")
-        assert run.config.teacher == (
+        assert run.config.loop.epochs * (seen // 32) >= 1500 > (run.config.loop.epochs - 1) * (seen // 32)
+        assert run.config.model.name == ("mlp1200" if "teacher" in run.name else "mlp32")
+        assert run.config.distill.teacher == (
             str(tmp_path / run.name.split("/")[0] / "teacher") if "kd" in run.name else None
         )
 

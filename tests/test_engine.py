@@ -304,7 +304,7 @@ def test_a_configuration_that_cannot_start_leaves_no_run_directory(tmp_path, dig
 
 def test_a_finished_teacher_of_jdistill_0_1_still_teaches(tmp_path, digits):
     teacher = load_teacher(str(FIXTURES / "teacher_v0_1"), digits)
-    assert teacher.config.model == "mlp32" and RunDir(FIXTURES / "teacher_v0_1").format == 1
+    assert teacher.config.model.name == "mlp32" and RunDir(FIXTURES / "teacher_v0_1").format == 1
     config = RunConfig(
         model="mlp32",
         dataset="digits",

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from idx_files import write_mnist_like
 
-from jdistill.cli import _common_config, build_parser
+from jdistill.cli import build_parser, run_config
 from jdistill.data import Dataset, load_dataset
 from jdistill.experiment import options_from, parser_for
 from jdistill.train import RunConfig
@@ -79,12 +79,12 @@ def test_the_cli_passes_label_noise_to_both_training_commands():
     parser = build_parser()
     for command in (
         ["train-teacher", "--model", "mlp32"],
-        ["distill", "--teacher", "t", "--student", "mlp32", "--method", "kd"],
+        ["distill", "--teacher", "t", "--model", "mlp32", "--method", "kd"],
     ):
-        args = parser.parse_args([*command, "--dataset", "digits", "--out", "o", "--label-noise", "0.2"])
-        assert _common_config(args)["label_noise"] == 0.2  # what both commands pass to RunConfig
-    default = parser.parse_args(["train-teacher", "--model", "m", "--dataset", "digits", "--out", "o"])
-    assert default.label_noise == 0.0
+        argv = [*command, "--dataset", "digits", "--epochs", "1", "--out", "o", "--label-noise", "0.2"]
+        assert run_config(parser.parse_args(argv), command[0])[0].data.label_noise == 0.2
+    default = ["train-teacher", "--model", "m", "--dataset", "digits", "--epochs", "1", "--out", "o"]
+    assert run_config(parser.parse_args(default), "train-teacher")[0].data.label_noise == 0.0
 
 
 def test_the_experiment_declares_64_runs_each_teacher_before_its_students(tmp_path):
@@ -107,16 +107,16 @@ def test_the_experiment_declares_64_runs_each_teacher_before_its_students(tmp_pa
     for run in runs:
         rate = float(run.name.split("/")[0].removeprefix("noise"))
         config = run.config
-        assert (config.label_noise, config.label_noise_seed, config.epochs) == (rate, 0, 10)
-        assert (config.learning_rate, config.batch_size) == (0.05, 128)
-        assert config.model == ("mlp256" if run.name.endswith("teacher") else "mlp32")
+        assert (config.data.label_noise, config.data.label_noise_seed, config.loop.epochs) == (rate, 0, 10)
+        assert (config.optimizer.learning_rate, config.loop.batch_size) == (0.05, 128)
+        assert config.model.name == ("mlp256" if run.name.endswith("teacher") else "mlp32")
         if "/kd_" in run.name:
             alpha, temperature = (float(v[1:]) for v in run.row.split("/kd_")[1].split("_"))
-            assert config.teacher == str(tmp_path / f"noise{rate:g}" / "teacher")
-            assert config.methods == ("ce", "kd") and config.temperature == temperature
-            assert config.weights == {"ce": alpha, "kd": 1 - alpha}
+            assert config.distill.teacher == str(tmp_path / f"noise{rate:g}" / "teacher")
+            assert config.distill.methods == ("ce", "kd") and config.distill.temperature == temperature
+            assert config.distill.weights == {"ce": alpha, "kd": 1 - alpha}
         else:
-            assert config.teacher is None and config.methods == ("ce",)
+            assert config.distill.teacher is None and config.distill.methods == ("ce",)
 
 
 @pytest.fixture(scope="module")

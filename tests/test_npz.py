@@ -91,7 +91,11 @@ def test_vector_data_trains_with_an_mlp_and_gets_no_recipe(tmp_path):
     main(["train-teacher", "--model", "mlp32", "--dataset", "npz", "--data-dir", path, "--epochs", "5",
           "--out", str(out), "--quiet"])  # fmt: skip
     config = json.loads((out / "config.json").read_text())["config"]
-    assert (config["max_shift"], config["hflip"], config["batch_size"]) == (0, False, 128)
+    assert (config["data"]["max_shift"], config["data"]["hflip"], config["loop"]["batch_size"]) == (
+        0,
+        False,
+        128,
+    )
     assert json.loads((out / "summary.json").read_text())["test/accuracy"] > 0.9
 
 
@@ -108,7 +112,7 @@ def test_a_teacher_is_checked_against_the_data_class_count_and_normalisation(tmp
     assert summary["num_classes"] == 4 and len(summary["normalisation"]["mean"]) == 1
 
     def distill(path, out):
-        main(["distill", "--teacher", teacher, "--student", "mlp32", "--method", "kd", "--dataset", "npz",
+        main(["distill", "--teacher", teacher, "--model", "mlp32", "--method", "kd", "--dataset", "npz",
               "--data-dir", path, "--epochs", "1", "--batch-size", "16", "--out", str(tmp_path / out),
               "--quiet"])  # fmt: skip
 

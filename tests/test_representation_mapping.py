@@ -116,7 +116,7 @@ def test_the_experiment_declares_the_teacher_then_8_rows_of_3_seeds(tmp_path):
     experiment = runpy.run_path(str(SCRIPT))["EXPERIMENT"]
     parser = parser_for(experiment)
     runs = list(experiment.runs(options_from(experiment, parser.parse_args(["--out", str(tmp_path)]))))
-    assert [(r.name, r.row, r.config.model, r.config.epochs) for r in runs[:2]] == [
+    assert [(r.name, r.row, r.config.model.name, r.config.loop.epochs) for r in runs[:2]] == [
         ("teacher", "teacher", "lenet5", 3),
         ("alone/seed0", "alone", "mlp32", 3),
     ]
@@ -124,15 +124,17 @@ def test_the_experiment_declares_the_teacher_then_8_rows_of_3_seeds(tmp_path):
     methods = {"alone": (), "kd": ("kd",), "l2": repmap, "cosine": repmap, "l2_kd": kd_repmap,
                "cosine_kd": kd_repmap, "srrl": ("srrl",), "srrl_kd": ("kd", "srrl")}  # fmt: skip
     assert [r.row for r in runs[1:]] == [row for row in methods for _ in range(3)]
-    assert [r.config.seed for r in runs] == [0] + [0, 1, 2] * 8
+    assert [r.config.loop.seed for r in runs] == [0] + [0, 1, 2] * 8
     for run in runs[1:]:
-        assert run.config.methods == ("ce", *methods[run.row]) and run.config.temperature == 4.0
-        assert run.config.teacher == (str(tmp_path / "teacher") if run.row != "alone" else None)
+        assert (
+            run.config.distill.methods == ("ce", *methods[run.row]) and run.config.distill.temperature == 4.0
+        )
+        assert run.config.distill.teacher == (str(tmp_path / "teacher") if run.row != "alone" else None)
         if "srrl" in run.row:
-            assert run.config.method_options == {"srrl": {"teacher_run": str(tmp_path / "teacher")}}
-            assert run.config.weights == {"srrl_head": 0.01}
-        elif "repmap" in run.config.methods:
-            assert run.config.method_options == {"repmap": {"distance": run.row.split("_")[0]}}
+            assert run.config.distill.method_options == {"srrl": {"teacher_run": str(tmp_path / "teacher")}}
+            assert run.config.distill.weights == {"srrl_head": 0.01}
+        elif "repmap" in run.config.distill.methods:
+            assert run.config.distill.method_options == {"repmap": {"distance": run.row.split("_")[0]}}
     argv = ["--out", str(tmp_path), "--rows", "alone,sideways"]
     with pytest.raises(ValueError, match="unknown row.s. sideways; rows: alone, kd, l2"):
         next(experiment.runs(options_from(experiment, parser.parse_args(argv))))

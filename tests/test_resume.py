@@ -89,7 +89,7 @@ def test_ctrl_c_during_distillation_then_rerun_gives_the_uninterrupted_metrics(t
     short_teacher = [*COMMAND[:6], "2", *COMMAND[7:]]
     assert run_cli(teacher, short_teacher).wait(timeout=300) == 0
     distill = [
-        "distill", "--teacher", str(teacher), "--student", "mlp32", "--method", "kd+fitnet",
+        "distill", "--teacher", str(teacher), "--model", "mlp32", "--method", "kd+fitnet",
         "--temperature", "4", "--dataset", "digits", "--epochs", "40", "--batch-size", "32",
         "--seed", "1", "--quiet",
     ]  # fmt: skip

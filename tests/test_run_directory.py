@@ -3,7 +3,6 @@ locks replaced), a damaged checkpoint or metrics line does not block resuming, d
 line naming the file, evaluation and checkpoint cadence are not part of a run's identity, and
 ``config.json`` records where the run came from."""
 
-import dataclasses
 import json
 import os
 import shutil
@@ -152,19 +151,19 @@ def test_damaged_json_files_are_one_line_naming_the_file(finished, tmp_path):
 
 def test_cadence_is_not_identity_and_a_resumed_start_is_recorded(finished, digits, tmp_path):
     # A finished run asked again with another cadence is the same run: its summary comes back.
-    again = fit(dataclasses.replace(CONFIG, eval_every=2, checkpoint_every=3), finished[0], dataset=digits)
+    again = fit(CONFIG.replace(eval_every=2, checkpoint_every=3), finished[0], dataset=digits)
     assert again == finished[1]
 
     out = copy_unfinished(finished, tmp_path)
-    resumed = fit(dataclasses.replace(CONFIG, checkpoint_every=3), out, dataset=digits, progress=False)
+    resumed = fit(CONFIG.replace(checkpoint_every=3), out, dataset=digits, progress=False)
     assert resumed["test/accuracy"] == finished[1]["test/accuracy"]
     record = json.loads((out / "config.json").read_text())
-    assert record["config"]["checkpoint_every"] == 3
+    assert record["config"]["loop"]["checkpoint_every"] == 3
     created = json.loads((finished[0] / "config.json").read_text())["provenance"]
     assert record["provenance"] == created and len(record["resumed"]) == 1
     assert set(record["resumed"][0]) == set(created)
     with pytest.raises(ValueError, match="differs in: seed"):
-        RunDir(out).claim(dataclasses.replace(CONFIG, seed=5))
+        RunDir(out).claim(CONFIG.replace(seed=5))
 
 
 def test_config_json_records_the_command_versions_commit_and_devices(finished):
@@ -189,22 +188,22 @@ def test_out_as_a_file_is_one_line_and_a_configuration_that_cannot_start_writes_
     with pytest.raises(ValueError, match="--out .*file is a file, not a directory"):
         fit(CONFIG, tmp_path / "file", dataset=digits, progress=False)
     assert (tmp_path / "file").read_text() == "mine"
-    missing_teacher = dataclasses.replace(CONFIG, teacher=str(tmp_path / "nowhere"), methods=("ce", "kd"))
+    missing_teacher = CONFIG.replace(teacher=str(tmp_path / "nowhere"), methods=("ce", "kd"))
     with pytest.raises(FileNotFoundError):
         fit(missing_teacher, tmp_path / "bad", dataset=digits, progress=False)
     assert not (tmp_path / "bad").exists()
 
 
 def test_more_epochs_extend_a_finished_run_and_fewer_are_refused(digits, tmp_path):
-    constant = dataclasses.replace(CONFIG, schedule="constant")
+    constant = CONFIG.replace(schedule="constant")
     fit(constant, tmp_path / "run", dataset=digits, progress=False)
-    longer = dataclasses.replace(constant, epochs=5)
+    longer = constant.replace(epochs=5)
     extended = fit(longer, tmp_path / "run", dataset=digits, progress=False)
     fresh = fit(longer, tmp_path / "fresh", dataset=digits, progress=False)
     assert extended["test/accuracy"] == fresh["test/accuracy"]  # a constant rate: the same run exactly
     assert [m["epoch"] for m in RunDir(tmp_path / "run").metrics()] == [1, 2, 3, 4, 5]
     record = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert record["config"]["epochs"] == 5 and record["extended"] == [{"from": 3, "to": 5}]
+    assert record["config"]["loop"]["epochs"] == 5 and record["extended"] == [{"from": 3, "to": 5}]
     assert fit(longer, tmp_path / "run", dataset=digits) == extended  # finished at its new length
     with pytest.raises(ValueError, match="holds a run of 5 epochs; fewer cannot be had from it"):
         fit(constant, tmp_path / "run", dataset=digits, progress=False)

@@ -56,7 +56,7 @@ def distill_config(teacher_dir, **changes):
     )
     if "methods" in changes and "fitnet" not in changes["methods"]:
         changes.setdefault("weights", {})
-    return dataclasses.replace(config, **changes)
+    return config.replace(**changes)
 
 
 def host_copy(tree):
@@ -105,7 +105,7 @@ def test_a_different_configuration_in_the_same_directory_is_refused(teacher_dir,
             progress=False,
         )
     record = json.load(open(tmp_path / "run" / "config.json"))
-    assert record["jdistill_version"] and record["config"]["learning_rate"] == 0.05
+    assert record["jdistill_version"] and record["config"]["optimizer"]["learning_rate"] == 0.05
 
 
 def test_a_run_made_before_a_field_was_added_still_resumes(tmp_path):
@@ -114,11 +114,26 @@ def test_a_run_made_before_a_field_was_added_still_resumes(tmp_path):
     config = RunConfig(model="mlp32", dataset="digits", epochs=1)
     RunDir(tmp_path / "old").claim(config)
     record = json.loads((tmp_path / "old" / "config.json").read_text())
-    del record["config"]["label_noise"], record["config"]["label_noise_seed"]
+    del record["config"]["data"]["label_noise"], record["config"]["data"]["label_noise_seed"]
     (tmp_path / "old" / "config.json").write_text(json.dumps(record))
     RunDir(tmp_path / "old").claim(config)
     with pytest.raises(ValueError, match=r"differs in: label_noise\)"):
-        RunDir(tmp_path / "old").claim(dataclasses.replace(config, label_noise=0.2))
+        RunDir(tmp_path / "old").claim(config.replace(label_noise=0.2))
+
+
+def test_a_run_of_the_flat_layout_still_resumes_and_loads(tmp_path):
+    """jdistill 0.2 saved config.json flat ({"learning_rate": ...}); such a run is the same run as
+    its nested configuration, loads as one, and a change is named by its flat name."""
+    config = RunConfig(model="mlp32", dataset="digits", epochs=2, learning_rate=0.1, init="torch")
+    RunDir(tmp_path / "old").claim(config)
+    record = json.loads((tmp_path / "old" / "config.json").read_text())
+    record["config"] = json.loads(json.dumps(config.flat()))
+    assert record["config"]["learning_rate"] == 0.1 and record["config"]["model"] == "mlp32"
+    (tmp_path / "old" / "config.json").write_text(json.dumps(record))
+    assert RunDir(tmp_path / "old").config() == config
+    RunDir(tmp_path / "old").claim(config)
+    with pytest.raises(ValueError, match=r"differs in: init, optimizer\)"):
+        RunDir(tmp_path / "old").claim(config.replace(init="flax", optimizer="adam"))
 
 
 def test_hard_labels_average_over_labelled_examples_only():
@@ -298,7 +313,7 @@ def test_a_path_counts_by_where_it_points_not_how_it_is_spelled(tmp_path, monkey
     (tmp_path / "data").mkdir()
     run = RunDir(tmp_path / "run")
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="data"))
-    assert run.config().data_dir == str(tmp_path.resolve() / "data")  # stored resolved
+    assert run.config().data.data_dir == str(tmp_path.resolve() / "data")  # stored resolved
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir=str(tmp_path / "data")))
     run.claim(RunConfig(model="mlp256", dataset="mnist", epochs=1, data_dir="./data/../data"))
     with pytest.raises(ValueError, match="differs in: data_dir"):

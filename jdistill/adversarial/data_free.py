@@ -324,7 +324,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         summary={
             "method": config.method,
             "student": config.student,
-            "teacher": teacher.config.model,
+            "teacher": teacher.config.model.name,
             "seed": config.seed,
             "iterations": config.iterations,
         },

@@ -278,7 +278,7 @@ def build(config: AdversarialKDConfig, dataset: Dataset | None = None) -> Game:
         label=config.model,
         summary={
             "model": config.model,
-            "teacher": teacher.config.model,
+            "teacher": teacher.config.model.name,
             "disc_input": config.disc_input,
             "objective": config.objective,
             "epochs": config.epochs,

@@ -44,9 +44,8 @@ from jdistill.losses.adversarial import (
 )
 from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import VectorDiscriminator
-from jdistill.train import optim
+from jdistill.train import groups, optim
 from jdistill.train.config import RunConfig
-from jdistill.train.distill import run_optimizer
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
@@ -132,8 +131,8 @@ class OnlineConfig:
 
     def peer_run_config(self) -> RunConfig:
         """The peers' optimizer and schedule, as the :class:`RunConfig` of one peer trained alone."""
-        fields = {f.name for f in dataclasses.fields(RunConfig)}
-        return RunConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in fields})
+        names = groups.leaf_map(RunConfig)
+        return RunConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
     def build(self, dataset: Dataset | None = None) -> Game:
         return build(self, dataset)
@@ -249,7 +248,8 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataset, config.batch_size, config.max_shift)
     per_epoch = source.steps_per_epoch
     peers = create_peers(config, dataset)
-    players = {"peers": Player.stack(peers, run_optimizer(config.peer_run_config(), per_epoch))}
+    peer = config.peer_run_config()
+    players = {"peers": Player.stack(peers, peer.optimizer.build(peer.loop.epochs, per_epoch))}
     moves, disc_params = (Move("peers", functools.partial(peer_loss, config)),), 0
     if config.adversarial:
         width = disc_in_features(config, peers[0], dataset)

@@ -157,12 +157,12 @@ def with_teacher_head(student_run: str, teacher_run: str, dataset: Dataset) -> T
     from jdistill.train.rundir import RunDir
 
     config = RunDir(student_run).config()
-    mapped = [m for m in config.methods if m in ("repmap", "srrl")]
+    mapped = [m for m in config.distill.methods if m in ("repmap", "srrl")]
     if not mapped:
         raise ValueError(
-            f"{student_run} was trained without a projection (methods {'+'.join(config.methods)})"
+            f"{student_run} was trained without a projection (methods {'+'.join(config.distill.methods)})"
         )
-    options = config.method_options.get(mapped[0], {})
+    options = config.distill.method_options.get(mapped[0], {})
     if options.get("teacher_layer", TEACHER_LAYER) != TEACHER_LAYER:
         raise ValueError(
             f"{student_run}: the projection maps to the teacher's {options['teacher_layer']!r}, "
@@ -171,7 +171,7 @@ def with_teacher_head(student_run: str, teacher_run: str, dataset: Dataset) -> T
     teacher = load_teacher(teacher_run, dataset)
     teacher_model = nnx.merge(teacher.graphdef, *teacher.variables).model
     if getattr(teacher_model, "head", None) is None:
-        raise ValueError(f"the teacher model {teacher.config.model!r} has no classifier 'head'")
+        raise ValueError(f"the teacher model {teacher.config.model.name!r} has no classifier 'head'")
     trainable = load_run(student_run, dataset)
     projection = trainable.extras[mapped[0]]["projection"]
     return TeacherHeadStudent(

@@ -1,86 +1,166 @@
-"""One configuration for every run: teacher training (no teacher, method ``ce``) or distillation."""
+"""One configuration for every run: teacher training (no teacher, method ``ce``) or distillation.
+
+:class:`RunConfig` nests a :class:`ModelConfig`, a :class:`DataConfig`, a :class:`LoopConfig`, an
+:class:`OptimizerConfig` (the one optimizer description of every player, in every game) and a
+:class:`DistillConfig`; :mod:`jdistill.train.groups` gives every leaf one flat name.
+"""
 
 import dataclasses
 import json
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
 from jdistill.models.layers import INITS
+from jdistill.train import groups
+from jdistill.train.groups import option
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "constant", "step", "exponential")
 
 
 @dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's result. Saved as ``config.json`` in the run directory.
+class ModelConfig:
+    """The network trained: a built-in model and its initialisation (``flax``: LeCun-normal kernels,
+    zero biases; ``torch``: PyTorch's defaults, :func:`jdistill.models.layers.torch_init`)."""
 
-    Distillation runs name a ``teacher`` run directory and ``methods``; the objective is
-    ``sum_term weight[term] * mean_batch(term)`` over the terms the methods return
-    (see :mod:`jdistill.methods`). ``weights`` overrides the methods' default weights.
-    The learning rate is ``learning_rate * schedule(step)``; ``schedule`` is ``cosine`` (to zero
-    over the run), ``constant``, or ``step`` (times ``lr_decay`` at each of the epochs
-    ``lr_milestones``), after a linear warm-up over ``warmup_epochs``. Training images are
-    translated by up to ``max_shift`` pixels (zero fill: a random crop of the zero-padded image)
-    and mirrored left-right at random when ``hflip``. Methods with an initialisation stage (AB,
-    FT, FSP) run it before the ``epochs`` of training.
-    ``max_norm`` caps the L2 norm of each unit's incoming weights after every update (Srivastava
-    et al. 2014); ``clip_norm`` clips the gradient's global norm before the optimizer sees it.
-    ``holdout_fraction`` > 0 evaluates on that (fixed) fraction of the training set
-    instead of the test set, for hyperparameter choice; ``exclude_classes`` removes those classes
-    from the training (transfer) set, not from the test set. ``label_noise`` corrupts that fraction
-    of the training labels (symmetric noise, seeded by ``label_noise_seed``; see
-    :meth:`jdistill.data.Dataset.with_label_noise`); the test labels stay clean. ``init`` is the
-    model's initialisation: ``flax`` (LeCun-normal kernels, zero biases) or ``torch`` (PyTorch's
-    defaults, :func:`jdistill.models.layers.torch_init`).
-    """
+    name: str = option(help="built-in model name (see 'jdistill models')")
+    init: str = option(
+        "flax",
+        help="initialisation: flax (LeCun-normal kernels, zero biases) or torch (PyTorch's defaults: "
+        "kernels and biases U(+-1/sqrt(fan_in)))",
+    )
 
-    model: str
-    dataset: str
-    epochs: int
-    seed: int = 0
-    data_dir: str | None = None
-    batch_size: int = 128
-    optimizer: str = "sgd"
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    lr_milestones: tuple[int, ...] = ()
-    lr_decay: float = 0.1
-    warmup_epochs: int = 0
-    initial_momentum: float | None = None
-    momentum_ramp_epochs: int = 0
-    dampening: bool = False
-    max_shift: int = 0
-    hflip: bool = False
-    max_norm: float | None = None
-    clip_norm: float | None = None
-    holdout_fraction: float = 0.0
-    exclude_classes: tuple[int, ...] = ()
-    teacher: str | None = None
-    methods: tuple[str, ...] = ("ce",)
-    weights: Mapping[str, float] = dataclasses.field(default_factory=dict)
-    method_options: Mapping[str, Mapping[str, Any]] = dataclasses.field(default_factory=dict)
-    temperature: float = 4.0
-    labelled_fraction: float = 1.0
-    label_noise: float = 0.0
-    label_noise_seed: int = 0
-    checkpoint_every: int = 1
-    eval_every: int = 1
-    init: str = "flax"
+    def __post_init__(self):
+        if self.init not in INITS:
+            raise ValueError(f"init: choose {' or '.join(map(repr, INITS))}, got {self.init!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data: which set, where, what is held out or changed, and the training augmentation.
+
+    Training images are translated by up to ``max_shift`` pixels (a random crop of the zero-padded
+    image) and mirrored at random when ``hflip``. ``holdout_fraction`` > 0 evaluates on that fixed
+    fraction of the training set instead of the test set; ``exclude_classes`` removes classes from
+    the training (transfer) set only; ``label_noise`` replaces that fraction of the training labels
+    by another class (:meth:`jdistill.data.Dataset.with_label_noise`); ``labelled_fraction`` keeps
+    the labels of that stratified fraction."""
+
+    dataset: str = option(
+        help="data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
+        "(one .npz file with x_train, y_train, x_test, y_test)"
+    )
+    data_dir: str | None = option(
+        None,
+        help="where the data set's files are: for mnist the directory of the four IDX .gz files, for "
+        "cifar10/100 the extracted python-format folder or its parent, for npz the file; without it, "
+        "mnist and cifar come through tensorflow-datasets",
+    )
+    holdout_fraction: float = option(
+        0.0,
+        help="evaluate on this fraction of the training set, held out (fixed), instead of the test set: "
+        "for choosing hyperparameters without touching the test set",
+    )
+    exclude_classes: tuple[int, ...] = option(
+        (), help="classes removed from the training (transfer) set, comma-separated, e.g. 3"
+    )
+    labelled_fraction: float = option(
+        1.0,
+        help="keep the labels of this fraction of the training set (stratified, fixed); teacher runs "
+        "train on those, distillation on every image",
+    )
+    label_noise: float = option(
+        0.0,
+        help="replace this fraction of the training labels by a random other class (symmetric noise); "
+        "the test labels stay clean",
+    )
+    label_noise_seed: int = option(0, help="seed of the label noise")
+    max_shift: int = option(
+        0,
+        help="random translation of each training image by up to this many pixels (4 = the CIFAR "
+        "benchmark's random crop with 4-pixel padding)",
+    )
+    hflip: bool = option(False, help="random horizontal flips of the training images")
+
+    def __post_init__(self):
+        object.__setattr__(self, "exclude_classes", tuple(int(c) for c in self.exclude_classes))
+        if not 0 <= self.holdout_fraction < 1:
+            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
+        if not 0 <= self.label_noise < 1:
+            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
+        if not 0 < self.labelled_fraction <= 1:
+            raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
+        if self.max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {self.max_shift}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+    """How long and in what order: ``epochs`` passes of ``batch_size`` (the global batch, split
+    over the devices), ``seed`` of initialisation, data order, dropout and augmentation; how often
+    to evaluate and checkpoint (not part of a run's identity)."""
+
+    epochs: int = option(help="passes over the training set (required unless a preset gives it)")
+    batch_size: int = option(128, help="global batch, split over all devices")
+    seed: int = option(0, help="seed of initialisation, data order, dropout, jitter")
+    eval_every: int = option(1, help="evaluate every N epochs (and at the end)")
+    checkpoint_every: int = option(1, help="save a checkpoint every N epochs")
 
     def __post_init__(self):
         for name in ("epochs", "batch_size", "checkpoint_every", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
-        if self.init not in INITS:
-            raise ValueError(f"init: choose {' or '.join(map(repr, INITS))}, got {self.init!r}")
-        if self.schedule not in ("cosine", "constant", "step", "exponential"):
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+    """A player's optimizer, as :class:`jdistill.train.optim.Optimizer` runs it: ``sgd`` (momentum,
+    coupled weight decay) or ``adam`` (decoupled weight decay), at ``learning_rate * schedule(step)``.
+    ``schedule``: ``cosine`` (to zero over the run), ``constant``, ``step`` (times ``lr_decay`` at
+    each of the epochs ``lr_milestones``) or ``exponential`` (times ``lr_decay`` every epoch), after a
+    linear warm-up over ``warmup_epochs``. ``initial_momentum`` ramps SGD's momentum up to
+    ``momentum`` over ``momentum_ramp_epochs``; ``dampening`` scales each gradient by ``1 - momentum``
+    (Hinton et al. 2012). ``clip_norm`` clips the gradient's global norm; ``max_norm`` caps each
+    unit's incoming weight norm after every update (Srivastava et al. 2014)."""
+
+    name: str = option("sgd", help="sgd (momentum, coupled weight decay) or adam (decoupled weight decay)")
+    learning_rate: float = option(0.05, help="base learning rate")
+    momentum: float = option(0.9, help="SGD momentum")
+    nesterov: bool = option(True, help="Nesterov momentum (SGD)")
+    weight_decay: float = option(0.0, help="weight decay")
+    schedule: str = option(
+        "cosine",
+        help="learning-rate schedule over the run: cosine, constant, step (x lr-decay at --lr-milestones) "
+        "or exponential (x lr-decay every epoch)",
+    )
+    lr_milestones: tuple[int, ...] = option((), help="epochs of the step schedule, comma-separated")
+    lr_decay: float = option(0.1, help="factor of the step and exponential schedules")
+    warmup_epochs: int = option(0, help="linear learning-rate warm-up from 0 over N epochs")
+    initial_momentum: float | None = option(
+        None, help="SGD momentum at the start, raised linearly to --momentum over --momentum-ramp-epochs"
+    )
+    momentum_ramp_epochs: int = option(0, help="epochs of the momentum ramp")
+    dampening: bool = option(False, help="scale each gradient by 1 - momentum before the trace (SGD)")
+    clip_norm: float | None = option(None, help="clip the gradient to this global norm before each update")
+    max_norm: float | None = option(
+        None, help="cap the L2 norm of each unit's incoming weights after every update (max-norm)"
+    )
+
+    def __post_init__(self):
+        object.__setattr__(self, "lr_milestones", tuple(int(e) for e in self.lr_milestones))
+        if self.name not in OPTIMIZERS:
+            raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.name!r}")
+        if self.schedule not in SCHEDULES:
             raise ValueError(
                 f"schedule: choose 'cosine', 'constant', 'step' or 'exponential', got {self.schedule!r}"
             )
-        if (self.initial_momentum is not None or self.dampening) and self.optimizer != "sgd":
+        if not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        for name in ("momentum", "weight_decay", "warmup_epochs"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if (self.initial_momentum is not None or self.dampening) and self.name != "sgd":
             raise ValueError("initial_momentum and dampening are options of the sgd optimizer")
         if self.initial_momentum is not None and not 0 <= self.initial_momentum < 1:
             raise ValueError(f"initial_momentum must be in [0, 1), got {self.initial_momentum}")
@@ -88,38 +168,141 @@ class RunConfig:
             raise ValueError(
                 f"momentum_ramp_epochs ({self.momentum_ramp_epochs}) needs initial_momentum and must be >= 0"
             )
-        object.__setattr__(self, "lr_milestones", tuple(int(e) for e in self.lr_milestones))
-        if self.schedule == "step" and not all(0 < e < self.epochs for e in self.lr_milestones):
-            raise ValueError(
-                f"lr_milestones must be epochs in (0, epochs={self.epochs}), got {list(self.lr_milestones)}"
-            )
         if self.lr_milestones and self.schedule != "step":
             raise ValueError(f"lr_milestones are used by the 'step' schedule only, not {self.schedule!r}")
-        if not 0 <= self.warmup_epochs < self.epochs:
-            raise ValueError(f"warmup_epochs must be in [0, epochs), got {self.warmup_epochs}")
         for name in ("max_norm", "clip_norm"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (or None for no constraint), got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if not 0 <= self.holdout_fraction < 1:
-            raise ValueError(f"holdout_fraction must be in [0, 1), got {self.holdout_fraction}")
-        if not 0 <= self.label_noise < 1:
-            raise ValueError(f"label_noise must be in [0, 1), got {self.label_noise}")
-        if not 0 < self.labelled_fraction <= 1:
-            raise ValueError(f"labelled_fraction must be in (0, 1], got {self.labelled_fraction}")
-        if self.teacher is None and tuple(self.methods) != ("ce",):
-            raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
+
+    def check_epochs(self, epochs: int) -> None:
+        """Refuse milestones or a warm-up that do not fit in a run of ``epochs``."""
+        if self.schedule == "step" and not all(0 < e < epochs for e in self.lr_milestones):
+            raise ValueError(
+                f"lr_milestones must be epochs in (0, epochs={epochs}), got {list(self.lr_milestones)}"
+            )
+        if not self.warmup_epochs < epochs:
+            raise ValueError(f"warmup_epochs must be in [0, epochs={epochs}), got {self.warmup_epochs}")
+
+    def build(self, epochs: int, steps_per_epoch: int, trains=None, **options):
+        """The :class:`jdistill.train.optim.Optimizer` of a run of ``epochs`` epochs of
+        ``steps_per_epoch`` steps; ``options`` (``b1``, ...) pass through."""
+        from jdistill.train import optim
+
+        schedule = optim.schedule(
+            self.schedule,
+            epochs * steps_per_epoch,
+            warmup_steps=self.warmup_epochs * steps_per_epoch,
+            milestones=[e * steps_per_epoch for e in self.lr_milestones],
+            decay=self.lr_decay,
+            steps_per_epoch=steps_per_epoch,
+        )
+        momentum = None
+        if self.initial_momentum is not None:
+            momentum = optim.momentum_ramp(
+                self.initial_momentum, self.momentum, self.momentum_ramp_epochs * steps_per_epoch
+            )
+        return optim.Optimizer(
+            self.name,
+            self.learning_rate,
+            schedule,
+            momentum=self.momentum,
+            nesterov=self.nesterov,
+            weight_decay=self.weight_decay,
+            clip_norm=self.clip_norm,
+            max_norm=self.max_norm,
+            trains=trains,
+            momentum_schedule=momentum,
+            dampening=self.dampening,
+            **options,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class DistillConfig:
+    """What the student learns from: a finished ``teacher`` run directory and the ``methods``; the
+    objective is ``sum_term weights[term] * mean_batch(term)`` over the terms the methods return
+    (:mod:`jdistill.methods`), ``weights`` overriding the methods' defaults. Methods with an
+    initialisation stage (AB, FT, FSP) run it before the epochs of training."""
+
+    teacher: str | None = option(None, help="run directory of a finished 'train-teacher' run")
+    methods: tuple[str, ...] = option(("ce",), help="methods joined by '+', e.g. kd or kd+fitnet")
+    weights: Mapping[str, float] = option(
+        {}, help="weight of a loss term, TERM=W, repeatable (e.g. kd=0.9); an unknown term is an error"
+    )
+    method_options: Mapping[str, Mapping[str, Any]] = option(
+        {}, help="a method's option, METHOD.FIELD=VALUE (JSON or a string), repeatable"
+    )
+    temperature: float = option(4.0, help="softmax temperature T of the kd and dkd terms")
+
+    def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
-        object.__setattr__(self, "exclude_classes", tuple(int(c) for c in self.exclude_classes))
         object.__setattr__(self, "weights", dict(self.weights))
         object.__setattr__(self, "method_options", {k: dict(v) for k, v in self.method_options.items()})
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.teacher is None and self.methods != ("ce",):
+            raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
         unused = sorted(set(self.method_options) - set(self.methods))
         if unused:
             raise ValueError(
                 f"method_options given for {', '.join(unused)}, which is not among the methods "
                 f"{'+'.join(self.methods)}"
             )
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class RunConfig:
+    """Everything that determines a teacher-training or distillation run; saved as ``config.json``.
+
+    Built from its groups, from flat names (``RunConfig(model="mlp", dataset="digits", epochs=3,
+    learning_rate=0.1)``; :mod:`jdistill.train.groups`), or both (flat names set fields of the
+    given groups). Read the groups: ``config.optimizer.learning_rate``, ``config.loop.epochs``.
+    """
+
+    model: ModelConfig
+    data: DataConfig
+    loop: LoopConfig
+    optimizer: OptimizerConfig = OptimizerConfig()
+    distill: DistillConfig = DistillConfig()
+
+    def __init__(self, model=None, data=None, loop=None, optimizer=None, distill=None, **values):
+        slots = {"model": model, "data": data, "loop": loop, "optimizer": optimizer, "distill": distill}
+        names = [k for k, v in slots.items() if isinstance(v, str)]  # the model's or the optimizer's name
+        if names and all(v is not None for v in slots.values()):
+            raise TypeError(
+                f"RunConfig: {names[0]} given as a name beside every group (as dataclasses.replace passes "
+                f"them) would reset the rest of its group; use config.replace({names[0]}=...)"
+            )
+        given = {k: v for k, v in slots.items() if v is not None and not isinstance(v, str)}
+        self._assign(given, {**values, **{k: slots[k] for k in names}})
+
+    def _assign(self, given: dict, values: dict) -> None:
+        for name, group in groups.grouped(RunConfig, given, values).items():
+            object.__setattr__(self, name, group)
+        self.optimizer.check_epochs(self.loop.epochs)
+
+    def replace(self, **values) -> "RunConfig":
+        """A copy with ``values`` changed: flat names (``learning_rate=0.1``, ``model="mlp"``) or
+        whole groups (``optimizer=OptimizerConfig(...)``)."""
+        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in [k for k, v in values.items() if k in given and not isinstance(v, str)]:
+            given[name] = values.pop(name)
+        copy = object.__new__(RunConfig)
+        copy._assign(given, values)
+        return copy
+
+    def __getattr__(self, name: str):
+        leaf = groups.leaf_map(RunConfig).get(name)
+        if leaf is None or name.startswith("__"):
+            raise AttributeError(f"'RunConfig' object has no attribute {name!r}")
+        warnings.warn(
+            f"RunConfig.{name} is deprecated; use RunConfig.{'.'.join(leaf.path)}", DeprecationWarning, 2
+        )
+        return getattr(getattr(self, leaf.path[0]), leaf.path[1])
+
+    def flat(self) -> dict[str, Any]:
+        """``{flat name: value}`` of every leaf."""
+        return groups.flat(self)
 
     def build(self, dataset=None):
         """The game of this run (:func:`jdistill.train.distill.build`)."""
@@ -132,4 +315,4 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text: str) -> "RunConfig":
-        return cls(**json.loads(text))
+        return groups.from_record(cls, json.loads(text))

@@ -47,16 +47,18 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     run = RunDir(run_dir)
     config = run.config()
     summary = run.summary()  # refuses unfinished runs
-    if config.dataset != dataset.name:
-        raise ValueError(f"teacher {run_dir} was trained on {config.dataset!r}, not {dataset.name!r}")
+    if config.data.dataset != dataset.name:
+        raise ValueError(f"teacher {run_dir} was trained on {config.data.dataset!r}, not {dataset.name!r}")
     _check_teacher_fits(run_dir, summary, dataset)
-    module = Trainable(create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0)))
+    module = Trainable(
+        create_model(config.model.name, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0))
+    )
     graphdef, params, rest = split_module(module)
     try:
         variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
     except ValueError as error:  # a run that predates the records, on other data
         raise ValueError(
-            f"teacher {run_dir} ({config.model}) does not fit this data ({dataset.num_classes} classes, "
+            f"teacher {run_dir} ({config.model.name}) does not fit this data ({dataset.num_classes} classes, "
             f"{'x'.join(map(str, dataset.input_shape))} inputs): {str(error).splitlines()[0][:300]}"
         ) from None
     return Teacher(config, graphdef, variables, feature_shapes(module.model, dataset.input_shape))
@@ -109,15 +111,15 @@ def teacher_forward(teacher_graphdef, teacher_vars, images):
 def prepare_dataset(config: RunConfig, dataset: Dataset | None = None) -> Dataset:
     """The data set as the run sees it: held-out split, excluded classes, label noise, hidden
     labels; without a teacher, only the labelled examples."""
-    dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
-    if config.holdout_fraction:
-        dataset = dataset.holdout(config.holdout_fraction)
-    if config.exclude_classes:
-        dataset = dataset.without_classes(config.exclude_classes)
-    if config.label_noise:
-        dataset = dataset.with_label_noise(config.label_noise, seed=config.label_noise_seed)
-    dataset = dataset.hide_labels(config.labelled_fraction)
-    return dataset if config.teacher is not None else dataset.labelled()
+    dataset = dataset if dataset is not None else load_dataset(config.data.dataset, config.data.data_dir)
+    if config.data.holdout_fraction:
+        dataset = dataset.holdout(config.data.holdout_fraction)
+    if config.data.exclude_classes:
+        dataset = dataset.without_classes(config.data.exclude_classes)
+    if config.data.label_noise:
+        dataset = dataset.with_label_noise(config.data.label_noise, seed=config.data.label_noise_seed)
+    dataset = dataset.hide_labels(config.data.labelled_fraction)
+    return dataset if config.distill.teacher is not None else dataset.labelled()
 
 
 def objective(methods, init: bool, student_trains: bool, view):
@@ -170,36 +172,6 @@ def teacher_outputs(features: tuple[str, ...], teachers, images):
     return logits, {name: value if name in features else None for name, value in all_features.items()}
 
 
-def run_optimizer(config: RunConfig, steps_per_epoch: int, trains=None) -> optim.Optimizer:
-    """The optimizer a :class:`RunConfig` describes, its schedule over the run's steps."""
-    schedule = optim.schedule(
-        config.schedule,
-        config.epochs * steps_per_epoch,
-        warmup_steps=config.warmup_epochs * steps_per_epoch,
-        milestones=[e * steps_per_epoch for e in config.lr_milestones],
-        decay=config.lr_decay,
-        steps_per_epoch=steps_per_epoch,
-    )
-    momentum = None
-    if config.initial_momentum is not None:
-        momentum = optim.momentum_ramp(
-            config.initial_momentum, config.momentum, config.momentum_ramp_epochs * steps_per_epoch
-        )
-    return optim.Optimizer(
-        config.optimizer,
-        config.learning_rate,
-        schedule,
-        momentum=config.momentum,
-        nesterov=config.nesterov,
-        weight_decay=config.weight_decay,
-        clip_norm=config.clip_norm,
-        max_norm=config.max_norm,
-        trains=trains,
-        momentum_schedule=momentum,
-        dampening=config.dampening,
-    )
-
-
 def init_learning_rate(methods, run_rate: float) -> float:
     """The one rate the methods' initialisation stages ask for (``None``: ``run_rate``)."""
     rates = {
@@ -219,27 +191,31 @@ def init_learning_rate(methods, run_rate: float) -> float:
 def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     """The game ``config`` describes, at step 0."""
     dataset = prepare_dataset(config, dataset)
-    teacher = None if config.teacher is None else load_teacher(config.teacher, dataset)
-    methods = tuple(build_method(name, config.method_options.get(name)) for name in config.methods)
-    weights = resolve_weights(methods, config.weights)
-    rngs = nnx.Rngs(config.seed)
-    model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=rngs)
-    if config.init == "torch":
+    teacher = None if config.distill.teacher is None else load_teacher(config.distill.teacher, dataset)
+    methods = tuple(
+        build_method(name, config.distill.method_options.get(name)) for name in config.distill.methods
+    )
+    weights = resolve_weights(methods, config.distill.weights)
+    rngs = nnx.Rngs(config.loop.seed)
+    model = create_model(config.model.name, dataset.input_shape, dataset.num_classes, rngs=rngs)
+    if config.model.init == "torch":
         torch_init(model, rngs)
     student_shapes, teacher_shapes = (
         feature_shapes(model, dataset.input_shape),
         teacher.shapes if teacher else {},
     )
     check_features(methods, student_shapes, teacher_shapes)
-    extra_rngs = nnx.Rngs(config.seed + 1)
+    extra_rngs = nnx.Rngs(config.loop.seed + 1)
     extras = {m.name: m.modules(student_shapes, teacher_shapes, dataset, extra_rngs) for m in methods}
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
-    source = DataSource(dataset, config.batch_size, config.max_shift, config.hflip)
+    source = DataSource(dataset, config.loop.batch_size, config.data.max_shift, config.data.hflip)
     per_epoch = source.steps_per_epoch
-    optimizer = run_optimizer(config, per_epoch, trains=lambda path: not any(m.frozen(path) for m in methods))
+    optimizer = config.optimizer.build(
+        config.loop.epochs, per_epoch, trains=lambda path: not any(m.frozen(path) for m in methods)
+    )
     train = Phase(
         "train",
-        config.epochs,
+        config.loop.epochs,
         (Move("student", functools.partial(objective, methods, False, True)),),
         {"student": optimizer},
     )
@@ -255,40 +231,42 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         student_trains = any(trains(p) for p in paths if p[0] == "model")
         init_optimizer = dataclasses.replace(
             optimizer,
-            learning_rate=init_learning_rate(methods, config.learning_rate),
+            learning_rate=init_learning_rate(methods, config.optimizer.learning_rate),
             schedule=optim.schedule("constant", 1),
             trains=trains,
         )
         init = Move("student", functools.partial(objective, methods, True, student_trains))
         phases = (Phase("init", init_epochs, (init,), {"student": init_optimizer}), train)
     features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
-    prefix = "val/" if config.holdout_fraction else "test/"  # held-out training images are not the test set
+    prefix = (
+        "val/" if config.data.holdout_fraction else "test/"
+    )  # held-out training images are not the test set
     return Game(
         config=config,
         players={"student": Player.create(trainable, phases[0].optimizers["student"])},
         phases=phases,
         source=source,
-        seed=config.seed,
+        seed=config.loop.seed,
         evaluate=ClassifierEvaluator(
             dataset, teacher="teacher" if teacher else None, logits=lambda m, x: m.model(x, train=False)[0]
         ),
         teachers={"teacher": teacher.frozen} if teacher else {},
         frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,
         hparams={
-            "temperature": jnp.float32(config.temperature),
+            "temperature": jnp.float32(config.distill.temperature),
             "weights": {k: jnp.float32(v) for k, v in weights.items()},
         },
-        eval_every=config.eval_every,
+        eval_every=config.loop.eval_every,
         eval_prefix=prefix,
         summary_prefixes=(prefix,),
         best=f"{prefix}accuracy",
-        checkpoint_every=config.checkpoint_every,
-        label=config.model,
+        checkpoint_every=config.loop.checkpoint_every,
+        label=config.model.name,
         summary={
-            "model": config.model,
-            "methods": list(config.methods),
-            "epochs": config.epochs,
-            "seed": config.seed,
+            "model": config.model.name,
+            "methods": list(config.distill.methods),
+            "epochs": config.loop.epochs,
+            "seed": config.loop.seed,
             "input_shape": list(dataset.input_shape),
             "num_classes": dataset.num_classes,
             "normalisation": _normalisation(dataset),

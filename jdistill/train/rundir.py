@@ -13,6 +13,7 @@ import pathlib
 import warnings
 
 import jdistill
+from jdistill.train import groups
 from jdistill.train.config import RunConfig
 
 FORMAT = 2
@@ -50,11 +51,11 @@ class RunDir:
         is refused. Fields that do not change results (:data:`CADENCE_FIELDS`) are not part of a
         run's identity, and a field the saved configuration lacks (one added to the library after
         the run was made) counts as its default."""
-        config_json = {k: _resolved(k, v) for k, v in _as_json(config).items()}
+        config_json = _as_json(_with_paths_resolved(config))
         record = {"config": config_json, "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
             previous_record = _read_json(self.config_file)
-            previous, current = _identity_of(previous_record, config), _identity(_as_json(config))
+            previous, current = _identity_of(previous_record, config), _identity_of_config(config)
             changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
             extended = changed == ["epochs"] and current["epochs"] > previous["epochs"]
             if changed == ["epochs"] and not extended:
@@ -99,7 +100,7 @@ class RunDir:
         """Whether the directory holds a finished run of exactly ``config``."""
         if not (self.summary_file.exists() and self.config_file.exists()):
             return False
-        return _identity_of(_read_json(self.config_file), config) == _identity(_as_json(config))
+        return _identity_of(_read_json(self.config_file), config) == _identity_of_config(config)
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
@@ -109,7 +110,7 @@ class RunDir:
 
     def config(self) -> RunConfig:
         """The configuration of a teacher-training or distillation run."""
-        return RunConfig(**self.config_record()["config"])
+        return groups.from_record(RunConfig, self.config_record()["config"])
 
     def metrics(self) -> list[dict]:
         """The lines of ``metrics.jsonl``. A last line that is not JSON (a process stopped while
@@ -197,10 +198,21 @@ def _as_json(config) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(config)))
 
 
-def _identity(config: dict) -> dict:
-    """What makes ``config`` the run it is: its fields without :data:`CADENCE_FIELDS`, with paths
-    resolved so that ``../data`` and ``/work/data`` name one place."""
-    return {k: _resolved(k, v) for k, v in config.items() if k not in CADENCE_FIELDS}
+def _identity(flat: dict) -> dict:
+    """What makes a configuration (``flat``: its leaves by flat name, JSON values) the run it is:
+    its leaves without :data:`CADENCE_FIELDS`, with paths resolved so that ``../data`` and
+    ``/work/data`` name one place."""
+    return {k: _resolved(k, v) for k, v in flat.items() if k not in CADENCE_FIELDS}
+
+
+def _identity_of_config(config) -> dict:
+    return _identity(groups.flat_record(type(config), _as_json(config)))
+
+
+def _with_paths_resolved(config):
+    """``config`` with its path leaves (:data:`PATH_FIELDS`) absolute."""
+    paths = {k: v for k, v in groups.flat(config).items() if k in PATH_FIELDS and isinstance(v, str)}
+    return dataclasses.replace(config, **{k: _resolved(k, v) for k, v in paths.items()}) if paths else config
 
 
 def _resolved(field: str, value):
@@ -213,10 +225,10 @@ def _resolved(field: str, value):
 
 
 def _identity_of(record: dict, config) -> dict:
-    """The identity of the configuration saved in ``record`` (``config.json``), read as the class
-    of ``config``: a field it lacks (added to the library after the run was made) counts as its
-    default."""
-    return _identity({**_defaults(type(config)), **record["config"]})
+    """The identity of the configuration saved in ``record`` (``config.json``, nested or the flat
+    layout of jdistill 0.2), read as the class of ``config``: a leaf it lacks (added to the library
+    after the run was made) counts as its default."""
+    return _identity(groups.flat_record(type(config), record["config"]))
 
 
 def _write_atomically(path: pathlib.Path, text: str) -> None:
@@ -225,14 +237,3 @@ def _write_atomically(path: pathlib.Path, text: str) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(text)
     temporary.replace(path)
-
-
-def _defaults(config_class) -> dict:
-    """The JSON form of the default of every field of ``config_class`` that has one."""
-    defaults = {}
-    for field in dataclasses.fields(config_class):
-        if field.default is not dataclasses.MISSING:
-            defaults[field.name] = field.default
-        elif field.default_factory is not dataclasses.MISSING:
-            defaults[field.name] = field.default_factory()
-    return json.loads(json.dumps(defaults))

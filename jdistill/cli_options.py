@@ -1,0 +1,159 @@
+"""Command-line options generated from configuration dataclasses (:mod:`jdistill.train.groups`).
+
+Every leaf of a configuration becomes ``--flat-name`` (``--learning-rate``), typed as its field,
+with the field's help and default; the options of one group are listed together in ``--help``.
+An option not given stays ``None`` in the parsed namespace, so that a command can tell given
+values from a preset's and the defaults (:func:`given_values`, :func:`print_configuration`).
+"""
+
+import argparse
+import dataclasses
+import json
+import sys
+import types
+import typing
+from collections.abc import Mapping
+
+from jdistill.train import groups
+
+
+def _sequence(kind):
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(kind(item) for item in text.split(",") if item.strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind.__name__}s separated by commas, got {text!r}")
+
+    return parse
+
+
+def _optional(kind):
+    def parse(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def argument_type(annotation):
+    """The argparse ``type`` of a field annotated ``annotation``: ``X | None`` accepts ``none``."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return _optional(argument_type(args[0]))
+    if typing.get_origin(annotation) is tuple:
+        return _sequence(args[0])
+    return annotation
+
+
+def _shown(value) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+class DeprecatedAlias(argparse.Action):
+    """An old option name: stores into the new option's destination and warns in one line."""
+
+    def __init__(self, option_strings, dest, replacement: str, **kwargs):
+        self.replacement = replacement
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"{parser.prog}: warning: {option_string} is deprecated; use {self.replacement}", file=sys.stderr
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser,
+    config_class,
+    *,
+    skip=(),
+    only=None,
+    helps: Mapping[str, str] = {},
+    required=(),
+    listed=(),
+    flags: Mapping[str, str] = {},
+    parsers: Mapping[str, typing.Any] = {},
+    choices: Mapping[str, tuple] = {},
+    aliases: Mapping[str, str] = {},
+) -> None:
+    """An option for every leaf of ``config_class`` in ``only`` (default: all) and not in ``skip``:
+    ``flags[name]`` or ``--flat-name``, helped by the field's metadata (or ``helps[name]``), typed
+    from the field (or ``parsers[name]``: a callable, or ``"append"`` for a repeatable option),
+    ``choices[name]``; ``aliases`` maps old option names to flat names (deprecated: they warn).
+    Leaves in ``required`` must be given; those in ``listed`` are marked required in the help but
+    checked by the command (a preset may give them)."""
+    sections = {}
+    flag_of = {}
+    for leaf in groups.leaves(config_class):
+        if leaf.flat in skip or (only is not None and leaf.flat not in only):
+            continue
+        section_name = leaf.group or "run"
+        if section_name not in sections:
+            title = f"{section_name} options" if leaf.group else "options"
+            sections[section_name] = parser.add_argument_group(title)
+        section = sections[section_name]
+        flag = flag_of[leaf.flat] = flags.get(leaf.flat, "--" + leaf.flat.replace("_", "-"))
+        default = groups.default_of(leaf.field)
+        text = leaf.field.metadata.get("help") or helps[leaf.flat]
+        if leaf.flat in (*required, *listed):
+            text += " (required)"
+        elif default is not dataclasses.MISSING and not isinstance(default, dict):
+            text += f" (default: {_shown(default)})"
+        kind = parsers.get(leaf.flat, argument_type(leaf.type))
+        if kind == "append":
+            section.add_argument(flag, dest=leaf.flat, action="append", default=None, help=text)
+        elif leaf.type is bool:
+            section.add_argument(
+                flag, dest=leaf.flat, action=argparse.BooleanOptionalAction, default=None, help=text
+            )
+        else:
+            section.add_argument(
+                flag,
+                dest=leaf.flat,
+                type=kind,
+                default=None,
+                choices=choices.get(leaf.flat),
+                required=leaf.flat in required,
+                help=text,
+            )
+    for old, name in aliases.items():
+        parser.add_argument(
+            old,
+            dest=name,
+            action=DeprecatedAlias,
+            replacement=flag_of[name],
+            type=parsers.get(name, argument_type(groups.leaf_map(config_class)[name].type)),
+            help=argparse.SUPPRESS,
+        )
+
+
+def given_values(args: argparse.Namespace, config_class) -> dict:
+    """The leaves of ``config_class`` given on the command line: ``{flat name: value}``."""
+    return {
+        name: getattr(args, name)
+        for name in groups.leaf_map(config_class)
+        if getattr(args, name, None) is not None
+    }
+
+
+def print_configuration(command: str, config, sources: Mapping[str, str]) -> None:
+    """Every leaf of the run's configuration on standard error, one per line under its group, with
+    where its value came from: ``sources[name]`` (``given``, ``preset crd``), else ``default``
+    where it is the field's default and ``given`` where it is not."""
+    lines = [f"jdistill {command}: configuration (value, then where it came from):"]
+    values = groups.flat(config)
+    group = ()
+    for leaf in groups.leaves(type(config)):
+        if leaf.group != group and leaf.group is not None:
+            lines.append(f" {leaf.group}:")
+        group = leaf.group
+        value = values[leaf.flat]
+        default = groups.default_of(leaf.field)
+        source = sources.get(leaf.flat, "default" if value == default else "given")
+        lines.append(f"  {leaf.flat:22s} {json.dumps(value):30s} {source}")
+    print("\n".join(lines), file=sys.stderr)

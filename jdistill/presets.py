@@ -1,0 +1,112 @@
+"""Named presets: published training recipes as flat configuration values (the flat names of
+:mod:`jdistill.train.groups`), for ``jdistill train-teacher --preset NAME`` and ``jdistill distill
+--preset NAME`` and for Python (``RunConfig(**preset_values("crd", Context("resnet8x4")), ...)``).
+
+Options given on the command line override a preset's values; every run prints which values came
+from its preset. ``crd`` is the default of the CIFAR data sets (``--preset none`` turns it off).
+
+- ``crd``: the CRD/RepDistiller CIFAR-100 benchmark (Tian et al. 2020; :mod:`jdistill.recipes`).
+- ``hinton2012``: the MNIST recipe of Hinton et al. 2012 (appendix A), the teacher of Hinton et al.
+  2015: batches of 100, ``dw <- mu dw - (1 - mu) lr g`` with lr times 0.998 after each epoch,
+  momentum rising from 0.5 to 0.99 over 500 epochs, max-norm sqrt(15). The paper's lr of 10 left
+  every unit dead within the first epoch here (how its gradient is scaled is not stated); lr 1
+  learns and is used.
+- ``dfad-teacher``, ``dafl-teacher``: the LeNet-5 MNIST teachers of the DFAD and DAFL reference
+  code (:data:`jdistill.adversarial.data_free.PAPER_TEACHERS`; ZSKT uses DFAD's).
+"""
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+from jdistill import recipes
+
+
+@dataclasses.dataclass(frozen=True)
+class Context:
+    """What a preset's values may depend on: the model trained, its methods and teacher's model, and
+    the epochs and batch size given on the command line (``None``: the preset's own)."""
+
+    model: str
+    methods: tuple[str, ...] = ("ce",)
+    teacher_model: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    description: str
+    values: Callable[[Context], dict[str, Any]]
+    default_for: tuple[str, ...] = ()  # data sets that get this preset unless another is named
+
+
+def _crd(context: Context) -> dict[str, Any]:
+    return recipes.crd_benchmark(
+        context.model,
+        context.methods,
+        teacher_model=context.teacher_model,
+        epochs=context.epochs or recipes.BENCHMARK_EPOCHS,
+        batch_size=context.batch_size or recipes.BENCHMARK_BATCH,
+    )
+
+
+HINTON_2012 = {
+    "batch_size": 100,
+    "learning_rate": 1.0,
+    "dampening": True,
+    "nesterov": False,
+    "momentum": 0.99,
+    "initial_momentum": 0.5,
+    "momentum_ramp_epochs": 500,
+    "schedule": "exponential",
+    "lr_decay": 0.998,
+    "max_norm": 15**0.5,
+}
+
+
+def _paper_teacher(method: str) -> Callable[[Context], dict[str, Any]]:
+    def values(context: Context) -> dict[str, Any]:
+        from jdistill.adversarial.data_free import PAPER_TEACHERS
+
+        return dict(PAPER_TEACHERS[method])
+
+    return values
+
+
+PRESETS = {
+    "crd": Preset(
+        "the CRD/RepDistiller CIFAR-100 benchmark: 240 epochs, batch 64, SGD 0.9 (not Nesterov), wd 5e-4, "
+        "lr 0.05 (0.01 for MobileNetV2/ShuffleNet) x batch/64, x0.1 at epochs 150/180/210 (scaled with "
+        "--epochs), crop+flip, the benchmark's loss weights",
+        _crd,
+        default_for=recipes.RECIPE_DATASETS,
+    ),
+    "hinton2012": Preset(
+        "Hinton et al. 2012's MNIST optimizer: batch 100, lr 1 x 0.998 per epoch, damped momentum "
+        "0.5 -> 0.99 over 500 epochs, max-norm sqrt(15)",
+        lambda context: dict(HINTON_2012),
+    ),
+    "dfad-teacher": Preset(
+        "the DFAD (and ZSKT) reference code's LeNet-5 teacher: SGD 0.01, momentum 0.9, wd 1e-4, batch 256, "
+        "constant, 10 epochs, PyTorch's initialisation",
+        _paper_teacher("dfad"),
+    ),
+    "dafl-teacher": Preset(
+        "the DAFL reference code's LeNet-5 teacher: Adam 1e-3, batch 256, constant, 9 epochs, PyTorch's "
+        "initialisation",
+        _paper_teacher("dafl"),
+    ),
+}
+
+
+def default_preset(dataset: str) -> str | None:
+    """The preset a data set gets when none is named (``crd`` for CIFAR, none otherwise)."""
+    return next((name for name, preset in PRESETS.items() if dataset in preset.default_for), None)
+
+
+def preset_values(name: str, context: Context) -> dict[str, Any]:
+    """The flat configuration values of the preset ``name`` for ``context``."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)} (or none)")
+    return PRESETS[name].values(context)
