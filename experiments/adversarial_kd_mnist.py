@@ -65,7 +65,7 @@ def runs(options):
     for name, (row, weights) in ROWS.items():
         for seed in options.seeds:
             config = AdversarialKDConfig(
-                teacher_dir=str(teacher_dir(options)), model="lenet5_half", epochs=a.epochs, dataset="mnist",
+                teacher=str(teacher_dir(options)), model="lenet5_half", epochs=a.epochs, dataset="mnist",
                 data_dir=options.data_dir, seed=seed, learning_rate=a.lr, temperature=a.temperature,
                 disc_learning_rate=a.disc_lr, objective=a.objective, disc_input=a.disc_input,
                 **{"adv_weight": a.adv_weight, **weights})  # fmt: skip

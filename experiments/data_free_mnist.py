@@ -37,7 +37,7 @@ import numpy as np
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
 from jdistill.experiment import Experiment, Run, deprecated_option, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
-from jdistill.train import RunConfig, RunDir
+from jdistill.train import RunConfig, RunDir, groups
 
 PAPER = paper_numbers(__file__)  # ../shared/reference/paper-tables.md: LeNet-5 -> LeNet-5-half on MNIST
 
@@ -72,7 +72,8 @@ CONFIGS = {
                 "iterations": 2000,
                 "student_schedule": "cosine",
                 "generator_schedule": "cosine",
-                "grad_clip": 5.0,
+                "student_clip_norm": 5.0,
+                "generator_clip_norm": 5.0,
             },
         },
     ),
@@ -96,7 +97,8 @@ CONFIGS = {
                 "iterations": 300,
                 "student_schedule": "cosine",
                 "generator_schedule": "cosine",
-                "grad_clip": 5.0,
+                "student_clip_norm": 5.0,
+                "generator_clip_norm": 5.0,
             },
         },
     ),
@@ -188,7 +190,8 @@ def measure(run_dir, options) -> dict:
         return {}
     metrics = RunDir(run_dir).metrics()
     curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
-    return {"config": RunDir(run_dir).config_record()["config"], "curve": curve}
+    record = RunDir(run_dir).config_record()["config"]
+    return {"config": groups.flat_record(DataFreeConfig, record), "curve": curve}
 
 
 def describe(config: RunConfig) -> str:
@@ -227,7 +230,7 @@ def table(results, options):
             f"{method.upper()} data-free: {c['iterations']} it. x {c['student_steps']} student steps, "
             f"batch {c['batch_size']}, generator width {c['generator_width']}, "
             f"{c['image_size']}x{c['image_size']}, "
-            f"student lr {c['student_lr']} {c['student_schedule']}, {c.get('init', 'flax')} init"
+            f"student lr {c['student_learning_rate']} {c['student_schedule']}, {c['init']} init"
         )
         # Runs of jdistill before these statistics were logged show nan.
         final = {k: np.mean([r.get(f"generated/{k}", np.nan) for r in runs])

@@ -44,7 +44,7 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
 
 def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None:
     from jdistill.presets import PRESETS
-    from jdistill.train.config import INITS, OPTIMIZERS, SCHEDULES, RunConfig
+    from jdistill.train.config import RunConfig
 
     distill = command == "distill"
     parser.add_argument(
@@ -65,7 +65,6 @@ def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None
         listed=("model", "dataset", *(("teacher", "methods") if distill else ())),
         flags={"methods": "--method", "weights": "--weight", "method_options": "--method-option"},
         parsers={"methods": str, "weights": "append", "method_options": "append"},
-        choices={"optimizer": OPTIMIZERS, "schedule": SCHEDULES, "init": INITS},
         aliases={"--lr": "learning_rate", **({"--student": "model"} if distill else {})},
     )
     add_run_options(parser, data_dir=False)

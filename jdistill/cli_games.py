@@ -42,8 +42,8 @@ def command(
     """The subcommand ``name`` that plays ``config_class``: an option for each field in ``helps``
     (:func:`jdistill.cli_options.add_config_options`; ``options`` renames some) and the run options."""
     parser = sub.add_parser(name, help=help, description=description)
-    add_config_options(parser, config_class, only=helps, helps=helps, flags=options, **settings)
-    add_run_options(parser)
+    add_config_options(parser, config_class, helps=helps, flags=options, **settings)
+    add_run_options(parser, data_dir=False)
     parser.set_defaults(func=play(config_class))
 
 
@@ -63,10 +63,11 @@ def play(config_class):
 
 
 DATA_FREE_HELP = {
-    "teacher_dir": "run directory of a finished teacher",
+    "teacher": "run directory of a finished teacher",
     "method": "dfad, dafl or zskt",
     "dataset": DATASET_HELP,
-    "student": "built-in model name of the student (see 'jdistill models')",
+    "model": "built-in model name of the student (see 'jdistill models')",
+    "data_dir": DATA_DIR_HELP,
     "image_size": "resize the data set's images to this side first (32: the papers' MNIST); the teacher must "
     "have been trained on images of that size",
     "seed": "seed of the student, the generator and the noise",
@@ -76,16 +77,7 @@ DATA_FREE_HELP = {
     "noise_dim": "dimension of the generator's Gaussian noise",
     "generator_width": "channels of the generator's last hidden layer (the papers: 64)",
     "generator_bn_epsilon": "epsilon of the generator's inner BatchNorms (default: DAFL 0.8, else 1e-5)",
-    "init": "initialisation of the student and the generator: flax (LeCun-normal kernels, zero biases) or "
-    "torch (PyTorch's defaults, kernels and biases U(+-1/sqrt(fan_in)), as the papers' code)",
     "student_steps": "student steps per generator step (default: DFAD 5, DAFL 1, ZSKT 10)",
-    "student_optimizer": "sgd (momentum 0.9, coupled weight decay) or adam (decoupled; default: the paper's)",
-    "student_lr": "student learning rate (default: the paper's)",
-    "student_weight_decay": "student's weight decay (default: the paper's)",
-    "student_schedule": "constant or cosine over the run",
-    "generator_lr": "generator's Adam learning rate (default: the paper's)",
-    "generator_schedule": "constant or cosine over the run",
-    "grad_clip": "clip both players' gradients to this global norm (ZSKT: 5)",
     "at_weight": "ZSKT: weight of attention transfer",
     "at_features": "ZSKT: comma-separated features of teacher and student whose attention maps are matched",
     "activation_feature": "DAFL: the teacher's feature whose activation the generator raises",
@@ -95,17 +87,13 @@ DATA_FREE_HELP = {
 }
 
 ADVERSARIAL_KD_HELP = {
-    "teacher_dir": "run directory of a finished 'train-teacher' run",
+    "teacher": "run directory of a finished 'train-teacher' run",
+    "data_dir": DATA_DIR_HELP,
     "model": "built-in model name of the student",
     "dataset": "data set of the teacher",
     "epochs": "passes over the training set",
     "seed": "seed of the student (the discriminator's is seed + 1)",
     "batch_size": "batch size",
-    "optimizer": "student's optimizer: sgd (Nesterov, coupled weight decay) or adam (decoupled)",
-    "learning_rate": "student's learning rate",
-    "momentum": "SGD Nesterov momentum",
-    "weight_decay": "student's weight decay",
-    "schedule": "student's learning-rate schedule",
     "ce_weight": "hard-label weight",
     "kd_weight": "KD weight",
     "adv_weight": "weight of the student's fooling loss; 0 is plain KD and trains no discriminator",
@@ -116,27 +104,18 @@ ADVERSARIAL_KD_HELP = {
     "same shape in teacher and student; see 'jdistill models --features')",
     "conditional": "condition D on the one-hot label",
     "disc_steps": "discriminator steps per student step",
-    "disc_learning_rate": "D's Adam learning rate",
-    "disc_schedule": "D's learning-rate schedule",
     "disc_widths": "D's hidden widths, comma-separated",
     "eval_every": "evaluate on the test set every N epochs",
 }
 
 ONLINE_HELP = {
+    "data_dir": DATA_DIR_HELP,
     "model": "built-in model name of every peer (see 'jdistill models')",
     "dataset": DATASET_HELP,
     "epochs": "passes over the training set",
     "num_peers": "number of peers K trained together (>= 2)",
     "seed": "seed of the peers' and discriminators' initialisation, data order, dropout, jitter",
     "batch_size": "batch of every step, shared by all peers",
-    "optimizer": "the peers' optimizer: sgd (momentum, Nesterov, coupled weight decay) or adam (decoupled)",
-    "learning_rate": "the peers' base learning rate",
-    "momentum": "the peers' SGD momentum",
-    "nesterov": "Nesterov momentum",
-    "weight_decay": "the peers' weight decay",
-    "schedule": "the peers' learning-rate schedule over the run: cosine, constant, or step",
-    "lr_milestones": "comma-separated epochs at which the step schedule multiplies the rate by 0.1",
-    "warmup_epochs": "linear warm-up of the peers' learning rate from 0 over N epochs",
     "max_shift": "random translation of each training image by up to this many pixels",
     "mutual_weight": "weight of the mutual-learning term T^2 KL(peer j || peer k), averaged over j != k "
     "(0 with --disc-input none: every peer trains alone)",
@@ -147,9 +126,6 @@ ONLINE_HELP = {
     "objective": "discriminator objective: bce, least_squares or hinge",
     "gp_weight": "weight of the discriminators' gradient penalty (WGAN-GP; 0: none)",
     "disc_steps": "discriminator steps per peer step (on the same batch)",
-    "disc_optimizer": "the discriminators' optimizer",
-    "disc_lr": "the discriminators' learning rate",
-    "disc_schedule": "the discriminators' learning-rate schedule: constant or cosine",
     "disc_hidden": "hidden units of each of the discriminators' two hidden layers",
     "eval_every": "evaluate on the test set every N epochs (and at the end)",
 }
@@ -158,10 +134,9 @@ ONLINE_HELP = {
 def add_parsers(sub) -> None:
     """Register ``data-free``, ``adversarial-kd`` and ``online`` on ``jdistill``'s subparsers."""
     from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig
-    from jdistill.adversarial.discriminator import SCHEDULES, AdversarialKDConfig
+    from jdistill.adversarial.discriminator import AdversarialKDConfig
     from jdistill.adversarial.online import OnlineConfig
     from jdistill.losses.adversarial import OBJECTIVES
-    from jdistill.models.layers import INITS
 
     command(
         sub,
@@ -171,21 +146,19 @@ def add_parsers(sub) -> None:
         help="distil a teacher without its training data: DFAD, DAFL or ZSKT",
         description="Data-free distillation: a generator synthesises the transfer set and the frozen teacher "
         "judges it; the student never sees a real training image. The data set is read for its test "
-        "set (to score the student) and the teacher's input statistics only.",
-        options={
-            "teacher_dir": "--teacher",
-            "student": "--model",
-            "student_lr": "--student-learning-rate",
-            "generator_lr": "--generator-learning-rate",
+        "set (to score the student) and the teacher's input statistics only. The student's and the "
+        "generator's optimizers default to the method's paper's.",
+        required=("teacher", "method", "dataset"),
+        choices={"method": DATA_FREE_METHODS},
+        aliases={
+            "--student": "model",
+            "--student-lr": "student_learning_rate",
+            "--generator-lr": "generator_learning_rate",
+            "--grad-clip": ("student_clip_norm", "generator_clip_norm"),
         },
-        aliases={"--student": "student", "--student-lr": "student_lr", "--generator-lr": "generator_lr"},
-        required=("teacher_dir", "method", "dataset"),
-        choices={
-            "method": DATA_FREE_METHODS,
-            "init": INITS,
-            "student_optimizer": ("sgd", "adam"),
-            "student_schedule": SCHEDULES,
-            "generator_schedule": SCHEDULES,
+        dynamic_defaults={
+            "student_optimizer": "the method's paper's",
+            "generator_optimizer": "the method's paper's",
         },
     )
     command(
@@ -197,15 +170,9 @@ def add_parsers(sub) -> None:
         description="Adversarial KD (Xu et al. 2017; Belagiannis et al. 2018): a discriminator learns to "
         "tell the teacher's outputs from the student's; the student minimises ce_weight * CE + kd_weight * "
         "KD + adv_weight * fooling loss. Re-running the same command resumes from the last checkpoint.",
-        required=("teacher_dir", "model", "epochs"),
-        options={"teacher_dir": "--teacher"},
+        required=("teacher", "model", "epochs"),
+        choices={"objective": OBJECTIVES},
         aliases={"--student": "model", "--lr": "learning_rate", "--disc-lr": "disc_learning_rate"},
-        choices={
-            "optimizer": ("sgd", "adam"),
-            "schedule": SCHEDULES,
-            "disc_schedule": SCHEDULES,
-            "objective": OBJECTIVES,
-        },
     )
     command(
         sub,
@@ -216,14 +183,7 @@ def add_parsers(sub) -> None:
         description="Online distillation: K peers of one architecture learn from the labels and from each "
         "other (deep mutual learning, Zhang et al. 2018), optionally with a discriminator per peer that "
         "it learns to fool (Chung et al. 2020). --mutual-weight 0 --disc-input none trains the peers alone.",
-        options={"disc_lr": "--disc-learning-rate"},
-        aliases={"--lr": "learning_rate", "--disc-lr": "disc_lr"},
         required=("model", "dataset", "epochs"),
-        choices={
-            "optimizer": ("sgd", "adam"),
-            "schedule": ("cosine", "constant", "step"),
-            "objective": OBJECTIVES,
-            "disc_optimizer": ("sgd", "adam"),
-            "disc_schedule": ("constant", "cosine"),
-        },
+        choices={"objective": OBJECTIVES},
+        aliases={"--lr": "learning_rate", "--disc-lr": "disc_learning_rate"},
     )

@@ -56,15 +56,16 @@ def _shown(value) -> str:
 class DeprecatedAlias(argparse.Action):
     """An old option name: stores into the new option's destination and warns in one line."""
 
-    def __init__(self, option_strings, dest, replacement: str, **kwargs):
-        self.replacement = replacement
+    def __init__(self, option_strings, dest, replacement: str, also=(), **kwargs):
+        self.replacement, self.also = replacement, also
         super().__init__(option_strings, dest, **kwargs)
 
     def __call__(self, parser, namespace, values, option_string=None):
         print(
             f"{parser.prog}: warning: {option_string} is deprecated; use {self.replacement}", file=sys.stderr
         )
-        setattr(namespace, self.dest, values)
+        for dest in (self.dest, *self.also):
+            setattr(namespace, dest, values)
 
 
 def add_config_options(
@@ -79,16 +80,20 @@ def add_config_options(
     flags: Mapping[str, str] = {},
     parsers: Mapping[str, typing.Any] = {},
     choices: Mapping[str, tuple] = {},
-    aliases: Mapping[str, str] = {},
+    aliases: Mapping[str, str | tuple[str, ...]] = {},
+    dynamic_defaults: Mapping[str, str] = {},
 ) -> None:
     """An option for every leaf of ``config_class`` in ``only`` (default: all) and not in ``skip``:
     ``flags[name]`` or ``--flat-name``, helped by the field's metadata (or ``helps[name]``), typed
     from the field (or ``parsers[name]``: a callable, or ``"append"`` for a repeatable option),
-    ``choices[name]``; ``aliases`` maps old option names to flat names (deprecated: they warn).
+    ``choices[name]``; ``aliases`` maps old option names to flat names (deprecated: they warn; an
+    old name may set several); the leaves of a group in ``dynamic_defaults`` show that text as
+    their default (a default that depends on other options).
     Leaves in ``required`` must be given; those in ``listed`` are marked required in the help but
     checked by the command (a preset may give them)."""
     sections = {}
     flag_of = {}
+    defaults = groups.leaf_defaults(config_class)
     for leaf in groups.leaves(config_class):
         if leaf.flat in skip or (only is not None and leaf.flat not in only):
             continue
@@ -98,10 +103,12 @@ def add_config_options(
             sections[section_name] = parser.add_argument_group(title)
         section = sections[section_name]
         flag = flag_of[leaf.flat] = flags.get(leaf.flat, "--" + leaf.flat.replace("_", "-"))
-        default = groups.default_of(leaf.field)
+        default = defaults[leaf.flat]
         text = leaf.field.metadata.get("help") or helps[leaf.flat]
         if leaf.flat in (*required, *listed):
             text += " (required)"
+        elif leaf.group in dynamic_defaults:
+            text += f" (default: {dynamic_defaults[leaf.group]})"
         elif default is not dataclasses.MISSING and not isinstance(default, dict):
             text += f" (default: {_shown(default)})"
         kind = parsers.get(leaf.flat, argument_type(leaf.type))
@@ -117,17 +124,19 @@ def add_config_options(
                 dest=leaf.flat,
                 type=kind,
                 default=None,
-                choices=choices.get(leaf.flat),
+                choices=choices.get(leaf.flat, leaf.field.metadata.get("choices")),
                 required=leaf.flat in required,
                 help=text,
             )
-    for old, name in aliases.items():
+    for old, names in aliases.items():
+        names = (names,) if isinstance(names, str) else names
         parser.add_argument(
             old,
-            dest=name,
+            dest=names[0],
             action=DeprecatedAlias,
-            replacement=flag_of[name],
-            type=parsers.get(name, argument_type(groups.leaf_map(config_class)[name].type)),
+            replacement=" and ".join(flag_of[name] for name in names),
+            also=names[1:],
+            type=parsers.get(names[0], argument_type(groups.leaf_map(config_class)[names[0]].type)),
             help=argparse.SUPPRESS,
         )
 
@@ -147,13 +156,13 @@ def print_configuration(command: str, config, sources: Mapping[str, str]) -> Non
     where it is the field's default and ``given`` where it is not."""
     lines = [f"jdistill {command}: configuration (value, then where it came from):"]
     values = groups.flat(config)
+    defaults = groups.leaf_defaults(type(config), values)
     group = ()
     for leaf in groups.leaves(type(config)):
         if leaf.group != group and leaf.group is not None:
             lines.append(f" {leaf.group}:")
         group = leaf.group
         value = values[leaf.flat]
-        default = groups.default_of(leaf.field)
-        source = sources.get(leaf.flat, "default" if value == default else "given")
+        source = sources.get(leaf.flat, "default" if value == defaults[leaf.flat] else "given")
         lines.append(f"  {leaf.flat:22s} {json.dumps(value):30s} {source}")
     print("\n".join(lines), file=sys.stderr)

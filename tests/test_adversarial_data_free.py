@@ -33,7 +33,7 @@ from jdistill.adversarial import inspection
 from jdistill.adversarial.data_free import DataFreeConfig
 from jdistill.data import load_digits
 from jdistill.models.generator import Generator
-from jdistill.train import RunConfig, RunDir, View, fit, load_teacher, make_mesh
+from jdistill.train import RunConfig, RunDir, View, fit, groups, load_teacher, make_mesh
 from jdistill.train.game import round_key
 from jdistill.train.parallel import replicated
 from jdistill.train.rounds import make_rounds, play_move, round_batch
@@ -57,7 +57,7 @@ def teacher_dir(tmp_path_factory, digits):
 
 
 def config(teacher_dir, **changes) -> DataFreeConfig:
-    base = {"teacher_dir": teacher_dir, "dataset": "digits", "student": "small_cnn", "batch_size": BATCH,
+    base = {"teacher": teacher_dir, "dataset": "digits", "model": "small_cnn", "batch_size": BATCH,
             "generator_width": 4, "iterations": 4, "iterations_per_epoch": 2, "samples_every": 2,
             "histogram_samples": 40, "at_features": ("conv1", "conv2"), "activation_feature": "embedding"}  # fmt: skip
     return DataFreeConfig(**{**base, **changes})
@@ -144,19 +144,50 @@ def test_config_takes_each_papers_settings_unless_given():
         "dafl": df.Alternation(student_steps=1, generator_first=False, same_noise=True),
         "zskt": df.Alternation(student_steps=10, generator_first=True, same_noise=True),
     }
-    dfad = DataFreeConfig(teacher_dir="t")
-    assert (dfad.student_optimizer, dfad.student_lr, dfad.student_weight_decay, dfad.student_steps) == (
-        "sgd", 0.01, 1e-4, 5)  # fmt: skip
-    assert (dfad.generator_lr, dfad.generator_bn_epsilon) == (1e-3, 1e-5)
+    dfad = DataFreeConfig(teacher="t")
+    student, generator = dfad.student_optimizer, dfad.generator_optimizer
+    assert (student.name, student.learning_rate, student.weight_decay, dfad.student_steps) == (
+        "sgd",
+        0.01,
+        1e-4,
+        5,
+    )
+    assert (student.momentum, student.nesterov, student.schedule) == (0.9, False, "constant")
+    assert (generator.name, generator.learning_rate, dfad.generator_bn_epsilon) == ("adam", 1e-3, 1e-5)
     assert dfad.alternation == df.ALTERNATIONS["dfad"]
-    dafl = DataFreeConfig(teacher_dir="t", method="dafl")
-    assert (dafl.student_optimizer, dafl.student_lr, dafl.generator_lr, dafl.student_steps) == (
-        "adam", 2e-3, 0.2, 1)  # fmt: skip
+    dafl = DataFreeConfig(teacher="t", method="dafl")
+    assert (dafl.student_optimizer.name, dafl.student_optimizer.learning_rate) == ("adam", 2e-3)
+    assert (dafl.generator_optimizer.learning_rate, dafl.student_steps) == (0.2, 1)
     assert dafl.generator_bn_epsilon == 0.8
     assert dafl.alternation == df.ALTERNATIONS["dafl"]
-    zskt = DataFreeConfig(teacher_dir="t", method="zskt", student_steps=3, student_lr=0.5)
+    zskt = DataFreeConfig(teacher="t", method="zskt", student_steps=3, student_learning_rate=0.5)
     assert zskt.alternation == df.Alternation(student_steps=3, generator_first=True, same_noise=True)
-    assert (zskt.student_optimizer, zskt.student_lr, zskt.generator_lr) == ("adam", 0.5, 1e-3)
+    assert (zskt.student_optimizer.name, zskt.student_optimizer.learning_rate) == ("adam", 0.5)
+    assert zskt.generator_optimizer.learning_rate == 1e-3
+
+
+def test_former_field_names_still_build_the_same_configuration_with_a_warning():
+    """jdistill 0.2's teacher_dir, student, student_lr, generator_lr and grad_clip."""
+    with pytest.warns(DeprecationWarning) as warned:
+        old = DataFreeConfig(
+            teacher_dir="t", student="lenet5", student_lr=0.5, generator_lr=0.1, grad_clip=5.0
+        )
+    assert [str(w.message) for w in warned] == [
+        "DataFreeConfig: teacher_dir is deprecated; use teacher",
+        "DataFreeConfig: student is deprecated; use model",
+        "DataFreeConfig: student_lr is deprecated; use student_learning_rate",
+        "DataFreeConfig: generator_lr is deprecated; use generator_learning_rate",
+        "DataFreeConfig: grad_clip is deprecated; use student_clip_norm and generator_clip_norm",
+    ]
+    new = DataFreeConfig(
+        teacher="t",
+        model="lenet5",
+        student_learning_rate=0.5,
+        generator_learning_rate=0.1,
+        student_clip_norm=5.0,
+        generator_clip_norm=5.0,
+    )
+    assert old == new
 
 
 @pytest.mark.parametrize(
@@ -166,15 +197,15 @@ def test_config_takes_each_papers_settings_unless_given():
         ({"iterations": 10, "iterations_per_epoch": 3}, "must be a multiple of iterations_per_epoch"),
         ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"student_steps": 0}, "student_steps must be at least 1"),
-        ({"student_optimizer": "rmsprop"}, "student_optimizer must be 'sgd' or 'adam'"),
-        ({"generator_schedule": "step"}, "generator_schedule must be 'constant' or 'cosine'"),
-        ({"init": "xavier"}, "init must be one of flax, torch, got 'xavier'"),
+        ({"student_optimizer": "rmsprop"}, "optimizer: choose 'sgd' or 'adam', got 'rmsprop'"),
+        ({"generator_schedule": "linear"}, "schedule: choose 'cosine', 'constant', 'step' or 'exponential'"),
+        ({"init": "xavier"}, "init: choose 'flax' or 'torch', got 'xavier'"),
     ],
 )
 def test_config_errors_name_the_field(changes, message):
     """An invalid configuration is refused with a message naming the field."""
     with pytest.raises(ValueError, match=message):
-        DataFreeConfig(teacher_dir="t", **changes)
+        DataFreeConfig(teacher="t", **changes)
 
 
 # ---------------------------------------------------------------- moves
@@ -298,7 +329,7 @@ def test_torch_init_draws_the_student_and_the_generator_as_pytorch(teacher_dir, 
     bound ``1 / sqrt(fan_in)``, the generator's last convolution (3x3 from width 4) filling it; the
     default (``flax``) draws LeCun-normal kernels and zero biases."""
     game = df.build(config(teacher_dir, init="torch"), digits)
-    assert game.config.init == "torch" and games["dfad"].config.init == "flax"
+    assert game.config.model.init == "torch" and games["dfad"].config.model.init == "flax"
     for player in ("student", "generator"):
         layers = kernels(game.players[player].module())
         assert len(layers) == {"student": 4, "generator": 4}[player]
@@ -400,11 +431,11 @@ def test_command_line_maps_its_options_onto_the_configuration(cli_run):
     assert summary == json.loads((out / "summary.json").read_text())
     assert (summary["method"], summary["student"], summary["teacher"], summary["iterations"]) == (
         "zskt", "small_cnn", "small_cnn", 2)  # fmt: skip
-    recorded = json.loads((out / "config.json").read_text())["config"]
+    recorded = groups.flat_record(DataFreeConfig, json.loads((out / "config.json").read_text())["config"])
     assert (recorded["method"], recorded["dataset"], recorded["batch_size"]) == ("zskt", "digits", 16)
     assert (recorded["student_steps"], recorded["generator_width"], recorded["iterations_per_epoch"]) == (
         1, 4, 1)  # fmt: skip
-    assert (recorded["student_lr"], recorded["generator_lr"], recorded["student_optimizer"]) == (
+    assert (recorded["student_learning_rate"], recorded["generator_learning_rate"], recorded["student_optimizer"]) == (
         2e-3, 0.01, "adam")  # fmt: skip
     assert recorded["at_features"] == ["conv2"] and recorded["histogram_samples"] == 24
     assert recorded["samples_every"] == 1 and recorded["init"] == "torch"

@@ -31,7 +31,7 @@ from jdistill.adversarial.discriminator import AdversarialKDConfig, input_shape
 from jdistill.data import load_digits
 from jdistill.losses.adversarial import OBJECTIVES
 from jdistill.models.discriminator import ConvDiscriminator, VectorDiscriminator
-from jdistill.train import Frozen, Move, RunConfig, View, fit
+from jdistill.train import Frozen, Move, RunConfig, View, fit, groups
 from jdistill.train.game import LOSS, round_key
 from jdistill.train.rounds import play_move, round_batch
 
@@ -54,9 +54,10 @@ def teacher_dir(tmp_path_factory, digits):
 
 
 def config(teacher_dir, **changes) -> AdversarialKDConfig:
-    base = AdversarialKDConfig(teacher_dir=teacher_dir, model="mlp32", epochs=2, dataset="digits",
-                               batch_size=BATCH)  # fmt: skip
-    return dataclasses.replace(base, **changes)
+    base = AdversarialKDConfig(
+        teacher=teacher_dir, model="mlp32", epochs=2, dataset="digits", batch_size=BATCH
+    )
+    return base.replace(**changes)
 
 
 @pytest.fixture(scope="module")
@@ -170,8 +171,8 @@ def test_discriminator_input_shapes_and_their_errors():
         ({"adv_weight": -1.0}, "adv_weight"),
         ({"gp_weight": -0.1}, "gp_weight"),
         ({"ce_weight": 0.0, "kd_weight": 0.0, "adv_weight": 0.0}, "nothing to learn"),
-        ({"disc_learning_rate": 0.0}, "disc_learning_rate"),
-        ({"disc_schedule": "step"}, "disc_schedule"),
+        ({"disc_learning_rate": 0.0}, "learning_rate must be > 0"),
+        ({"disc_schedule": "linear"}, "schedule: choose"),
         ({"optimizer": "rmsprop"}, "optimizer"),
         ({"disc_widths": ()}, "disc_widths"),
         ({"temperature": 0.0}, "temperature"),
@@ -349,7 +350,7 @@ def test_command_maps_its_options_onto_the_configuration(teacher_dir, tmp_path):
     assert summary == json.loads((out / "summary.json").read_text())
     assert (summary["model"], summary["teacher"], summary["objective"], summary["disc_input"]) == (
         "mlp32", "small_cnn", "hinge", "probs")  # fmt: skip
-    fields = json.loads((out / "config.json").read_text())["config"]
+    fields = groups.flat_record(AdversarialKDConfig, json.loads((out / "config.json").read_text())["config"])
     assert (fields["objective"], fields["conditional"], fields["disc_widths"]) == ("hinge", True, [16, 8])
     assert (fields["disc_steps"], fields["gp_weight"], fields["adv_weight"]) == (3, 0.5, 0.0)
     assert (fields["learning_rate"], fields["disc_learning_rate"], fields["disc_input"]) == (

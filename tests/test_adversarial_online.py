@@ -28,7 +28,7 @@ from jdistill.adversarial.online import OnlineConfig
 from jdistill.data import load_digits
 from jdistill.losses import cross_entropy
 from jdistill.losses.adversarial import fooling_loss, mutual_learning
-from jdistill.train import checkpoint
+from jdistill.train import checkpoint, groups
 from jdistill.train.game import View, round_key
 from jdistill.train.player import Stacked
 from jdistill.train.rounds import play_move, round_batch
@@ -150,7 +150,7 @@ def test_without_mutual_learning_each_peer_trains_alone(games, step, batch, digi
         logits, _ = nnx.merge(graphdef, p, rest)(batch["image"])
         return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]))
 
-    tx = optax.sgd(config.learning_rate, momentum=0.9, nesterov=True)
+    tx = optax.sgd(config.optimizer.learning_rate, momentum=0.9, nesterov=True)
     updates, _ = tx.update(jax.jit(jax.grad(ce))(params), tx.init(params), params)
     expected = optax.apply_updates(params, updates)
     chex.assert_trees_all_close(peer(after["peers"].params, 0), expected, rtol=1e-5, atol=1e-7)
@@ -231,7 +231,7 @@ def test_the_stacked_discriminators_keep_independent_optimizer_states(games, ste
         ({"adv_weight": -1.0}, "adv_weight"),
         ({"temperature": 0.0}, "temperature"),
         ({"optimizer": "rmsprop"}, "optimizer"),
-        ({"disc_schedule": "step"}, "disc_schedule"),
+        ({"disc_schedule": "linear"}, "schedule: choose"),
     ],
 )
 def test_config_errors_name_the_field(changes, field):
@@ -255,7 +255,7 @@ def test_the_command_trains_into_a_run_directory(tmp_path, capsys, digits):
               "--disc-input", "logits", "--disc-steps", "2", "--learning-rate", "0.1",
               "--out", str(out), "--quiet"])  # fmt: skip
     summary = json.loads(capsys.readouterr().out)
-    config = json.loads((out / "config.json").read_text())["config"]
+    config = groups.flat_record(OnlineConfig, json.loads((out / "config.json").read_text())["config"])
     assert config["learning_rate"] == 0.1 and config["disc_steps"] == 2 and config["disc_input"] == "logits"
     lines = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["epoch"] for m in lines] == [1, 2]

@@ -35,13 +35,14 @@ from jdistill.data import Dataset, load_dataset
 from jdistill.losses.adversarial import DAFL_INFORMATION_ENTROPY_WEIGHT
 from jdistill.models import create_model
 from jdistill.models.generator import Generator
-from jdistill.models.layers import INITS, torch_init
-from jdistill.train import optim
-from jdistill.train.config import RunConfig
+from jdistill.models.layers import torch_init
+from jdistill.train import groups, optim
+from jdistill.train.config import ModelConfig, OptimizerConfig, RunConfig
 from jdistill.train.distill import load_teacher
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import MODEL, Game, Move, Phase
+from jdistill.train.groups import option
 from jdistill.train.player import Player, Trainable
 from jdistill.train.sources import NoiseSource
 
@@ -94,18 +95,37 @@ def paper_teacher(method: str, **fields) -> RunConfig:
     return RunConfig(**{"model": "lenet5", "dataset": "mnist", **PAPER_TEACHERS[method], **fields})
 
 
-@dataclasses.dataclass(frozen=True)
-class DataFreeConfig:
+def paper_optimizers(method: str) -> dict[str, OptimizerConfig]:
+    """The optimizers of ``method``'s paper (:data:`PAPER_OPTIMIZERS`), at a constant rate: SGD with
+    plain momentum 0.9 and coupled weight decay, or Adam with decoupled weight decay."""
+    (s_opt, s_lr, s_wd), (g_opt, g_lr, g_wd) = PAPER_OPTIMIZERS[method].values()
+    common = {"momentum": 0.9, "nesterov": False, "schedule": "constant"}
+    return {
+        "student_optimizer": OptimizerConfig(s_opt, s_lr, weight_decay=s_wd, **common),
+        "generator_optimizer": OptimizerConfig(g_opt, g_lr, weight_decay=g_wd, **common),
+    }
+
+
+@dataclasses.dataclass(frozen=True, init=False)
+class DataFreeConfig(groups.Grouped):
     """One data-free run. ``data_dir`` is read for the teacher's test set only (to evaluate the
     student); the training images are read only for the normalisation statistics that the
-    teacher was trained with (:func:`teacher_dataset`). The student's SGD has momentum 0.9 and
-    coupled weight decay; Adam's weight decay is decoupled (see :mod:`jdistill.train.optim`).
+    teacher was trained with (:func:`teacher_dataset`). The players' optimizers default to the
+    method's paper's (:func:`paper_optimizers`); their schedules count each player's own steps.
     ``init="torch"`` draws the student's and the generator's dense and convolution layers as
     PyTorch does (:func:`jdistill.models.layers.torch_init`), as the papers' code runs them."""
 
-    teacher_dir: str
+    FORMER_NAMES = {
+        "teacher_dir": "teacher",
+        "student": "model",
+        "student_lr": "student_learning_rate",
+        "generator_lr": "generator_learning_rate",
+        "grad_clip": ("student_clip_norm", "generator_clip_norm"),
+    }
+
+    teacher: str
     method: str = "dfad"
-    student: str = "lenet5_half"
+    model: ModelConfig = ModelConfig("lenet5_half")
     dataset: str = "mnist"
     data_dir: str | None = None
     image_size: int | None = None  # resize the data set's images (32: the papers' MNIST)
@@ -116,15 +136,11 @@ class DataFreeConfig:
     noise_dim: int = 100
     generator_width: int = 64
     generator_bn_epsilon: float | None = None  # None: the method's (DAFL 0.8, else 1e-5)
-    init: str = "flax"  # the student's and generator's: "flax" or "torch" (PyTorch's, the papers' code)
     student_steps: int | None = None  # per generator step; None: the method's (DFAD 5, DAFL 1, ZSKT 10)
-    student_optimizer: str | None = None  # None: the paper's (sgd or adam)
-    student_lr: float | None = None
-    student_weight_decay: float | None = None
-    student_schedule: str = "constant"  # or "cosine" over the whole run
-    generator_lr: float | None = None
-    generator_schedule: str = "constant"
-    grad_clip: float | None = None  # global-norm clipping of both players' gradients (ZSKT: 5)
+    student_optimizer: OptimizerConfig = option(OptimizerConfig(), prefix="student", help="the student's")
+    generator_optimizer: OptimizerConfig = option(
+        OptimizerConfig(), prefix="generator", help="the generator's"
+    )
     at_weight: float = 250.0  # ZSKT's attention transfer
     at_features: tuple[str, ...] = ("conv1", "conv2")
     activation_feature: str = "fc1"  # DAFL's teacher features (LeNet-5's 120-d layer)
@@ -132,17 +148,17 @@ class DataFreeConfig:
     checkpoint_every: int = 1  # epochs
     histogram_samples: int = 2048
 
+    @classmethod
+    def default_groups(cls, values) -> dict[str, OptimizerConfig]:
+        method = values.get("method", "dfad")
+        return paper_optimizers(method) if method in DATA_FREE_METHODS else {}
+
     def __post_init__(self):
         if self.method not in DATA_FREE_METHODS:
             raise ValueError(
                 f"unknown data-free method {self.method!r}; choose one of {', '.join(DATA_FREE_METHODS)}"
             )
-        (s_opt, s_lr, s_wd), (_, g_lr, _) = PAPER_OPTIMIZERS[self.method].values()
         defaults = {
-            "student_optimizer": s_opt,
-            "student_weight_decay": s_wd,
-            "student_lr": s_lr,
-            "generator_lr": g_lr,
             "student_steps": ALTERNATIONS[self.method].student_steps,
             "generator_bn_epsilon": 0.8 if self.method == "dafl" else 1e-5,
         }
@@ -168,13 +184,8 @@ class DataFreeConfig:
                 f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "
                 f"({self.iterations_per_epoch})"
             )
-        if self.init not in INITS:
-            raise ValueError(f"init must be one of {', '.join(INITS)}, got {self.init!r}")
-        if self.student_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"student_optimizer must be 'sgd' or 'adam', got {self.student_optimizer!r}")
-        for name in ("student_schedule", "generator_schedule"):
-            if getattr(self, name) not in ("constant", "cosine"):
-                raise ValueError(f"{name} must be 'constant' or 'cosine', got {getattr(self, name)!r}")
+        for optimizer in (self.student_optimizer, self.generator_optimizer):
+            optimizer.check_epochs(self.epochs)
 
     @property
     def alternation(self) -> Alternation:
@@ -246,22 +257,10 @@ def generator_loss(config: DataFreeConfig, view):
 
 def optimizers(config: DataFreeConfig) -> dict[str, optim.Optimizer]:
     """The players' optimizers: the schedules count each player's own steps."""
-    steps = {"student": config.iterations * config.student_steps, "generator": config.iterations}
-    kinds = {"student": config.student_schedule, "generator": config.generator_schedule}
-    schedule = {p: optim.schedule(kinds[p], steps[p]) for p in steps}
+    per_epoch = config.iterations_per_epoch
     return {
-        "student": optim.Optimizer(
-            config.student_optimizer,
-            config.student_lr,
-            schedule["student"],
-            momentum=0.9,
-            nesterov=False,
-            weight_decay=config.student_weight_decay,
-            clip_norm=config.grad_clip,
-        ),
-        "generator": optim.Optimizer(
-            "adam", config.generator_lr, schedule["generator"], clip_norm=config.grad_clip
-        ),
+        "student": config.student_optimizer.build(config.epochs, per_epoch * config.student_steps),
+        "generator": config.generator_optimizer.build(config.epochs, per_epoch),
     }
 
 
@@ -270,7 +269,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
     dataset = teacher_dataset(
         dataset if dataset is not None else load_dataset(config.dataset, config.data_dir), config.image_size
     )
-    teacher = load_teacher(config.teacher_dir, dataset)
+    teacher = load_teacher(config.teacher, dataset)
     needed = {"dfad": (), "dafl": (config.activation_feature,), "zskt": config.at_features}[config.method]
     missing = [n for n in needed if n not in teacher.shapes]
     if missing:
@@ -279,7 +278,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
             f"its features: {', '.join(sorted(teacher.shapes))}"
         )
     rngs = nnx.Rngs(config.seed)
-    model = create_model(config.student, dataset.input_shape, dataset.num_classes, rngs=rngs)
+    model = create_model(config.model.name, dataset.input_shape, dataset.num_classes, rngs=rngs)
     generator = Generator(
         dataset.input_shape,
         noise_dim=config.noise_dim,
@@ -287,7 +286,7 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         bn_epsilon=config.generator_bn_epsilon,
         rngs=rngs,
     )
-    if config.init == "torch":
+    if config.model.init == "torch":
         torch_init(model, rngs)
         torch_init(generator, rngs)
     student = Trainable(model)
@@ -319,11 +318,11 @@ def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
         teachers={"teacher": teacher.frozen},
         hooks=inspection.hooks(config, dataset, teacher.frozen),
         checkpoint_every=config.checkpoint_every,
-        label=f"{config.method} {config.student}",
+        label=f"{config.method} {config.model.name}",
         unit="it",
         summary={
             "method": config.method,
-            "student": config.student,
+            "student": config.model.name,
             "teacher": teacher.config.model.name,
             "seed": config.seed,
             "iterations": config.iterations,

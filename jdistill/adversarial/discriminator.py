@@ -30,18 +30,19 @@ from jdistill.losses.adversarial import OBJECTIVES
 from jdistill.methods import feature_shapes
 from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import build_discriminator
-from jdistill.train import optim
+from jdistill.train import groups
+from jdistill.train.config import OptimizerConfig
 from jdistill.train.distill import load_teacher, teacher_forward
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
+from jdistill.train.groups import option
 from jdistill.train.player import Player, Trainable
 from jdistill.train.sources import DataSource
 
 FEATURE_PREFIX = "feature:"
 # Score above which D calls an input the teacher's: midway between its targets for real and fake.
 DECISION_THRESHOLD = {"bce": 0.0, "least_squares": 0.5, "hinge": 0.0}
-SCHEDULES = ("cosine", "constant")
 
 
 def input_shape(disc_input: str, num_classes: int, student_shapes: dict, teacher_shapes: dict) -> tuple:
@@ -81,32 +82,29 @@ def discriminator_input(disc_input: str, output, temperature: float) -> jax.Arra
     return features[disc_input.removeprefix(FEATURE_PREFIX)]
 
 
-@dataclasses.dataclass(frozen=True)
-class AdversarialKDConfig:
+@dataclasses.dataclass(frozen=True, init=False)
+class AdversarialKDConfig(groups.Grouped):
     """Everything that determines an adversarial-KD run; saved as ``config.json``.
 
-    Student: ``optimizer`` (SGD with Nesterov ``momentum`` and coupled ``weight_decay``, or AdamW)
-    at ``learning_rate`` on the ``schedule`` (cosine to 0 over the run, or constant). Objective
-    ``ce_weight * CE + kd_weight * KD(T=temperature) + adv_weight * fooling``.
-    Discriminator: Adam (beta1 0.5, as in DCGAN) at ``disc_learning_rate`` on ``disc_schedule``,
+    Student: ``optimizer`` (an :class:`OptimizerConfig`; default SGD 0.02 with Nesterov momentum 0.9,
+    cosine). Objective ``ce_weight * CE + kd_weight * KD(T=temperature) + adv_weight * fooling``.
+    Discriminator: ``disc_optimizer`` (default Adam 2e-4 with beta1 0.5, as in DCGAN, constant),
     hidden ``disc_widths``, adversarial ``objective`` (bce, least_squares, hinge), gradient
     penalty weight ``gp_weight`` (0: none), input ``disc_input`` (``logits``, ``probs`` =
     ``softmax(logits / temperature)``, ``feature:<name>``), label-``conditional`` or not,
     ``disc_steps`` steps per student step. ``adv_weight = 0`` is plain KD: D is not trained.
     """
 
-    teacher_dir: str
+    FORMER_NAMES = {"teacher_dir": "teacher"}
+
+    teacher: str
     model: str
     epochs: int
     dataset: str = "mnist"
     data_dir: str | None = None
     batch_size: int = 128
     seed: int = 0
-    optimizer: str = "sgd"
-    learning_rate: float = 0.02
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
+    optimizer: OptimizerConfig = OptimizerConfig(learning_rate=0.02)
     ce_weight: float = 0.1
     kd_weight: float = 0.9
     adv_weight: float = 0.1
@@ -116,8 +114,9 @@ class AdversarialKDConfig:
     disc_input: str = "logits"
     conditional: bool = False
     disc_steps: int = 1
-    disc_learning_rate: float = 2e-4
-    disc_schedule: str = "constant"
+    disc_optimizer: OptimizerConfig = option(
+        OptimizerConfig("adam", 2e-4, b1=0.5, schedule="constant"), prefix="disc", help="D's optimizer"
+    )
     disc_widths: tuple[int, ...] = (256, 256)
     eval_every: int = 1
 
@@ -126,21 +125,17 @@ class AdversarialKDConfig:
         for name in ("epochs", "batch_size", "disc_steps", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
-        for name in ("learning_rate", "disc_learning_rate", "temperature"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("ce_weight", "kd_weight", "adv_weight", "gp_weight", "weight_decay", "momentum"):
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        for name in ("ce_weight", "kd_weight", "adv_weight", "gp_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.ce_weight == self.kd_weight == self.adv_weight == 0:
             raise ValueError(
                 "ce_weight, kd_weight and adv_weight are all 0: the student has nothing to learn"
             )
-        if self.optimizer not in ("sgd", "adam"):
-            raise ValueError(f"optimizer: choose 'sgd' or 'adam', got {self.optimizer!r}")
-        for name in ("schedule", "disc_schedule"):
-            if getattr(self, name) not in SCHEDULES:
-                raise ValueError(f"{name}: choose one of {', '.join(SCHEDULES)}, got {getattr(self, name)!r}")
+        for optimizer in (self.optimizer, self.disc_optimizer):
+            optimizer.check_epochs(self.epochs)
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: choose one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         if self.disc_input not in ("logits", "probs") and not (
@@ -228,7 +223,7 @@ def build(config: AdversarialKDConfig, dataset: Dataset | None = None) -> Game:
     """The players ``config`` describes (student seeded ``seed``, discriminator ``seed + 1``)."""
     dataset = dataset if dataset is not None else load_dataset(config.dataset, config.data_dir)
     source = DataSource(dataset, config.batch_size)
-    teacher = load_teacher(config.teacher_dir, dataset)
+    teacher = load_teacher(config.teacher, dataset)
     model = create_model(config.model, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(config.seed))
     shape = input_shape(
         config.disc_input, dataset.num_classes, feature_shapes(model, dataset.input_shape), teacher.shapes
@@ -239,16 +234,9 @@ def build(config: AdversarialKDConfig, dataset: Dataset | None = None) -> Game:
         widths=config.disc_widths,
         rngs=nnx.Rngs(config.seed + 1),
     )
-    rounds = config.epochs * source.steps_per_epoch
-    student_optimizer = optim.Optimizer(
-        config.optimizer,
-        config.learning_rate,
-        optim.schedule(config.schedule, rounds),
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-    )
-    disc_schedule = optim.schedule(config.disc_schedule, rounds * config.disc_steps)
-    disc_optimizer = optim.Optimizer("adam", config.disc_learning_rate, disc_schedule, b1=0.5)
+    per_epoch = source.steps_per_epoch
+    student_optimizer = config.optimizer.build(config.epochs, per_epoch)
+    disc_optimizer = config.disc_optimizer.build(config.epochs, per_epoch * config.disc_steps)
     moves = (Move("student", functools.partial(student_loss, config)),)
     if config.adv_weight:
         moves = (

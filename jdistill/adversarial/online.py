@@ -44,11 +44,12 @@ from jdistill.losses.adversarial import (
 )
 from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import VectorDiscriminator
-from jdistill.train import groups, optim
-from jdistill.train.config import RunConfig
+from jdistill.train import groups
+from jdistill.train.config import OptimizerConfig
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
+from jdistill.train.groups import option
 from jdistill.train.player import Player
 from jdistill.train.sources import DataSource
 
@@ -56,17 +57,18 @@ DISC_INPUTS = ("none", "logits", "probs", "feature:<name>")
 PEER_INIT, DISC_INIT = 0, 1  # streams of the initialisation keys
 
 
-@dataclasses.dataclass(frozen=True)
-class OnlineConfig:
+@dataclasses.dataclass(frozen=True, init=False)
+class OnlineConfig(groups.Grouped):
     """Everything that determines an online run; saved as ``config.json`` in its run directory.
 
     Peers: ``num_peers`` copies of ``model`` initialised from different keys, trained with
-    ``optimizer`` at ``learning_rate * schedule(step)`` (the fields and meanings of a
-    :class:`RunConfig`). Discriminators (when ``disc_input`` is not ``"none"``): an MLP with two
-    hidden layers of ``disc_hidden`` units per peer, trained with ``disc_optimizer`` at
-    ``disc_lr * disc_schedule(step)`` on ``objective`` plus ``gp_weight`` times the gradient
-    penalty, ``disc_steps`` times per peer step.
+    ``optimizer`` (an :class:`OptimizerConfig`). Discriminators (when ``disc_input`` is not
+    ``"none"``): an MLP with two hidden layers of ``disc_hidden`` units per peer, trained with
+    ``disc_optimizer`` (default Adam 1e-3, cosine) on ``objective`` plus ``gp_weight`` times the
+    gradient penalty, ``disc_steps`` times per peer step.
     """
+
+    FORMER_NAMES = {"disc_lr": "disc_learning_rate"}
 
     model: str
     dataset: str
@@ -75,15 +77,7 @@ class OnlineConfig:
     seed: int = 0
     data_dir: str | None = None
     batch_size: int = 128
-    optimizer: str = "sgd"
-    learning_rate: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 0.0
-    schedule: str = "cosine"
-    lr_milestones: tuple[int, ...] = ()
-    lr_decay: float = 0.1
-    warmup_epochs: int = 0
+    optimizer: OptimizerConfig = OptimizerConfig()
     max_shift: int = 0
     mutual_weight: float = 1.0
     temperature: float = 1.0
@@ -92,9 +86,9 @@ class OnlineConfig:
     objective: str = "bce"
     gp_weight: float = 0.0
     disc_steps: int = 1
-    disc_optimizer: str = "adam"
-    disc_lr: float = 1e-3
-    disc_schedule: str = "cosine"
+    disc_optimizer: OptimizerConfig = option(
+        OptimizerConfig("adam", 1e-3), prefix="disc", help="the discriminators' optimizer"
+    )
     disc_hidden: int = 64
     eval_every: int = 1
 
@@ -104,35 +98,25 @@ class OnlineConfig:
                 f"num_peers must be >= 2, got {self.num_peers}; for peers trained alone set "
                 f"mutual_weight=0 and disc_input='none'"
             )
-        for name in ("disc_steps", "disc_hidden", "eval_every"):
+        for name in ("epochs", "batch_size", "disc_steps", "disc_hidden", "eval_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name in ("mutual_weight", "adv_weight", "gp_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("learning_rate", "disc_lr", "temperature"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective: choose one of {', '.join(OBJECTIVES)}, got {self.objective!r}")
         feature = self.disc_input.removeprefix("feature:")
         if self.disc_input not in ("none", "logits", "probs") and feature in (self.disc_input, ""):
             raise ValueError(f"disc_input: choose one of {', '.join(DISC_INPUTS)}, got {self.disc_input!r}")
-        if self.disc_optimizer not in ("sgd", "adam"):
-            raise ValueError(f"disc_optimizer: choose 'sgd' or 'adam', got {self.disc_optimizer!r}")
-        if self.disc_schedule not in ("constant", "cosine"):
-            raise ValueError(f"disc_schedule: choose 'constant' or 'cosine', got {self.disc_schedule!r}")
-        object.__setattr__(self, "lr_milestones", tuple(int(e) for e in self.lr_milestones))
-        self.peer_run_config()  # validates the peers' optimizer fields, naming them
+        for optimizer in (self.optimizer, self.disc_optimizer):
+            optimizer.check_epochs(self.epochs)
 
     @property
     def adversarial(self) -> bool:
         return self.disc_input != "none"
-
-    def peer_run_config(self) -> RunConfig:
-        """The peers' optimizer and schedule, as the :class:`RunConfig` of one peer trained alone."""
-        names = groups.leaf_map(RunConfig)
-        return RunConfig(**{k: v for k, v in dataclasses.asdict(self).items() if k in names})
 
     def build(self, dataset: Dataset | None = None) -> Game:
         return build(self, dataset)
@@ -248,8 +232,7 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
     source = DataSource(dataset, config.batch_size, config.max_shift)
     per_epoch = source.steps_per_epoch
     peers = create_peers(config, dataset)
-    peer = config.peer_run_config()
-    players = {"peers": Player.stack(peers, peer.optimizer.build(peer.loop.epochs, per_epoch))}
+    players = {"peers": Player.stack(peers, config.optimizer.build(config.epochs, per_epoch))}
     moves, disc_params = (Move("peers", functools.partial(peer_loss, config)),), 0
     if config.adversarial:
         width = disc_in_features(config, peers[0], dataset)
@@ -259,10 +242,8 @@ def build(config: OnlineConfig, dataset: Dataset | None = None) -> Game:
             )
             for k in range(config.num_peers)
         ]
-        disc_schedule = optim.schedule(config.disc_schedule, config.epochs * per_epoch * config.disc_steps)
-        players["discriminators"] = Player.stack(
-            discs, optim.Optimizer(config.disc_optimizer, config.disc_lr, disc_schedule)
-        )
+        disc_optimizer = config.disc_optimizer.build(config.epochs, per_epoch * config.disc_steps)
+        players["discriminators"] = Player.stack(discs, disc_optimizer)
         moves = (
             Move(
                 "discriminators",

@@ -7,7 +7,6 @@
 
 import dataclasses
 import json
-import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ class ModelConfig:
     name: str = option(help="built-in model name (see 'jdistill models')")
     init: str = option(
         "flax",
+        choices=INITS,
         help="initialisation: flax (LeCun-normal kernels, zero biases) or torch (PyTorch's defaults: "
         "kernels and biases U(+-1/sqrt(fan_in)))",
     )
@@ -116,7 +116,8 @@ class LoopConfig:
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
     """A player's optimizer, as :class:`jdistill.train.optim.Optimizer` runs it: ``sgd`` (momentum,
-    coupled weight decay) or ``adam`` (decoupled weight decay), at ``learning_rate * schedule(step)``.
+    coupled weight decay) or ``adam`` (``b1``, decoupled weight decay), at
+    ``learning_rate * schedule(step)``.
     ``schedule``: ``cosine`` (to zero over the run), ``constant``, ``step`` (times ``lr_decay`` at
     each of the epochs ``lr_milestones``) or ``exponential`` (times ``lr_decay`` every epoch), after a
     linear warm-up over ``warmup_epochs``. ``initial_momentum`` ramps SGD's momentum up to
@@ -124,13 +125,19 @@ class OptimizerConfig:
     (Hinton et al. 2012). ``clip_norm`` clips the gradient's global norm; ``max_norm`` caps each
     unit's incoming weight norm after every update (Srivastava et al. 2014)."""
 
-    name: str = option("sgd", help="sgd (momentum, coupled weight decay) or adam (decoupled weight decay)")
+    name: str = option(
+        "sgd",
+        choices=OPTIMIZERS,
+        help="sgd (momentum, coupled weight decay) or adam (decoupled weight decay)",
+    )
     learning_rate: float = option(0.05, help="base learning rate")
     momentum: float = option(0.9, help="SGD momentum")
     nesterov: bool = option(True, help="Nesterov momentum (SGD)")
     weight_decay: float = option(0.0, help="weight decay")
+    b1: float = option(0.9, help="Adam's first-moment decay (DCGAN's discriminators: 0.5)")
     schedule: str = option(
         "cosine",
+        choices=SCHEDULES,
         help="learning-rate schedule over the run: cosine, constant, step (x lr-decay at --lr-milestones) "
         "or exponential (x lr-decay every epoch)",
     )
@@ -157,6 +164,8 @@ class OptimizerConfig:
             )
         if not self.learning_rate > 0:
             raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if not 0 <= self.b1 < 1:
+            raise ValueError(f"b1 must be in [0, 1), got {self.b1}")
         for name in ("momentum", "weight_decay", "warmup_epochs"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
@@ -213,6 +222,7 @@ class OptimizerConfig:
             trains=trains,
             momentum_schedule=momentum,
             dampening=self.dampening,
+            b1=self.b1,
             **options,
         )
 
@@ -251,12 +261,13 @@ class DistillConfig:
 
 
 @dataclasses.dataclass(frozen=True, init=False)
-class RunConfig:
+class RunConfig(groups.Grouped):
     """Everything that determines a teacher-training or distillation run; saved as ``config.json``.
 
     Built from its groups, from flat names (``RunConfig(model="mlp", dataset="digits", epochs=3,
     learning_rate=0.1)``; :mod:`jdistill.train.groups`), or both (flat names set fields of the
-    given groups). Read the groups: ``config.optimizer.learning_rate``, ``config.loop.epochs``.
+    given groups); ``config.replace(...)`` changes some. Read the groups:
+    ``config.optimizer.learning_rate``, ``config.loop.epochs``.
     """
 
     model: ModelConfig
@@ -265,44 +276,8 @@ class RunConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     distill: DistillConfig = DistillConfig()
 
-    def __init__(self, model=None, data=None, loop=None, optimizer=None, distill=None, **values):
-        slots = {"model": model, "data": data, "loop": loop, "optimizer": optimizer, "distill": distill}
-        names = [k for k, v in slots.items() if isinstance(v, str)]  # the model's or the optimizer's name
-        if names and all(v is not None for v in slots.values()):
-            raise TypeError(
-                f"RunConfig: {names[0]} given as a name beside every group (as dataclasses.replace passes "
-                f"them) would reset the rest of its group; use config.replace({names[0]}=...)"
-            )
-        given = {k: v for k, v in slots.items() if v is not None and not isinstance(v, str)}
-        self._assign(given, {**values, **{k: slots[k] for k in names}})
-
-    def _assign(self, given: dict, values: dict) -> None:
-        for name, group in groups.grouped(RunConfig, given, values).items():
-            object.__setattr__(self, name, group)
+    def __post_init__(self):
         self.optimizer.check_epochs(self.loop.epochs)
-
-    def replace(self, **values) -> "RunConfig":
-        """A copy with ``values`` changed: flat names (``learning_rate=0.1``, ``model="mlp"``) or
-        whole groups (``optimizer=OptimizerConfig(...)``)."""
-        given = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in [k for k, v in values.items() if k in given and not isinstance(v, str)]:
-            given[name] = values.pop(name)
-        copy = object.__new__(RunConfig)
-        copy._assign(given, values)
-        return copy
-
-    def __getattr__(self, name: str):
-        leaf = groups.leaf_map(RunConfig).get(name)
-        if leaf is None or name.startswith("__"):
-            raise AttributeError(f"'RunConfig' object has no attribute {name!r}")
-        warnings.warn(
-            f"RunConfig.{name} is deprecated; use RunConfig.{'.'.join(leaf.path)}", DeprecationWarning, 2
-        )
-        return getattr(getattr(self, leaf.path[0]), leaf.path[1])
-
-    def flat(self) -> dict[str, Any]:
-        """``{flat name: value}`` of every leaf."""
-        return groups.flat(self)
 
     def build(self, dataset=None):
         """The game of this run (:func:`jdistill.train.distill.build`)."""

@@ -135,10 +135,10 @@ def df_teacher_config() -> RunConfig:
 
 def data_free_config(teacher: str, method: str) -> data_free.DataFreeConfig:
     return data_free.DataFreeConfig(
-        teacher_dir=teacher,
+        teacher=teacher,
         method=method,
         dataset="digits",
-        student="small_cnn",
+        model="small_cnn",
         batch_size=32,
         generator_width=4,
         iterations=4,
@@ -153,7 +153,7 @@ def data_free_config(teacher: str, method: str) -> data_free.DataFreeConfig:
 
 def adversarial_config(teacher: str) -> discriminator.AdversarialKDConfig:
     return discriminator.AdversarialKDConfig(
-        teacher_dir=teacher,
+        teacher=teacher,
         model="mlp32",
         epochs=2,
         dataset="digits",
