@@ -120,7 +120,7 @@ def test_every_benchmark_method_steps_on_the_pair(teacher, student, monkeypatch)
     for phase, metrics in (("init", init_metrics), ("train", train_metrics)):
         for name, value in metrics.items():
             assert np.isfinite(np.asarray(value)), (phase, name, value)
-    declared = [build_method(m) for m in config.methods]
+    declared = [build_method(m) for m in config.distill.methods]
     assert {f"loss/{t}" for m in declared for t in m.init_weights} <= set(init_metrics)
     assert {f"loss/{t}" for m in declared for t in m.default_weights} <= set(train_metrics)
     # The initialisation step trains the student's body (AB, FSP) and FT's paraphraser, at 0.01.

@@ -15,6 +15,7 @@ from idx_files import write_mnist_like
 from jdistill import losses
 from jdistill.data import UNLABELLED
 from jdistill.methods import build_method, parse_methods
+from jdistill.train import RunDir
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "born_again.py"
 
@@ -55,8 +56,7 @@ def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_pa
     printed = capsys.readouterr().out
 
     configs = {
-        name: json.loads((out / "seed0" / name / "config.json").read_text())["config"]
-        for name in ("gen0", "gen1", "gen2", "cwtm", "dkpp")
+        name: RunDir(out / "seed0" / name).flat_config() for name in ("gen0", "gen1", "gen2", "cwtm", "dkpp")
     }
     assert configs["gen0"]["teacher"] is None and configs["gen0"]["methods"] == ["ce"]
     for gen in (1, 2):

@@ -10,7 +10,7 @@ import pytest
 from jdistill.cli import main
 from jdistill.data import CIFAR_STATS, Dataset, load_cifar_dir, load_dataset, load_npz
 from jdistill.recipes import crd_benchmark, learning_rate, milestones
-from jdistill.train import RunConfig
+from jdistill.train import RunConfig, RunDir
 
 
 def write_cifar(folder, name, n_train=20, n_test=10, seed=0):
@@ -125,11 +125,11 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
     np.savez(tmp_path / "set.npz", x_train=x, y_train=y, x_test=x[:32], y_test=y[:32])
     common = ["--dataset", "npz", "--data-dir", str(tmp_path / "set.npz"), "--epochs", "2", "--quiet"]
     main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "plain"), *common])
-    plain = json.loads((tmp_path / "plain" / "config.json").read_text())["config"]
+    plain = RunDir(tmp_path / "plain").flat_config()
     assert (plain["max_shift"], plain["hflip"], plain["weight_decay"]) == (0, False, 0.0)  # npz: no recipe
     common.extend(["--preset", "crd"])
     main(["train-teacher", "--model", "resnet8", "--out", str(tmp_path / "t"), *common])
-    teacher = json.loads((tmp_path / "t" / "config.json").read_text())["config"]
+    teacher = RunDir(tmp_path / "t").flat_config()
     expected = {
         "batch_size": 64,
         "learning_rate": 0.05,
@@ -147,7 +147,7 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
     student = tmp_path / "s"
     main(["distill", "--teacher", str(tmp_path / "t"), "--model", "resnet8", "--method", "dkd", "--out", str(student),
           "--batch-size", "32", "--weight", "dkd_tckd=0.5", *common])  # fmt: skip
-    config = json.loads((student / "config.json").read_text())["config"]
+    config = RunDir(student).flat_config()
     assert config["weights"] == {"dkd_nckd": 8.0, "dkd_tckd": 0.5}
     assert config["learning_rate"] == pytest.approx(0.025)  # 0.05 x 32 / 64
     assert config["method_options"] == {"dkd": {"warmup_epochs": 20 * 2 / 240}}

@@ -9,6 +9,8 @@ import sys
 import numpy as np
 import pytest
 
+from jdistill.train import RunDir
+
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "crd_column.py"
 COLUMN = ("teacher", "student", "kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp",
           "nst", "crd", "crd+kd", "dkd", "dist")  # fmt: skip
@@ -41,7 +43,7 @@ def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_
     monkeypatch.setattr(sys, "argv", args)
     runpy.run_path(str(SCRIPT), run_name="__main__")
     for run in ("teacher", "student/seed0", "kd/seed0"):
-        config = json.loads((tmp_path / run / "config.json").read_text())["config"]
+        config = RunDir(tmp_path / run).flat_config()
         assert config["holdout_fraction"] == 0.2, run
         summary = json.loads((tmp_path / run / "summary.json").read_text())
         assert "val/best_accuracy" in summary and not any(k.startswith("test/") for k in summary), run

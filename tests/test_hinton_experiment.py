@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 from idx_files import write_mnist_like
 
+from jdistill.train import RunDir
+
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "hinton_mnist.py"
 
 
@@ -49,7 +51,7 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
     for study in results["omitted_threes"]:
         assert 0 <= study["errors_on_threes"] <= study["errors"]
         assert study["bias_shift"] >= 0
-        config = json.loads((out / "kd_T20_no3" / "seed0" / "config.json").read_text())["config"]
+        config = RunDir(out / "kd_T20_no3" / "seed0").flat_config()
         assert config["exclude_classes"] == [3]
 
     table = (out / "table.md").read_text()
@@ -73,7 +75,7 @@ def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_pa
     assert results["evaluated_on"] == f"{round(1400 / 6)} held-out training images"
     assert set(results["kd_by_temperature"]) == {"20"}
     for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
-        config = json.loads((out / run / "config.json").read_text())["config"]
+        config = RunDir(out / run).flat_config()
         assert config["holdout_fraction"] == pytest.approx(1 / 6)
         summary = json.loads((out / run / "summary.json").read_text())
         assert "val/accuracy" in summary and not any(
@@ -106,7 +108,7 @@ def test_the_transfer_study_translates_only_its_jittered_arms_and_never_reads_th
         ("T20_clean/seed0", 0, True),
         ("T20_jitter2/seed0", 2, True),
     ]:
-        config = json.loads((out / run / "config.json").read_text())["config"]
+        config = RunDir(out / run).flat_config()
         assert config["max_shift"] == shift and config["holdout_fraction"] == pytest.approx(1 / 6)
         assert (config["teacher"] == str((out / "teacher").absolute())) == teacher
         summary = json.loads((out / run / "summary.json").read_text())
@@ -134,7 +136,7 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
     configs = {}
     for arm, runs in [("alone", results["alone"]), ("hard05", results["hard05"]), ("adam", results["adam"])]:
         for seed, errors in enumerate(runs):
-            config = json.loads((out / arm / f"seed{seed}" / "config.json").read_text())["config"]
+            config = RunDir(out / arm / f"seed{seed}").flat_config()
             assert config["holdout_fraction"] == pytest.approx(1 / 6) and config["seed"] == seed
             summary = json.loads((out / arm / f"seed{seed}" / "summary.json").read_text())
             assert errors == round((1 - summary["val/accuracy"]) * held_out)

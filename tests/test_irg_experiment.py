@@ -13,6 +13,7 @@ import pytest
 from idx_files import write_mnist_like
 
 from jdistill.methods import build_method, check_features
+from jdistill.train import RunDir
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "irg_mnist.py"
 
@@ -71,7 +72,7 @@ def test_irg_distils_through_the_trainer(smoke_out):
         summary = json.loads((out / name / "seed0" / "summary.json").read_text())
         assert summary["extra_params"] == 0  # the size matching has no parameters
         assert 0 <= summary["test/agreement"] <= 1
-        config = json.loads((out / name / "seed0" / "config.json").read_text())["config"]
+        config = RunDir(out / name / "seed0").flat_config()
         assert config["methods"][:2] == ["ce", "irg"] and config["teacher"].endswith("teacher")
         for line in (out / name / "seed0" / "metrics.jsonl").read_text().splitlines():
             for term in ("irg_vertex", "irg_edge", "irg_transformation"):
@@ -90,7 +91,7 @@ def test_smoke_runs_the_whole_table(smoke_out):
         assert summary | json.loads((out / summary["run"] / "summary.json").read_text()) == summary
     # The teacher learns every label; the students know half of them under --smoke.
     config = {
-        run: json.loads((out / run / "config.json").read_text())["config"]
+        run: RunDir(out / run).flat_config()
         for run in ("teacher", "alone/seed0")
     }
     assert config["teacher"]["labelled_fraction"] == 1.0 and config["alone/seed0"]["labelled_fraction"] == 0.5

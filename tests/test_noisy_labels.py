@@ -14,7 +14,7 @@ from idx_files import write_mnist_like
 from jdistill.cli import build_parser, run_config
 from jdistill.data import Dataset, load_dataset
 from jdistill.experiment import options_from, parser_for
-from jdistill.train import RunConfig
+from jdistill.train import RunConfig, RunDir
 from jdistill.train.distill import prepare_dataset
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "noisy_labels_mnist.py"
@@ -142,9 +142,7 @@ def test_the_experiment_runs_and_distils_from_the_noisy_teacher(
         "noise0.4/kd_a0.5_T4": ["noise0.4/kd_a0.5_T4/seed0"],
     }
     (teacher,), (alone,), (kd,) = results.values()
-    configs = [
-        json.loads((out / s["run"] / "config.json").read_text())["config"] for s in (teacher, alone, kd)
-    ]
+    configs = [RunDir(out / s["run"]).flat_config() for s in (teacher, alone, kd)]
     assert [(c["model"], c["label_noise"], c["epochs"], c["batch_size"]) for c in configs] == [
         ("mlp256", 0.4, 1, 32),
         ("mlp32", 0.4, 1, 32),

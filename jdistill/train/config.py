@@ -270,6 +270,16 @@ class RunConfig(groups.Grouped):
     ``config.optimizer.learning_rate``, ``config.loop.epochs``.
     """
 
+    # jdistill 0.2's flat field order, for positional arguments: RunConfig("mlp32", "digits", 3)
+    POSITIONAL = (
+        "model", "dataset", "epochs", "seed", "data_dir", "batch_size", "optimizer", "learning_rate",
+        "momentum", "nesterov", "weight_decay", "schedule", "lr_milestones", "lr_decay", "warmup_epochs",
+        "initial_momentum", "momentum_ramp_epochs", "dampening", "max_shift", "hflip", "max_norm",
+        "clip_norm", "holdout_fraction", "exclude_classes", "teacher", "methods", "weights",
+        "method_options", "temperature", "labelled_fraction", "label_noise", "label_noise_seed",
+        "checkpoint_every", "eval_every", "init",
+    )  # fmt: skip
+
     model: ModelConfig
     data: DataConfig
     loop: LoopConfig

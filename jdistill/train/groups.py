@@ -232,10 +232,11 @@ class Grouped:
     groups whose defaults depend on other values (a method's published optimizer)."""
 
     FORMER_NAMES: ClassVar[Mapping[str, str | tuple[str, ...]]] = {}
+    POSITIONAL: ClassVar[tuple[str, ...]] = ()  # flat names of positional arguments (default: the fields)
 
     def __init__(self, *args, **values):
         cls = type(self)
-        names = [f.name for f in dataclasses.fields(cls)]
+        names = list(cls.POSITIONAL) or [f.name for f in dataclasses.fields(cls)]
         if len(args) > len(names):
             raise TypeError(f"{cls.__name__} takes at most {len(names)} positional arguments")
         for name, value in zip(names, args):

@@ -112,6 +112,10 @@ class RunDir:
         """The configuration of a teacher-training or distillation run."""
         return groups.from_record(RunConfig, self.config_record()["config"])
 
+    def flat_config(self, config_class=RunConfig) -> dict:
+        """The saved configuration by flat names (JSON values), whichever layout wrote it."""
+        return groups.flat_record(config_class, self.config_record()["config"])
+
     def metrics(self) -> list[dict]:
         """The lines of ``metrics.jsonl``. A last line that is not JSON (a process stopped while
         writing it) is dropped with a warning; such a line elsewhere is an error naming it."""
