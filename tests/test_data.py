@@ -528,3 +528,25 @@ def test_random_shift_under_jit_matches_eager():
     assert jitted.dtype == images.dtype
     chex.assert_trees_all_close(jitted, random_shift(key, images, 1), rtol=0, atol=0)
     _find_offsets(np.asarray(images), np.asarray(jitted), 1)
+
+
+def test_a_download_without_a_network_is_refused_at_once_in_one_line(monkeypatch):
+    """tensorflow-datasets retries an unreachable server for minutes; an unprepared data set is
+    refused before that when the download server cannot be reached."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+
+    def unprepared(name, split, download):
+        assert not download, "a download was attempted"
+        raise KeyError("splits is empty")
+
+    def unreachable(address, timeout):
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(tfds, "data_source", unprepared)
+    monkeypatch.setattr("socket.create_connection", unreachable)
+    with pytest.raises(ValueError) as error:
+        load_tfds("mnist")
+    assert str(error.value) == (
+        "mnist is not in tensorflow-datasets' cache and its download server storage.googleapis.com cannot be "
+        "reached (Name or service not known): pass --data-dir with the data set's files"
+    )

@@ -29,19 +29,53 @@ def load_digits(*, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
     return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10)
 
 
+DOWNLOAD_HOST = ("storage.googleapis.com", 443)  # tensorflow-datasets' servers (and MNIST's)
+
+
+def _check_download_reachable(name: str) -> None:
+    """Refuse at once, in one line, a download that cannot happen (no network): tensorflow-datasets
+    would otherwise retry for minutes before failing."""
+    import socket
+
+    try:
+        socket.create_connection(DOWNLOAD_HOST, timeout=5).close()
+    except OSError as error:
+        raise ValueError(
+            f"{name} is not in tensorflow-datasets' cache and its download server {DOWNLOAD_HOST[0]} cannot "
+            f"be reached ({error.strerror or error}): pass --data-dir with the data set's files"
+        ) from None
+
+
 def load_tfds(name: str) -> Dataset:
     """A tensorflow-datasets image-classification set with ``image`` and ``label`` features,
-    read through ``tfds.data_source`` (no TensorFlow needed). Downloads on first use."""
+    read through ``tfds.data_source`` (no TensorFlow needed). Downloads on first use (refused at
+    once when the download server cannot be reached)."""
     import tensorflow_datasets as tfds
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.ERROR)  # not tfds' notes on its cache folders
+
+    def sources(download: bool) -> dict:
+        return {split: tfds.data_source(name, split=split, download=download) for split in ("train", "test")}
+
+    def failure(error: Exception) -> ValueError:  # tfds raises many types: a missing name, no network, ...
+        return ValueError(
+            f"tensorflow-datasets could not provide {name!r} ({type(error).__name__}: {error}); "
+            f"pass --data-dir with the files instead"
+        )
 
     try:
         builder = tfds.builder(name)
-        splits = {split: tfds.data_source(name, split=split) for split in ("train", "test")}
-    except Exception as e:  # tfds raises many types: missing name, no network, unprepared data
-        raise ValueError(
-            f"tensorflow-datasets could not provide {name!r} ({type(e).__name__}: {e}); "
-            f"pass --data-dir with the files instead"
-        ) from e
+    except Exception as e:
+        raise failure(e) from e
+    try:
+        splits = sources(download=False)
+    except Exception:  # not prepared yet: a download, which needs the network
+        _check_download_reachable(name)
+        try:
+            splits = sources(download=True)
+        except Exception as e:
+            raise failure(e) from e
     arrays = {}
     for split, source in splits.items():
         examples = [source[i] for i in range(len(source))]
