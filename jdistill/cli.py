@@ -9,7 +9,13 @@ import time
 import warnings
 
 from jdistill.cli_games import add_run_options
-from jdistill.cli_options import DeprecatedAlias, add_config_options, given_values, print_configuration
+from jdistill.cli_options import (
+    DeprecatedAlias,
+    OneLineParser,
+    add_config_options,
+    given_values,
+    print_configuration,
+)
 
 
 def _parse_weights(items: list[str]) -> dict[str, float]:
@@ -186,7 +192,7 @@ def cmd_demo(args) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from jdistill.methods import METHODS
 
-    parser = argparse.ArgumentParser(prog="jdistill", description="Knowledge distillation in JAX/Flax.")
+    parser = OneLineParser(prog="jdistill", description="Knowledge distillation in JAX/Flax.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser(

@@ -53,6 +53,17 @@ def _shown(value) -> str:
     return "none" if value is None else str(value)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line (not the usage block, then the error) and that
+    takes no abbreviations of option names (a misspelt option is an error, not another option)."""
+
+    def __init__(self, *args, allow_abbrev: bool = False, **kwargs):
+        super().__init__(*args, allow_abbrev=allow_abbrev, **kwargs)
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 class DeprecatedAlias(argparse.Action):
     """An old option name: stores into the new option's destination and warns in one line."""
 

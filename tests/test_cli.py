@@ -376,3 +376,23 @@ def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, ca
     assert np.isfinite(metrics[-1]["train/loss/at"]) and metrics[-1]["train/loss/at"] > 0
     with pytest.raises(SystemExit, match="--method-option expects METHOD.FIELD=VALUE"):
         main([*distill, "--method", "at", "--method-option", "layers=conv1", "--out", str(tmp_path / "x")])
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (
+            ["train-teacher", "--model", "m", "--dataset", "digits", "--epochs", "x", "--out", "o"],
+            "jdistill train-teacher: error: argument --epochs: invalid int value: 'x' "
+            "(see jdistill train-teacher --help)",
+        ),
+        (
+            ["train-teacher", "--model", "m", "--dataset", "digits", "--epochs", "1", "--learning-rat", "1"],
+            "jdistill: error: unrecognized arguments: --learning-rat 1 (see jdistill --help)",
+        ),
+    ],
+)
+def test_a_parse_error_is_one_line_and_a_misspelt_option_is_not_taken_for_another(argv, line, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2 and capsys.readouterr().err == line + "\n"
