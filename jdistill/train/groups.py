@@ -15,6 +15,7 @@ Each field carries its command-line help in its metadata (:func:`option`).
 """
 
 import dataclasses
+import functools
 import json
 import typing
 import warnings
@@ -57,8 +58,17 @@ class Leaf:
     group: str | None  # the group's field name (None for a top-level field)
 
 
-def leaves(cls) -> Iterator[Leaf]:
+def leaves(cls) -> tuple[Leaf, ...]:
     """The leaves of the configuration class ``cls``, in declaration order."""
+    return _leaves(cls)
+
+
+@functools.cache
+def _leaves(cls) -> tuple[Leaf, ...]:
+    return tuple(_walk(cls))
+
+
+def _walk(cls) -> Iterator[Leaf]:
     types = field_types(cls)
     for field in dataclasses.fields(cls):
         kind = types[field.name]
@@ -75,8 +85,9 @@ def leaves(cls) -> Iterator[Leaf]:
             yield Leaf(field.name, (field.name,), field, kind, None)
 
 
+@functools.cache
 def leaf_map(cls) -> dict[str, Leaf]:
-    """``{flat name: leaf}``; a name used twice is a defect of ``cls``."""
+    """``{flat name: leaf}`` (do not modify it); a name used twice is a defect of ``cls``."""
     mapped = {}
     for leaf in leaves(cls):
         if leaf.flat in mapped:
