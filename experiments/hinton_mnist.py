@@ -17,28 +17,33 @@ Errors are counts out of the 10,000 test images.
         # every run (teacher included) trains without 10,000 training images and is evaluated on
         # them: for choosing hyperparameters without the test set
 
-Without ``--data-dir`` MNIST comes through tensorflow-datasets. Every run is a run directory
-under ``--out``: re-running the command resumes an interrupted run from its last checkpoint and
-skips finished ones. Writes ``table.md``, ``results.json``, ``temperature.png`` and
-``learning_curves.png`` to ``--out``.
+``--schedule smoke`` (teacher 2 epochs, students 1, on all the data) and ``--smoke`` (the runner's:
+a few hundred images, one epoch, one seed) test the pipeline. Without ``--data-dir`` MNIST comes
+through tensorflow-datasets. Runs ``teacher``, ``alone/seed{s}``, ``kd_T{T}/seed{s}``,
+``kd_T20_no3/seed{s}``; ``results.json`` keeps every run's summary with its ``errors`` (and the
+omitted-3s study's numbers); the paper's numbers are in ``hinton_mnist.paper.json``. Writes
+``table.md``, ``results.json``, ``temperature.png`` and ``learning_curves.png`` to ``--out``.
 """
 
-import argparse
 import dataclasses
-import json
 import pathlib
 
 import jax
 import numpy as np
 
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main, paper_numbers
 from jdistill.presets import HINTON_2012 as HINTON_2012_PRESET
 from jdistill.report import evaluated, markdown_table
-from jdistill.train import RunConfig, RunDir, fit, load_teacher, teacher_forward
+from jdistill.train import RunConfig, RunDir, load_teacher, teacher_forward
 
-PAPER = {"teacher": 67, "alone": 146, "kd": 74, "omitted": 206, "omitted_threes": 133, "shifted": 109}
 THREE = 3
 HOLDOUT = 1 / 6  # of the 60,000 training images: 10,000 for --validate
+OMITTED = "kd_T20_no3"
+ROWS = {  # the table's: row -> label
+    "teacher": "teacher 784-1200-1200-10 (dropout, max-norm, jitter)",
+    "alone": "student 784-800-800-10, hard labels only",
+    "kd_T20": "student 784-800-800-10, soft targets T = 20",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,65 +67,45 @@ SCHEDULES = {
 }
 
 
-def held_out_options(data_dir: str | None, teacher_epochs: int) -> argparse.Namespace:
-    """This script's options with the table's recipe and ``--validate``: for studies that train
-    every run without the 10,000 held-out images (hinton_transfer.py, hinton_student_recipe.py)."""
-    return argparse.Namespace(
-        data_dir=data_dir,
-        validate=True,
-        teacher_epochs=teacher_epochs,
-        student_lr=0.1,
-        kd_lr=0.1,
-        hard_weight=0.1,
-        kd_warmup_epochs=None,
-        clip_norm=None,
-        transfer_jitter=0,
-    )
-
-
-def teacher_config(args, schedule: Schedule) -> RunConfig:
-    default = RunConfig(
-        model="mlp1200",
-        dataset="mnist",
-        data_dir=args.data_dir,
-        epochs=args.teacher_epochs or schedule.teacher_epochs,
-        learning_rate=0.1,
-        max_shift=2,
-        max_norm=4.0,
-        holdout_fraction=HOLDOUT if args.validate else 0.0,
-        eval_every=schedule.eval_every,
-    )
+# fmt: off
+def teacher_config(data_dir, schedule: Schedule, epochs: int | None = None) -> RunConfig:
+    default = RunConfig(model="mlp1200", dataset="mnist", data_dir=data_dir, learning_rate=0.1, max_shift=2,
+                        epochs=epochs or schedule.teacher_epochs, max_norm=4.0,
+                        eval_every=schedule.eval_every)
     return default.replace(**dict(schedule.teacher_recipe))
 
 
-def student_config(args, schedule: Schedule, seed: int) -> RunConfig:
-    return RunConfig(
-        model="mlp800",
-        dataset="mnist",
-        data_dir=args.data_dir,
-        epochs=schedule.student_epochs,
-        seed=seed,
-        learning_rate=args.student_lr,
-        holdout_fraction=HOLDOUT if args.validate else 0.0,
-        eval_every=schedule.eval_every,
-    )
+def student_config(data_dir, schedule: Schedule, seed: int, lr: float = 0.1) -> RunConfig:
+    return RunConfig(model="mlp800", dataset="mnist", data_dir=data_dir, epochs=schedule.student_epochs,
+                     seed=seed, learning_rate=lr, eval_every=schedule.eval_every)
 
 
-def distilled_config(args, schedule: Schedule, teacher_dir, seed: int, temperature: float) -> RunConfig:
-    return student_config(args, schedule, seed).replace(
-        teacher=str(pathlib.Path(teacher_dir).absolute()),
-        methods=("ce", "kd"),
-        weights={"ce": args.hard_weight, "kd": 1.0 - args.hard_weight},
-        temperature=temperature,
-        learning_rate=args.kd_lr,
-        warmup_epochs=schedule.kd_warmup_epochs if args.kd_warmup_epochs is None else args.kd_warmup_epochs,
-        clip_norm=schedule.clip_norm if args.clip_norm is None else (args.clip_norm or None),
-        max_shift=args.transfer_jitter,
-    )
+def distilled_config(data_dir, schedule: Schedule, teacher_dir, seed: int, temperature: float, *,
+                     hard_weight=0.1, lr=0.1, warmup_epochs=None, clip_norm=None, jitter=0) -> RunConfig:
+    """The table's distilled student; ``warmup_epochs``, ``clip_norm`` None: the schedule's (clip 0: none)."""
+    return student_config(data_dir, schedule, seed).replace(
+        teacher=str(pathlib.Path(teacher_dir).absolute()), methods=("ce", "kd"), temperature=temperature,
+        weights={"ce": hard_weight, "kd": 1.0 - hard_weight}, learning_rate=lr, max_shift=jitter,
+        warmup_epochs=schedule.kd_warmup_epochs if warmup_epochs is None else warmup_epochs,
+        clip_norm=schedule.clip_norm if clip_norm is None else (clip_norm or None))
+# fmt: on
 
 
-def errors(summary: dict, num_test: int) -> int:
-    return round((1.0 - evaluated(summary)) * num_test)
+def runs(options):
+    a, data_dir, teacher = options.args, options.data_dir, options.out / "teacher"
+    schedule = SCHEDULES[a.schedule]
+    kd = dict(hard_weight=a.hard_weight, lr=a.kd_lr, warmup_epochs=a.kd_warmup_epochs, clip_norm=a.clip_norm,
+              jitter=a.transfer_jitter)  # fmt: skip
+    yield Run("teacher", teacher_config(data_dir, schedule, a.teacher_epochs), "teacher")
+    for s in options.seeds:
+        yield Run(f"alone/seed{s}", student_config(data_dir, schedule, s, a.student_lr), "alone")
+    for t in sorted(set(a.temperatures) | {20.0}):  # the other temperatures: --sweep-seeds seeds
+        for s in options.seeds if t == 20.0 else range(a.sweep_seeds)[: 1 if options.smoke else None]:
+            config = distilled_config(data_dir, schedule, teacher, s, t, **kd)
+            yield Run(f"kd_T{t:g}/seed{s}", config, f"kd_T{t:g}")
+    for s in options.seeds:
+        config = distilled_config(data_dir, schedule, teacher, s, 20.0, **kd)
+        yield Run(f"{OMITTED}/seed{s}", config.replace(exclude_classes=(THREE,)), OMITTED)
 
 
 def predict_logits(run_dir, dataset, *image_sets: np.ndarray, batch: int = 1000) -> list[np.ndarray]:
@@ -147,15 +132,24 @@ def bias_shift_study(run_dir, dataset, x_test, y_test) -> dict:
 
     train_logits, test_logits = predict_logits(run_dir, dataset, dataset.x_train, x_test)
     shift = float(shifts[np.argmin([count_errors(train_logits, dataset.y_train, s)[0] for s in shifts])])
-    before, before_threes = count_errors(test_logits, y_test, 0.0)
-    after, after_threes = count_errors(test_logits, y_test, shift)
-    return {
-        "errors": before,
-        "errors_on_threes": before_threes,
-        "bias_shift": shift,
-        "errors_after_shift": after,
-        "errors_on_threes_after_shift": after_threes,
-    }
+    (before, on_threes), (after, after_on_threes) = [count_errors(test_logits, y_test, s) for s in (0, shift)]
+    return {"errors": before, "errors_on_threes": on_threes, "bias_shift": shift,
+            "errors_after_shift": after, "errors_on_threes_after_shift": after_on_threes}  # fmt: skip
+
+
+def evaluation(run_dir, options):
+    """The images ``run_dir`` is evaluated on: its held-out part of the training set, or the test set."""
+    holdout = RunDir(run_dir).config().data.holdout_fraction
+    return options.dataset.holdout(holdout) if holdout else options.dataset
+
+
+def measure(run_dir, options) -> dict:
+    """A run's errors (a count); the omitted-3s students' bias-shift study."""
+    data = evaluation(run_dir, options)
+    measured = {"errors": round((1.0 - evaluated(RunDir(run_dir).summary())) * len(data.y_test))}
+    if run_dir.parent.name == OMITTED:
+        measured |= bias_shift_study(run_dir, options.dataset, data.x_test, data.y_test)
+    return measured
 
 
 def spread(values) -> str:
@@ -163,241 +157,106 @@ def spread(values) -> str:
     return f"{values.mean():.1f} +- {values.std():.1f}" if len(values) > 1 else f"{values[0]:.0f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files; default: tensorflow-datasets")
-    parser.add_argument("--out", default="runs/hinton_mnist")
-    parser.add_argument("--schedule", choices=sorted(SCHEDULES), default="default")
-    parser.add_argument(
-        "--validate", action="store_true", help="evaluate students on 10k held-out training images"
-    )
-    parser.add_argument("--seeds", type=int, default=3, help="seeds of each student row")
-    parser.add_argument(
-        "--sweep-seeds",
-        type=int,
-        default=1,
-        help="seeds of each other temperature of the sweep (0: no sweep)",
-    )
-    parser.add_argument("--temperatures", default="1,2,4,8,20", help="the sweep (20 is the table's row)")
-    parser.add_argument("--student-lr", type=float, default=0.1, help="learning rate of the student alone")
-    parser.add_argument(
-        "--kd-lr",
-        type=float,
-        default=0.1,
-        help="learning rate of the distilled student, reached after the warm-up",
-    )
-    parser.add_argument(
-        "--kd-warmup-epochs",
-        type=int,
-        default=None,
-        help="override the schedule's linear warm-up of the distilled students' learning rate (none)",
-    )
-    parser.add_argument(
-        "--clip-norm",
-        type=float,
-        default=None,
-        help="override the schedule's global gradient-norm clipping of the distilled students "
-        "(1.0; without clipping or a warm-up lr 0.1 diverges at T = 20; 0: no clipping)",
-    )
-    parser.add_argument(
-        "--hard-weight",
-        type=float,
-        default=0.1,
-        help="weight of the hard-label term; soft targets get 1 - it",
-    )
-    parser.add_argument(
-        "--transfer-jitter",
-        type=int,
-        default=0,
-        help="translate the distilled students' transfer images by up to this many pixels (the "
-        "teacher's soft targets then come from the translated image)",
-    )
-    parser.add_argument("--teacher-epochs", type=int, default=None, help="override the schedule's")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args()
-    schedule = SCHEDULES[args.schedule]
-    temperatures = [float(t) for t in args.temperatures.split(",")]
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-
-    dataset = load_dataset("mnist", args.data_dir)
-    evaluation = dataset.holdout(HOLDOUT) if args.validate else dataset
-    num_test = len(evaluation.y_test)
-
-    def run(config: RunConfig, name: str) -> dict:
-        return fit(config, out / name, dataset=dataset, progress=not args.quiet, label=name)
-
-    teacher_dir = out / "teacher"
-    teacher = run(teacher_config(args, schedule), "teacher")
-
-    alone = [run(student_config(args, schedule, s), f"alone/seed{s}") for s in range(args.seeds)]
-    sweep = {}
-    for t in sorted(set(temperatures) | {20.0}):
-        seeds = args.seeds if t == 20.0 else args.sweep_seeds
-        if seeds == 0:
-            continue
-        sweep[t] = [
-            run(distilled_config(args, schedule, teacher_dir, s, t), f"kd_T{t:g}/seed{s}")
-            for s in range(seeds)
-        ]
-    omitted_dirs = [f"kd_T20_no3/seed{s}" for s in range(args.seeds)]
-    for s, name in enumerate(omitted_dirs):
-        run(
-            distilled_config(args, schedule, teacher_dir, s, 20.0).replace(exclude_classes=(THREE,)),
-            name,
-        )
-    omitted = [
-        bias_shift_study(out / name, dataset, evaluation.x_test, evaluation.y_test) for name in omitted_dirs
-    ]
-
-    results = {
-        "schedule": dataclasses.asdict(schedule),
-        "validate": args.validate,
-        "evaluated_on": f"{num_test} {'held-out training' if args.validate else 'test'} images",
-        "teacher": errors(teacher, num_test),
-        "alone": [errors(r, num_test) for r in alone],
-        "kd_by_temperature": {f"{t:g}": [errors(r, num_test) for r in rs] for t, rs in sweep.items()},
-        "omitted_threes": omitted,
-        "train_seconds": round(
-            sum(json.loads(p.read_text())["train_seconds"] for p in out.glob("**/summary.json")), 1
-        ),
-    }
-    kd = results["kd_by_temperature"]["20"]
-    gap = np.mean(results["alone"]) - results["teacher"]  # None below: the student alone is as good
-    results["gap_closed"] = float((np.mean(results["alone"]) - np.mean(kd)) / gap) if gap > 0 else None
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    table = render(results)
-    (out / "table.md").write_text(table)
-    plot_temperature(results, out / "temperature.png")
-    plot_curves(out, args.seeds, num_test, out / "learning_curves.png")
-    print(table)
+def numbers(results, options):
+    """Errors by row and the sweep's by temperature, what they are out of, the gap closed (None: the student
+    alone is as good as the teacher)."""
+    errors = {row: [s["errors"] for s in summaries] for row, summaries in results.items()}
+    sweep = {row[4:]: e for row, e in errors.items() if row.startswith("kd_T") and row != OMITTED}
+    count = len(evaluation(options.out / "teacher", options).y_test)
+    out_of = f"{count} {'held-out training' if options.validate else 'test'} images"
+    gap = np.mean(errors["alone"]) - errors["teacher"][0]
+    closed = float((np.mean(errors["alone"]) - np.mean(errors["kd_T20"])) / gap) if gap > 0 else None
+    return errors, sweep, count, out_of, closed
 
 
-def render(results: dict) -> str:
-    def diff(value, paper):
-        return f"{value - paper:+.1f}"
-
-    alone, kd = results["alone"], results["kd_by_temperature"]["20"]
-    rows = [
-        [
-            "teacher 784-1200-1200-10 (dropout, max-norm, jitter)",
-            results["teacher"],
-            1,
-            PAPER["teacher"],
-            diff(results["teacher"], PAPER["teacher"]),
-        ],
-        [
-            "student 784-800-800-10, hard labels only",
-            spread(alone),
-            len(alone),
-            PAPER["alone"],
-            diff(np.mean(alone), PAPER["alone"]),
-        ],
-        [
-            "student 784-800-800-10, soft targets T = 20",
-            spread(kd),
-            len(kd),
-            PAPER["kd"],
-            diff(np.mean(kd), PAPER["kd"]),
-        ],
-    ]
-    text = f"Test errors out of {results['evaluated_on']} (mean +- std over seeds).\n\n"
+def table(results, options) -> str:
+    paper, (errors, sweep, _, out_of, closed) = paper_numbers(__file__), numbers(results, options)
+    rows = [[label, spread(e), len(e), paper[row], f"{np.mean(e) - paper[row]:+.1f}"]
+            for row, label in ROWS.items() for e in [errors[row]]]  # fmt: skip
+    text = f"Test errors out of {out_of} (mean +- std over seeds).\n\n"
     text += markdown_table(["net", "errors", "seeds", "paper", "difference"], rows)
-    if results["gap_closed"] is not None:
-        text += (
-            f"\nGap between the student alone and the teacher closed by distillation: "
-            f"{100 * results['gap_closed']:.0f} % (paper: 91 %).\n"
-        )
+    if closed is not None:
+        text += (f"\nGap between the student alone and the teacher closed by distillation: "
+                 f"{100 * closed:.0f} % (paper: {paper['gap_closed_percent']} %).\n")  # fmt: skip
     text += "\nTemperature sweep (soft targets + hard labels):\n\n"
-    text += markdown_table(
-        ["T", "errors", "seeds"],
-        [[t, spread(v), len(v)] for t, v in results["kd_by_temperature"].items()],
-    )
-    om = results["omitted_threes"]
-    mean = lambda key: spread([o[key] for o in om])
+    text += markdown_table(["T", "errors", "seeds"], [[t, spread(v), len(v)] for t, v in sweep.items()])
+    ref, mean = paper[OMITTED], lambda key: spread([o[key] for o in results[OMITTED]])
     text += "\nOmitted 3s: the student distils at T = 20 from a transfer set with no 3 in it.\n\n"
-    text += markdown_table(
-        ["", "errors", "errors on test 3s", "paper"],
-        [
-            [
-                "as trained",
-                mean("errors"),
-                mean("errors_on_threes"),
-                f"{PAPER['omitted']} ({PAPER['omitted_threes']} on 3s)",
-            ],
-            [
-                f"class-3 bias + {mean('bias_shift')} (chosen on the training set)",
-                mean("errors_after_shift"),
-                mean("errors_on_threes_after_shift"),
-                f"{PAPER['shifted']} (bias + 3.5)",
-            ],
-        ],
-    )
-    return text + f"\nTraining time of all runs: {results['train_seconds'] / 60:.1f} min.\n"
+    text += markdown_table(["", "errors", "errors on test 3s", "paper"], [
+        ["as trained", mean("errors"), mean("errors_on_threes"),
+         f"{ref['errors']} ({ref['errors_on_threes']} on 3s)"],
+        [f"class-3 bias + {mean('bias_shift')} (chosen on the training set)", mean("errors_after_shift"),
+         mean("errors_on_threes_after_shift"), f"{ref['errors_after_shift']} (bias + {ref['bias_shift']})"]],
+    )  # fmt: skip
+    seconds = sum(s["train_seconds"] for summaries in results.values() for s in summaries)
+    return text + f"\nTraining time of all runs: {seconds / 60:.1f} min.\n"
 
 
-def plot_temperature(results: dict, path) -> None:
+def plots(results, options) -> None:
+    """``temperature.png`` (errors against T) and ``learning_curves.png`` (the table's three rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    temps = sorted(results["kd_by_temperature"], key=float)
-    values = [np.asarray(results["kd_by_temperature"][t], np.float64) for t in temps]
+    errors, sweep, count, out_of, _ = numbers(results, options)
+    temps, values = [float(t) for t in sweep], [np.asarray(v, np.float64) for v in sweep.values()]
     fig, ax = plt.subplots(figsize=(6.5, 4))
-    ax.errorbar(
-        [float(t) for t in temps],
-        [v.mean() for v in values],
-        yerr=[v.std() for v in values],
-        marker="o",
-        capsize=3,
-        label="student, soft targets + hard labels",
-    )
-    ax.axhline(np.mean(results["alone"]), color="tab:red", ls="--", label="student, hard labels only")
-    ax.axhline(results["teacher"], color="k", ls="--", label="teacher")
-    ax.set_xscale("log")
-    ax.set_xticks([float(t) for t in temps], temps)
-    ax.set_xlabel("temperature T")
-    ax.set_ylabel(f"errors out of {results['evaluated_on']}")
-    ax.set_title("Hinton et al. 2015 on MNIST: test errors against temperature")
+    ax.errorbar(temps, [v.mean() for v in values], yerr=[v.std() for v in values], marker="o", capsize=3,
+                label="student, soft targets + hard labels")  # fmt: skip
+    ax.axhline(np.mean(errors["alone"]), color="tab:red", ls="--", label="student, hard labels only")
+    ax.axhline(errors["teacher"][0], color="k", ls="--", label="teacher")
+    ax.set(xscale="log", xlabel="temperature T", ylabel=f"errors out of {out_of}",
+           title="Hinton et al. 2015 on MNIST: test errors against temperature")  # fmt: skip
+    ax.set_xticks(temps, list(sweep))
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(options.out / "temperature.png", dpi=120)
     plt.close(fig)
 
-
-def plot_curves(out: pathlib.Path, seeds: int, num_test: int, path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = {
-        "teacher": ["teacher"],
-        "student, hard labels only": [f"alone/seed{s}" for s in range(seeds)],
-        "student, soft targets T = 20": [f"kd_T20/seed{s}" for s in range(seeds)],
-    }
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, names in groups.items():
-        curves = [
-            [m for m in RunDir(out / n).metrics() if {"test/accuracy", "val/accuracy"} & set(m)]
-            for n in names
-        ]
+    for row, label in ROWS.items():
+        logs = [RunDir(options.out / s["run"]).metrics() for s in results[row]]
+        curves = [[m for m in metrics if {"test/accuracy", "val/accuracy"} & set(m)] for metrics in logs]
         epochs = [m["epoch"] for m in curves[0]]
-        errs = np.array([[(1 - evaluated(m)) * num_test for m in c] for c in curves])
-        ax.plot(epochs, errs.mean(0), label=f"{label} (n={len(names)})")
+        errs = np.array([[(1 - evaluated(m)) * count for m in c] for c in curves])
+        ax.plot(epochs, errs.mean(0), label=f"{label.split(' (')[0]} (n={len(curves)})")
         ax.fill_between(epochs, errs.min(0), errs.max(0), alpha=0.2)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test errors")
+    ax.set(xscale="log", yscale="log", xlabel="epoch", ylabel=f"errors out of {out_of}")
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(options.out / "learning_curves.png", dpi=120)
     plt.close(fig)
 
 
+def temperatures(text: str) -> list[float]:
+    return [float(t) for t in text.split(",")]
+
+
+# fmt: off
+def add_options(parser) -> None:
+    add = parser.add_argument
+    add("--schedule", choices=sorted(SCHEDULES), default="default", help="epochs (smoke: 2 and 1)")
+    add("--sweep-seeds", type=int, default=1, help="seeds of each other temperature in the sweep (0: none)")
+    add("--temperatures", type=temperatures, default="1,2,4,8,20", help="the sweep (20 is the table's row)")
+    add("--student-lr", type=float, default=0.1, help="learning rate of the student alone")
+    add("--kd-lr", type=float, default=0.1, help="learning rate of the distilled student, after the warm-up")
+    add("--kd-warmup-epochs", type=int, default=None,
+        help="override the schedule's linear warm-up of the distilled students' learning rate (none)")
+    add("--clip-norm", type=float, default=None, help="override the schedule's global gradient-norm "
+        "clipping of the distilled students (1.0; without clipping or a warm-up lr 0.1 diverges at T = 20; "
+        "0: none)")
+    add("--hard-weight", type=float, default=0.1, help="weight of the hard-label term; soft targets: 1 - it")
+    add("--transfer-jitter", type=int, default=0, help="translate the distilled students' transfer images "
+        "by up to this many pixels (the teacher's soft targets then come from the translated image)")
+    add("--teacher-epochs", type=int, default=None, help="override the schedule's")
+
+
+EXPERIMENT = Experiment(doc=__doc__, dataset="mnist", runs=runs, table=table, plots=plots, measure=measure,
+                        add_options=add_options, holdout_fraction=HOLDOUT, default_out="runs/hinton_mnist")
+# fmt: on
+
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

@@ -13,103 +13,100 @@ errors). Without it a held-out teacher of ``--teacher-epochs`` is trained first.
         --teacher-dir runs/hinton_mnist/teacher --out runs/hinton_student_recipe
         # 18 students of 30 epochs: 12 min of training on 2 CPU cores
 
-Writes ``table.md`` and ``results.json`` to ``--out``.
+Runs ``{arm}/seed{s}``: ``base`` and ``hard05`` over ``--seeds`` seeds (2), the other arms over the first.
+Writes ``table.md`` and ``results.json`` (each student's summary with its held-out ``errors``) to ``--out``.
 """
 
-import argparse
 import dataclasses
-import importlib.util
-import json
 import pathlib
+import runpy
+from types import SimpleNamespace
 
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main
 from jdistill.report import markdown_table, mean_std
-from jdistill.train import RunDir, fit
+from jdistill.train import RunDir
 
-_spec = importlib.util.spec_from_file_location(
-    "hinton_mnist", pathlib.Path(__file__).with_name("hinton_mnist.py")
-)
-hinton = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hinton)
+hinton = SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_name("hinton_mnist.py"))))
 
-ALONE = "alone"  # an arm whose name starts so trains without the teacher
-# name: (description, changes to the table's recipe (alone or distilled), seeds)
+# name: (description, changes to the table's recipe, over every seed or the first); "alone...": no teacher
 ARMS = {
-    "alone": ("alone (hard labels)", {}, (0,)),
-    "alone_torch_init": ("alone, PyTorch init", {"init": "torch"}, (0,)),
-    "base": ("KD: the table's recipe (0.1 CE + 0.9 T^2 KL, T = 20, lr 0.1, clip 1)", {}, (0, 1)),
-    "soft_only": ("soft targets only", {"methods": ("kd",), "weights": {"kd": 1.0}}, (0,)),
-    "T4": ("T = 4", {"temperature": 4.0}, (0,)),
-    "hard03": ("hard weight 0.3", {"weights": {"ce": 0.3, "kd": 0.7}}, (0,)),
-    "hard05": ("hard weight 0.5", {"weights": {"ce": 0.5, "kd": 0.5}}, (0, 1)),
-    "hard07": ("hard weight 0.7", {"weights": {"ce": 0.7, "kd": 0.3}}, (0,)),
-    "hard05_T4": ("hard weight 0.5, T = 4", {"weights": {"ce": 0.5, "kd": 0.5}, "temperature": 4.0}, (0,)),
-    "lr001_noclip": ("lr 0.01, no clipping", {"learning_rate": 0.01, "clip_norm": None}, (0,)),
-    "lr03": ("lr 0.3", {"learning_rate": 0.3}, (0,)),
-    "lr1": ("lr 1.0", {"learning_rate": 1.0}, (0,)),
-    "clip5": ("clipping at 5", {"clip_norm": 5.0}, (0,)),
-    "adam": (
-        "Adam 1e-3, no clipping",
-        {"optimizer": "adam", "learning_rate": 1e-3, "clip_norm": None, "nesterov": False},
-        (0,),
-    ),
-    "b100_lr003": ("batch 100, lr 0.03", {"batch_size": 100, "learning_rate": 0.03}, (0,)),
-    "torch_init": ("PyTorch init", {"init": "torch"}, (0,)),
-}
+    "alone": ("alone (hard labels)", {}, False),
+    "alone_torch_init": ("alone, PyTorch init", {"init": "torch"}, False),
+    "base": ("KD: the table's recipe (0.1 CE + 0.9 T^2 KL, T = 20, lr 0.1, clip 1)", {}, True),
+    "soft_only": ("soft targets only", {"methods": ("kd",), "weights": {"kd": 1.0}}, False),
+    "T4": ("T = 4", {"temperature": 4.0}, False),
+    "hard03": ("hard weight 0.3", {"weights": {"ce": 0.3, "kd": 0.7}}, False),
+    "hard05": ("hard weight 0.5", {"weights": {"ce": 0.5, "kd": 0.5}}, True),
+    "hard07": ("hard weight 0.7", {"weights": {"ce": 0.7, "kd": 0.3}}, False),
+    "hard05_T4": ("hard weight 0.5, T = 4", {"weights": {"ce": 0.5, "kd": 0.5}, "temperature": 4.0}, False),
+    "lr001_noclip": ("lr 0.01, no clipping", {"learning_rate": 0.01, "clip_norm": None}, False),
+    "lr03": ("lr 0.3", {"learning_rate": 0.3}, False),
+    "lr1": ("lr 1.0", {"learning_rate": 1.0}, False),
+    "clip5": ("clipping at 5", {"clip_norm": 5.0}, False),
+    "adam": ("Adam 1e-3, no clipping",
+             {"optimizer": "adam", "learning_rate": 1e-3, "clip_norm": None, "nesterov": False}, False),
+    "b100_lr003": ("batch 100, lr 0.03", {"batch_size": 100, "learning_rate": 0.03}, False),
+    "torch_init": ("PyTorch init", {"init": "torch"}, False),
+}  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files; default: tensorflow-datasets")
-    parser.add_argument("--out", default="runs/hinton_student_recipe")
+def teacher_dir(options) -> pathlib.Path:
+    return pathlib.Path(options.args.teacher_dir or options.out / "teacher").absolute()
+
+
+def runs(options):
+    a, data_dir, held_out = options.args, options.data_dir, {"holdout_fraction": hinton.HOLDOUT}
+    schedule = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=a.student_epochs)
+    if a.teacher_dir is None:
+        yield Run("teacher", hinton.teacher_config(data_dir, schedule, a.teacher_epochs).replace(**held_out))
+    unknown = [name for name in a.arms.split(",") if name not in ARMS]
+    if unknown:
+        raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
+    for name in a.arms.split(","):
+        _, changes, every_seed = ARMS[name]
+        for s in options.seeds if every_seed else options.seeds[:1]:
+            if name.startswith("alone"):
+                base = hinton.student_config(data_dir, schedule, s)
+            else:
+                base = hinton.distilled_config(data_dir, schedule, teacher_dir(options), s, 20.0)
+            yield Run(f"{name}/seed{s}", base.replace(**held_out, **changes), name)
+
+
+def saw_held_out(teacher) -> bool:  # the images the students are evaluated on
+    return RunDir(teacher).config().data.holdout_fraction != hinton.HOLDOUT
+
+
+def measure(run_dir, options) -> dict:
+    measured = hinton.measure(run_dir, options)
+    teacher = RunDir(run_dir).config().distill.teacher
+    return measured | ({"teacher_saw_held_out": saw_held_out(teacher)} if teacher else {})
+
+
+def table(results, options) -> str:
+    held = options.dataset.holdout(hinton.HOLDOUT)
+    (logits,) = hinton.predict_logits(teacher_dir(options), options.dataset, held.x_test)
+    rows = [["teacher 784-1200-1200-10", str(int((logits.argmax(-1) != held.y_test).sum())), ""]]
+    for name, summaries in results.items():
+        errors = [s["errors"] for s in summaries]
+        rows.append([ARMS[name][0], mean_std(errors, scale=1.0, digits=1), str(errors)])
+    epochs = RunDir(options.out / next(iter(results.values()))[0]["run"]).config().loop.epochs
+    proxy = saw_held_out(teacher_dir(options))
+    return markdown_table(["student 784-800-800-10", "held-out errors", "per seed"], rows) + (
+        f"\nErrors on {len(held.y_test):,} held-out training images; students {epochs} epochs; teacher "
+        f"{teacher_dir(options)}{' trained on these images: the rows rank recipes only' if proxy else ''}.\n"
+    )
+
+
+def add_options(parser) -> None:
     parser.add_argument("--teacher-dir", default=None, help="a finished hinton_mnist.py teacher run")
     parser.add_argument("--teacher-epochs", type=int, default=600, help="without --teacher-dir")
     parser.add_argument("--student-epochs", type=int, default=30)
     parser.add_argument("--arms", default=",".join(ARMS), help="comma-separated; default: all")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args()
-    chosen = args.arms.split(",")
-    unknown = [a for a in chosen if a not in ARMS]
-    if unknown:
-        parser.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
-    out = pathlib.Path(args.out)
-    options = hinton.held_out_options(args.data_dir, args.teacher_epochs)
-    schedule = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=args.student_epochs)
-    dataset = load_dataset("mnist", args.data_dir)
-    held = dataset.holdout(hinton.HOLDOUT)
-    if args.teacher_dir is None:
-        fit(hinton.teacher_config(options, schedule), out / "teacher", dataset=dataset, label="teacher")
-    teacher_dir = pathlib.Path(args.teacher_dir or out / "teacher")
-    saw_held_out = RunDir(teacher_dir).config().data.holdout_fraction != hinton.HOLDOUT
-    (logits,) = hinton.predict_logits(teacher_dir, dataset, held.x_test)
-    teacher = int((logits.argmax(-1) != held.y_test).sum())
 
-    def errors(name: str, changes, seed: int) -> int:
-        if name.startswith(ALONE):
-            base = hinton.student_config(options, schedule, seed)
-        else:
-            base = hinton.distilled_config(options, schedule, teacher_dir, seed, 20.0)
-        config = base.replace(**changes)
-        summary = fit(
-            config, out / name / f"seed{seed}", dataset=dataset, progress=not args.quiet, label=name
-        )
-        return hinton.errors(summary, len(held.y_test))
 
-    arms = {name: [errors(name, ARMS[name][1], s) for s in ARMS[name][2]] for name in chosen}
-    rows = [["teacher 784-1200-1200-10", str(teacher), ""]]
-    rows += [[ARMS[n][0], mean_std(e, scale=1.0, digits=1), str(e)] for n, e in arms.items()]
-    table = markdown_table(["student 784-800-800-10", "held-out errors", "per seed"], rows)
-    note = (
-        f"\nErrors on {len(held.y_test):,} held-out training images; students {args.student_epochs} "
-        f"epochs; teacher {teacher_dir}"
-        + (" trained on these images: the rows rank recipes only.\n" if saw_held_out else ".\n")
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + note)
-    results = {"teacher": teacher, "teacher_saw_held_out": saw_held_out, **arms}
-    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(table + note)
-
+EXPERIMENT = Experiment(doc=__doc__, dataset="mnist", runs=runs, table=table, add_options=add_options,
+                        measure=measure, seeds=2, holdout_fraction=hinton.HOLDOUT,
+                        default_out="runs/hinton_student_recipe")  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)

@@ -14,81 +14,65 @@ teacher included.
 
 Arms, each over ``--seeds`` seeds: the student alone on clean and on translated images; the
 distilled student (``hinton_mnist.py``'s recipe: 0.1 CE + 0.9 T^2 KL, clipping 1.0) at each of
-``--temperatures`` on a clean and on a translated transfer set. Writes ``table.md`` and
-``results.json`` to ``--out``.
+``--temperatures`` on a clean and on a translated transfer set. Runs ``teacher``,
+``alone_{clean,jitterJ}/seed{s}``, ``T{T}_{clean,jitterJ}/seed{s}``. Writes ``table.md`` and
+``results.json`` (every run's summary with its held-out ``errors``) to ``--out``.
 """
 
-import argparse
 import dataclasses
-import importlib.util
-import json
 import pathlib
+import runpy
+from types import SimpleNamespace
 
-from jdistill.data import load_dataset
+from jdistill.experiment import Experiment, Run, main
 from jdistill.report import markdown_table, mean_std
-from jdistill.train import fit
+from jdistill.train import RunDir
 
-_spec = importlib.util.spec_from_file_location(
-    "hinton_mnist", pathlib.Path(__file__).with_name("hinton_mnist.py")
-)
-hinton = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(hinton)
+hinton = SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_name("hinton_mnist.py"))))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data-dir", default=None, help="MNIST IDX files; default: tensorflow-datasets")
-    parser.add_argument("--out", default="runs/hinton_transfer")
+def runs(options):
+    a, data_dir, held_out = options.args, options.data_dir, {"holdout_fraction": hinton.HOLDOUT}
+    if a.jitter < 1:
+        raise ValueError(f"--jitter must be >= 1, got {a.jitter}")
+    schedule = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=a.student_epochs)
+    teacher = hinton.teacher_config(data_dir, schedule, a.teacher_epochs)
+    yield Run("teacher", teacher.replace(**held_out), "teacher")
+    for jitter in (0, a.jitter):
+        kind = "clean" if jitter == 0 else f"jitter{jitter}"
+        for s in options.seeds:
+            config = hinton.student_config(data_dir, schedule, s).replace(max_shift=jitter, **held_out)
+            yield Run(f"alone_{kind}/seed{s}", config, f"alone, {kind}")
+        for t in a.temperatures:
+            for s in options.seeds:
+                config = hinton.distilled_config(
+                    data_dir, schedule, options.out / "teacher", s, t, jitter=jitter
+                )
+                yield Run(f"T{t:g}_{kind}/seed{s}", config.replace(**held_out), f"KD T = {t:g}, {kind}")
+
+
+def table(results, options) -> str:
+    (teacher,), *arms = ([s["errors"] for s in summaries] for summaries in results.values())
+    rows = [["teacher 784-1200-1200-10", str(teacher), ""]]
+    rows += [[name, mean_std(e, scale=1.0, digits=1), str(e)] for name, e in zip(list(results)[1:], arms)]
+    epochs = [RunDir(options.out / s[0]["run"]).config().loop.epochs for s in list(results.values())[:2]]
+    held_out = len(hinton.evaluation(options.out / "teacher", options).y_test)
+    return markdown_table(["student 784-800-800-10", "held-out errors", "per seed"], rows) + (
+        f"\nErrors on {held_out:,} held-out training images; teacher {epochs[0]} epochs, students "
+        f"{epochs[1]}, {len(options.seeds)} seed(s), translations up to {options.args.jitter} pixels.\n"
+    )
+
+
+def add_options(parser) -> None:
     parser.add_argument("--teacher-epochs", type=int, default=100)
     parser.add_argument("--student-epochs", type=int, default=60)
-    parser.add_argument("--temperatures", default="4,20")
+    parser.add_argument("--temperatures", type=hinton.temperatures, default="4,20")
     parser.add_argument("--jitter", type=int, default=2, help="largest translation in pixels")
-    parser.add_argument("--seeds", type=int, default=1)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    args = parser.parse_args()
-    if args.jitter < 1 or args.seeds < 1:
-        parser.error("--jitter and --seeds must be >= 1")
-    out = pathlib.Path(args.out)
-    options = hinton.held_out_options(args.data_dir, args.teacher_epochs)
-    schedule = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=args.student_epochs)
-    dataset = load_dataset("mnist", args.data_dir)
-    num_held_out = len(dataset.holdout(hinton.HOLDOUT).y_test)
 
-    def errors(config, name: str) -> int:
-        summary = fit(config, out / name, dataset=dataset, progress=not args.quiet, label=name)
-        return hinton.errors(summary, num_held_out)
 
-    teacher = errors(hinton.teacher_config(options, schedule), "teacher")
-    arms = {}
-    for jitter in (0, args.jitter):
-        kind = "clean" if jitter == 0 else f"jitter{jitter}"
-        arms[f"alone, {kind}"] = [
-            errors(hinton.student_config(options, schedule, s).replace(max_shift=jitter),
-                   f"alone_{kind}/seed{s}")
-            for s in range(args.seeds)
-        ]  # fmt: skip
-        for t in (float(t) for t in args.temperatures.split(",")):
-            arms[f"KD T = {t:g}, {kind}"] = [
-                errors(
-                    hinton.distilled_config(options, schedule, out / "teacher", s, t).replace(
-                        max_shift=jitter
-                    ),
-                    f"T{t:g}_{kind}/seed{s}",
-                )
-                for s in range(args.seeds)
-            ]
-    rows = [["teacher 784-1200-1200-10", str(teacher), ""]]
-    rows += [[name, mean_std(e, scale=1.0, digits=1), str(e)] for name, e in arms.items()]
-    table = markdown_table(["student 784-800-800-10", "held-out errors", "per seed"], rows)
-    note = (
-        f"\nErrors on {num_held_out:,} held-out training images; teacher {args.teacher_epochs} epochs, "
-        f"students {args.student_epochs}, {args.seeds} seed(s), translations up to {args.jitter} pixels.\n"
-    )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table + note)
-    (out / "results.json").write_text(json.dumps({"teacher": teacher, **arms}, indent=2) + "\n")
-    print(table + note)
-
+EXPERIMENT = Experiment(doc=__doc__, dataset="mnist", runs=runs, table=table, add_options=add_options,
+                        measure=hinton.measure, seeds=1, holdout_fraction=hinton.HOLDOUT,
+                        default_out="runs/hinton_transfer")  # fmt: skip
 
 if __name__ == "__main__":
-    main()
+    main(EXPERIMENT)
