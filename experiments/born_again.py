@@ -117,12 +117,13 @@ def table(results, options):
         "agreement with its teacher (%)",
     ]
     headers += ["ensemble 0..k (%)", "ensemble minus gen 0 (points)"]
-    c = RunDir(options.out / "seed0" / "gen0").config()
+    c = RunDir(options.out / "seed0" / "gen0").flat_config()
     seconds = [s["train_seconds"] for summaries in results.values() for s in summaries]
     return markdown_table(headers, rows) + (
-        f"\n{c.model.name} on {c.data.dataset}, {c.loop.epochs} epochs per generation (SGD, lr {c.optimizer.learning_rate}, cosine, "
-        f"batch {c.loop.batch_size}, weight decay {c.optimizer.weight_decay}, shift {c.data.max_shift}, flip {c.data.hflip}, label "
-        f"noise {c.data.label_noise}), {len(gen0)} seeds (one chain each): mean +- std over seeds; differences "
+        f"\n{c['model']} on {c['dataset']}, {c['epochs']} epochs per generation (SGD, lr "
+        f"{c['learning_rate']}, cosine, batch {c['batch_size']}, weight decay {c['weight_decay']}, shift "
+        f"{c['max_shift']}, flip {c['hflip']}, label noise {c['label_noise']}), {len(gen0)} seeds (one chain "
+        f"each): mean +- std over seeds; differences "
         f"paired by seed. Training time: {sum(seconds):.0f} s over {len(seconds)} runs.\n"
     )
 

@@ -196,10 +196,11 @@ def measure(run_dir, options) -> dict:
 
 def describe(config: RunConfig) -> str:
     """A teacher's recipe in a few words."""
-    optimizer = "Adam" if config.optimizer.name == "adam" else f"SGD momentum {config.optimizer.momentum}"
-    decay = f", weight decay {config.optimizer.weight_decay:g}" if config.optimizer.weight_decay else ""
+    opt = config.optimizer
+    optimizer = "Adam" if opt.name == "adam" else f"SGD momentum {opt.momentum}"
+    decay = f", weight decay {opt.weight_decay:g}" if opt.weight_decay else ""
     return (
-        f"{optimizer} {config.optimizer.learning_rate:g}{decay}, batch {config.loop.batch_size}, {config.optimizer.schedule}, "
+        f"{optimizer} {opt.learning_rate:g}{decay}, batch {config.loop.batch_size}, {opt.schedule}, "
         f"{config.loop.epochs} epochs, {config.model.init} init"
     )
 

@@ -69,7 +69,11 @@ def setting(options) -> tuple[RunConfig, int, int]:
     config = adjusted(config, EXPERIMENT, options)
     dataset = options.dataset
     dataset = dataset.holdout(config.data.holdout_fraction) if config.data.holdout_fraction else dataset
-    return config, len(dataset.hide_labels(config.data.labelled_fraction).labelled().y_train), len(dataset.y_train)
+    return (
+        config,
+        len(dataset.hide_labels(config.data.labelled_fraction).labelled().y_train),
+        len(dataset.y_train),
+    )
 
 
 def runs(options):

@@ -109,8 +109,8 @@ def table(results, options):
     )  # fmt: skip
     return (
         f"{accuracies}\n{where.capitalize()} accuracy (%), final epoch and, in parentheses, the best epoch "
-        f"(chosen on the {where} set). {config.loop.epochs} epochs, SGD lr {config.optimizer.learning_rate}, cosine, batch "
-        f"{config.loop.batch_size}; noise seed {NOISE_SEED}. Students alone: mean +- std over "
+        f"(chosen on the {where} set). {config.loop.epochs} epochs, SGD lr {config.optimizer.learning_rate}, "
+        f"cosine, batch {config.loop.batch_size}; noise seed {NOISE_SEED}. Students alone: mean +- std over "
         f"{len(options.seeds)} seeds; distilled students: {kd_seeds} seed(s); teacher: 1 seed. alpha weighs "
         f"the noisy hard labels. Training time: {sum(seconds):.0f} s over {len(seconds)} runs.\n\n"
         f"Distilled minus alone, final {where} accuracy in points, paired by seed (same initialisation and "

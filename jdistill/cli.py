@@ -38,7 +38,8 @@ def _parse_method_options(items: list[str]) -> dict[str, dict]:
         method, dot, field = key.partition(".")
         if not (sep and dot and method and field):
             raise ValueError(
-                f"--method-option expects METHOD.FIELD=VALUE (e.g. fitnet.student_layer=hidden1), got {item!r}"
+                "--method-option expects METHOD.FIELD=VALUE (e.g. fitnet.student_layer=hidden1), "
+                f"got {item!r}"
             )
         try:
             value = json.loads(value)
@@ -244,7 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--input-shape",
         default=None,
-        help="input image shape HxWxC for every model (default: 32x32x3 for the CIFAR zoo, 28x28x1 otherwise)",
+        help="input image shape HxWxC for every model (default: 32x32x3 for the CIFAR zoo, 28x28x1 "
+        "otherwise)",
     )
     p.add_argument("--features", action="store_true", help="also list each model's named features and shapes")
     p.set_defaults(func=cmd_models)

@@ -90,10 +90,7 @@ def test_smoke_runs_the_whole_table(smoke_out):
     for (summary,) in results.values():
         assert summary | json.loads((out / summary["run"] / "summary.json").read_text()) == summary
     # The teacher learns every label; the students know half of them under --smoke.
-    config = {
-        run: RunDir(out / run).flat_config()
-        for run in ("teacher", "alone/seed0")
-    }
+    config = {run: RunDir(out / run).flat_config() for run in ("teacher", "alone/seed0")}
     assert config["teacher"]["labelled_fraction"] == 1.0 and config["alone/seed0"]["labelled_fraction"] == 0.5
     # The student alone takes as many optimizer steps on the labelled images as a distilled one.
     steps = {
