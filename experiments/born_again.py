@@ -164,14 +164,11 @@ def plots(results, options):
 def preset_options(parser):
     parser.add_argument("--preset", choices=sorted(PRESETS), default="mnist", help="see the module docstring")
     parser.add_argument("--dataset", choices=("mnist", "npz", "cifar10", "cifar100"), help="the preset's")
-    parser.add_argument(
-        "--holdout", type=float, help="training fraction held out by --validate (the preset's)"
-    )
 
 
 def experiment(argv=None) -> Experiment:
-    """The experiment as the command line ``argv`` sets it: the preset (with --dataset and --holdout if
-    given) decides the data set loaded and the fraction --validate holds out, and every option's default."""
+    """The experiment as the command line ``argv`` sets it: the preset (with --dataset if given)
+    decides the data set loaded, the default of --holdout and every option's default."""
     pre = argparse.ArgumentParser(add_help=False)
     preset_options(pre)
     known = pre.parse_known_args(argv)[0]

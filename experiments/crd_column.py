@@ -23,14 +23,13 @@ keyed ``teacher->student``. Writes ``table.md``, ``results.json`` and ``accuracy
 """
 
 import argparse
-import dataclasses
 import json
 import pathlib
 
 import numpy as np
 
 from jdistill.data import Dataset, load_dataset
-from jdistill.experiment import Experiment, Run, main, paper_numbers, parser_for
+from jdistill.experiment import Experiment, Run, main, paper_numbers
 from jdistill.methods import parse_methods
 from jdistill.recipes import crd_benchmark
 from jdistill.report import evaluated, markdown_table, mean_std
@@ -96,10 +95,11 @@ def runs(options):
         if not (teacher / "summary.json").exists():
             raise ValueError(f"--teacher-dir {teacher} is not a finished run (no summary.json)")
         held_out = RunDir(teacher).config().data.holdout_fraction
-        if options.validate and held_out != args.holdout:
+        if options.validate and held_out != options.holdout_fraction:
             raise ValueError(
                 f"--teacher-dir {teacher} held out {held_out:g} of the training set, --validate "
-                f"holds out {args.holdout:g}: the teacher would have trained on the evaluation images"
+                f"holds out {options.holdout_fraction:g}: the teacher would have trained on the evaluation "
+                "images"
             )
         yield Run(str(teacher), RunDir(teacher).config(), "teacher")
     else:
@@ -148,7 +148,9 @@ def table(results, options) -> str:
         "train min / run",
     ]
     where = (
-        f"accuracy on {args.holdout:g} of the training set held out" if options.validate else "test accuracy"
+        f"accuracy on {options.holdout_fraction:g} of the training set held out"
+        if options.validate
+        else "test accuracy"
     )
     return (
         f"{args.teacher_model} -> {args.student} on {args.dataset}; student {args.epochs} epochs, batch "
@@ -195,7 +197,6 @@ def add_options(parser) -> None:
     )
     parser.add_argument("--crd-negatives", type=int, default=None, help="CRD negatives (default 16384)")
     parser.add_argument("--checkpoint-every", type=int, default=1)
-    parser.add_argument("--holdout", type=float, default=0.2, help="fraction held out by --validate")
 
 
 EXPERIMENT = Experiment(
@@ -215,5 +216,4 @@ EXPERIMENT = Experiment(
 )
 
 if __name__ == "__main__":
-    # The runner holds out the experiment's fraction: --holdout sets it.
-    main(dataclasses.replace(EXPERIMENT, holdout_fraction=parser_for(EXPERIMENT).parse_args().holdout))
+    main(EXPERIMENT)

@@ -37,7 +37,7 @@ import numpy as np
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
 from jdistill.experiment import Experiment, Run, deprecated_option, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
-from jdistill.train import RunConfig, RunDir, groups
+from jdistill.train import RunConfig, RunDir
 
 PAPER = paper_numbers(__file__)  # ../shared/reference/paper-tables.md: LeNet-5 -> LeNet-5-half on MNIST
 
@@ -185,13 +185,12 @@ def runs(options):
 
 
 def measure(run_dir, options) -> dict:
-    """A data-free run's configuration and ``[iteration, test accuracy]`` at every evaluation."""
+    """A data-free run's ``[iteration, test accuracy]`` at every evaluation."""
     if "_seed" not in run_dir.name:
         return {}
     metrics = RunDir(run_dir).metrics()
     curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
-    record = RunDir(run_dir).config_record()["config"]
-    return {"config": groups.flat_record(DataFreeConfig, record), "curve": curve}
+    return {"curve": curve}
 
 
 def describe(config: RunConfig) -> str:

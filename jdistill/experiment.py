@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from jdistill.cli_options import OneLineParser
 from jdistill.train import groups
 
 
@@ -38,6 +39,7 @@ class Options:
     quiet: bool
     args: argparse.Namespace
     dataset: Any = None
+    holdout_fraction: float = 0.0  # of the training set, held out under --validate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +100,7 @@ def deprecated_option(parser, old: str, replacement: str, **sets) -> None:
 
 def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
     """The experiment's command line: the shared options, then its own."""
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description=experiment.doc.split("\n\n")[0],
         epilog="Re-running the same command resumes interrupted runs and reads back finished ones.",
     )
@@ -128,8 +130,16 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
     parser.add_argument(
         "--validate",
         action="store_true",
-        help=f"evaluate on {experiment.holdout_fraction:.3g} of the training set, held out, instead of the "
-        "test set (for choosing anything)",
+        help="evaluate on a held-out fraction of the training set (--holdout) instead of the test set (for "
+        "choosing anything)",
+    )
+    parser.add_argument(
+        "--holdout",
+        type=float,
+        default=experiment.holdout_fraction,
+        metavar="FRACTION",
+        help=f"the fraction of the training set that --validate holds out (default "
+        f"{experiment.holdout_fraction:.3g})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     if experiment.add_options:
@@ -143,6 +153,8 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
         raise ValueError(
             f"--seeds: a count of at least 1 or distinct seeds >= 0, got {' '.join(map(str, args.seeds))}"
         )
+    if not 0 < args.holdout < 1:
+        raise ValueError(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
     return Options(
         out=pathlib.Path(args.out).absolute(),
         data_dir=args.data_dir,
@@ -151,6 +163,7 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
         validate=args.validate,
         quiet=args.quiet,
         args=args,
+        holdout_fraction=args.holdout,
     )
 
 
@@ -162,7 +175,7 @@ def adjusted(config, experiment: Experiment, options: Options):
     if options.validate:
         if "holdout_fraction" not in fields:
             raise ValueError(f"--validate: {type(config).__name__} runs cannot hold out training data")
-        changes["holdout_fraction"] = experiment.holdout_fraction
+        changes["holdout_fraction"] = options.holdout_fraction
     if not changes:
         return config
     return config.replace(**changes) if hasattr(config, "replace") else dataclasses.replace(config, **changes)
@@ -170,7 +183,7 @@ def adjusted(config, experiment: Experiment, options: Options):
 
 def training_data(experiment: Experiment, options: Options):
     """The data the runs train on: ``options.dataset`` without its held-out part under ``--validate``."""
-    return options.dataset.holdout(experiment.holdout_fraction) if options.validate else options.dataset
+    return options.dataset.holdout(options.holdout_fraction) if options.validate else options.dataset
 
 
 def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
@@ -192,7 +205,8 @@ def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
         )
         if run.row is not None:
             measured = experiment.measure(options.out / run.name, options) if experiment.measure else {}
-            results.setdefault(run.row, []).append({"run": run.name, **summary, **measured})
+            config = json.loads(json.dumps(groups.flat(run.config)))
+            results.setdefault(run.row, []).append({"run": run.name, "config": config, **summary, **measured})
     return results
 
 

@@ -1,0 +1,49 @@
+"""The experiment runner on a two-run experiment: results.json carries each run's configuration,
+--validate holds out --holdout of the training set, bad options are one line."""
+
+import json
+
+import pytest
+
+from jdistill.experiment import Experiment, Run, main
+from jdistill.train import RunConfig, RunDir
+
+
+def runs(options):
+    for seed in options.seeds:
+        yield Run(f"seed{seed}", RunConfig(model="mlp32", dataset="digits", epochs=1, seed=seed), "mlp32")
+
+
+def table(results, options):
+    return f"{len(results['mlp32'])} runs\n"
+
+
+EXPERIMENT = Experiment("A two-run experiment.", "digits", runs, table, seeds=2, holdout_fraction=0.25)
+
+
+def test_results_carry_each_runs_configuration_and_validate_holds_out_the_given_fraction(tmp_path, capsys):
+    out = tmp_path / "out"
+    results = main(EXPERIMENT, ["--out", str(out), "--validate", "--holdout", "0.3", "--quiet"])
+    assert [r["run"] for r in results["mlp32"]] == ["seed0", "seed1"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved == json.loads(json.dumps(results))
+    for seed, result in enumerate(saved["mlp32"]):
+        assert result["config"] == RunDir(out / f"seed{seed}").flat_config()
+        assert result["config"]["holdout_fraction"] == 0.3 and result["config"]["seed"] == seed
+        assert "val/accuracy" in result and "test/accuracy" not in result
+    assert (out / "table.md").read_text() == "2 runs\n"
+
+
+@pytest.mark.parametrize(
+    "argv, line",
+    [
+        (["--holdout", "1.5"], "--holdout must be a fraction in (0, 1), got 1.5"),
+        (["--seeds", "0", "0"], "--seeds: a count of at least 1 or distinct seeds >= 0, got 0 0"),
+        (["--seed", "3"], "error: unrecognized arguments: --seed 3"),
+    ],
+)
+def test_bad_options_are_one_line(argv, line, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(EXPERIMENT, ["--out", str(tmp_path / "out"), *argv])
+    message = str(exit_info.value.code) if exit_info.value.code != 2 else capsys.readouterr().err
+    assert line in message and message.strip().count("\n") == 0
