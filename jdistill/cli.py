@@ -8,13 +8,12 @@ import sys
 import time
 import warnings
 
-from jdistill.cli_games import add_run_options
+from jdistill.cli_games import add_run_options, start
 from jdistill.cli_options import (
     DeprecatedAlias,
     OneLineParser,
     add_config_options,
     given_values,
-    print_configuration,
 )
 
 
@@ -129,12 +128,8 @@ def run_config(args, command: str):
 
 
 def cmd_train(args) -> None:
-    from jdistill.train import fit
-
     config, sources = run_config(args, args.command)
-    print_configuration(args.command, config, sources)
-    summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
-    _report(args.out, summary)
+    _report(args.out, start(args, config, sources))
 
 
 def _report(out: str, summary: dict) -> None:

@@ -48,18 +48,25 @@ def command(
 
 
 def play(config_class):
-    """The command that builds ``config_class`` from the options given, prints its effective
-    configuration, plays it and prints the summary."""
+    """The command that builds ``config_class`` from the options given, plays it
+    (:func:`start`) and prints the summary."""
 
     def command(args) -> None:
-        from jdistill.train import fit
-
         config = config_class(**given_values(args, config_class))
-        print_configuration(args.command, config, {})
-        summary = fit(config, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(start(args, config, {}), indent=2))
 
     return command
+
+
+def start(args, config, sources: dict) -> dict:
+    """Build ``config``'s game (what cannot start, such as an unknown model, unreadable data or a
+    teacher of other data, fails here in one line, before anything is printed or written), print
+    the effective configuration, and play it into ``--out``; the summary."""
+    from jdistill.train import fit
+
+    game = config.build()
+    print_configuration(args.command, config, sources)
+    return fit(game, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
 
 
 DATA_FREE_HELP = {

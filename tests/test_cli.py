@@ -83,6 +83,7 @@ def test_init_option_reaches_the_run_configuration(monkeypatch, capsys):
     """``--init torch`` becomes ``RunConfig.init`` (PyTorch's initialisation); the default is Flax's."""
     played = []
     monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    monkeypatch.setattr("jdistill.train.RunConfig.build", lambda config, dataset=None: config)
     command = ["train-teacher", "--model", "mlp32", "--dataset", "digits", "--epochs", "1", "--out", "o"]
     main([*command, "--init", "torch"])
     main(command)
@@ -91,6 +92,7 @@ def test_init_option_reaches_the_run_configuration(monkeypatch, capsys):
 
 def test_every_run_prints_its_effective_configuration_and_where_each_value_came_from(monkeypatch, capsys):
     monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: {})
+    monkeypatch.setattr("jdistill.train.RunConfig.build", lambda config, dataset=None: config)
     command = ["train-teacher", "--model", "resnet8", "--epochs", "24", "--out", "o", "--quiet"]
     main([*command, "--dataset", "digits", "--learning-rate", "0.1"])
     lines = {line.split()[0]: line.split()[1:] for line in capsys.readouterr().err.splitlines()[1:]}
@@ -119,6 +121,7 @@ def test_old_option_names_still_work_and_say_what_replaces_them(monkeypatch, cap
     one warning line; the configuration is the one the new names give."""
     played = []
     monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    monkeypatch.setattr("jdistill.train.RunConfig.build", lambda config, dataset=None: config)
     monkeypatch.setattr(
         "jdistill.train.RunDir.config", lambda self: RunConfig(model="mlp256", dataset="npz", epochs=1)
     )
@@ -152,6 +155,7 @@ def test_old_option_names_still_work_and_say_what_replaces_them(monkeypatch, cap
 def test_presets_name_the_papers_recipes_and_given_options_override_them(monkeypatch, capsys):
     played = []
     monkeypatch.setattr("jdistill.train.fit", lambda config, out, **options: played.append(config) or {})
+    monkeypatch.setattr("jdistill.train.RunConfig.build", lambda config, dataset=None: config)
     command = ["train-teacher", "--model", "mlp1200", "--dataset", "mnist", "--out", "o", "--quiet"]
     main([*command, "--preset", "hinton2012", "--epochs", "3000", "--max-shift", "2"])
     main([*command, "--preset", "dafl-teacher", "--learning-rate", "0.01"])
@@ -313,11 +317,13 @@ def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, ca
         ),
     ],
 )
-def test_bad_input_exits_with_a_message_naming_the_problem(argv, message, tmp_path, monkeypatch):
+def test_bad_input_exits_with_a_message_naming_the_problem(argv, message, tmp_path, monkeypatch, capsys):
+    """One line, before the configuration is printed or anything is written."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert message in str(exit_info.value.code)
+    assert capsys.readouterr().err == "" and not (tmp_path / "o").exists()
 
 
 def test_parser_has_the_eight_subcommands():
