@@ -12,6 +12,7 @@ from jdistill.models import MODELS
 from jdistill.train import RunConfig
 
 
+@pytest.mark.slow
 def test_models_lists_every_model_with_its_parameter_count(capsys):
     main(["models"])
     lines = capsys.readouterr().out.splitlines()
@@ -360,6 +361,7 @@ def test_models_features_lists_named_features(capsys):
     assert "conv1 28x28x6" in out and "embedding 84" in out and "hidden2 800" in out
 
 
+@pytest.mark.slow
 def test_attention_transfer_on_a_chosen_layer_from_the_command_line(tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     common = ["--dataset", "digits", "--epochs", "2", "--batch-size", "64", "--quiet"]

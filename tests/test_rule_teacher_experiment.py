@@ -87,7 +87,7 @@ def softmax(z):
     return e / e.sum(-1, keepdims=True)
 
 
-@pytest.mark.parametrize("rule", ["mirror", "none"])
+@pytest.mark.parametrize("rule", ["mirror", pytest.param("none", marks=pytest.mark.slow)])
 def test_the_games_loss_is_the_papers_formula(module, rule):
     """On a tiny batch (4 labelled points, 5 unlabelled drawn, 7 padding rows), at step t = 37: the
     move's loss is mean_L[(1 - pi) CE(y, p) + pi CE(q, p)] + pi mean_U[CE(q, p)], with q ∝ p
