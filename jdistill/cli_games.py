@@ -59,11 +59,13 @@ def play(config_class):
 
 
 def start(args, config, sources: dict) -> dict:
-    """Build ``config``'s game (what cannot start, such as an unknown model, unreadable data or a
-    teacher of other data, fails here in one line, before anything is printed or written), print
+    """Build ``config``'s game (what cannot start, such as an unknown model, unreadable data, a
+    teacher of other data or an ``--out`` that is a file, fails here in one line, before anything
+    is printed or written), print
     the effective configuration, and play it into ``--out``; the summary."""
-    from jdistill.train import fit
+    from jdistill.train import RunDir, fit
 
+    RunDir(args.out).check_place()
     game = config.build()
     print_configuration(args.command, config, sources)
     return fit(game, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)

@@ -35,10 +35,14 @@ class RunDir:
     def summary_file(self) -> pathlib.Path:
         return self.path / "summary.json"
 
-    def make(self) -> None:
-        """Create the directory; a one-line error if ``--out`` names a file."""
+    def check_place(self) -> None:
+        """A one-line error if ``--out`` names something other than a directory."""
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"--out {self.path} is a file, not a directory")
+
+    def make(self) -> None:
+        """Create the directory (:meth:`check_place` first)."""
+        self.check_place()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def claim(self, config, provenance: dict | None = None) -> None:
