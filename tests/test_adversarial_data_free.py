@@ -424,6 +424,7 @@ def cli_run(teacher_dir, tmp_path_factory):
     return out, json.loads(capture.getvalue())
 
 
+@pytest.mark.slow
 def test_command_line_maps_its_options_onto_the_configuration(cli_run):
     """``jdistill data-free`` builds its configuration from the options (the paper's defaults
     for the rest), plays it and prints the summary."""
@@ -441,6 +442,7 @@ def test_command_line_maps_its_options_onto_the_configuration(cli_run):
     assert recorded["samples_every"] == 1 and recorded["init"] == "torch"
 
 
+@pytest.mark.slow
 def test_run_writes_grids_histograms_and_metrics(cli_run):
     """A run writes a sample grid every ``samples_every`` iterations, the final grid and class
     histogram, and per epoch on generated samples the teacher's class counts, their entropy, the

@@ -334,6 +334,7 @@ def test_gradient_penalty_adds_to_the_discriminator_loss(scored):
 # ---------------------------------------------------------------- the command
 
 
+@pytest.mark.slow
 def test_command_maps_its_options_onto_the_configuration(teacher_dir, tmp_path):
     """``jdistill adversarial-kd`` builds its configuration from the options and prints the
     summary; with ``--adv-weight 0`` no discriminator trains (no ``train/disc/`` metrics, no

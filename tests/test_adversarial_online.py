@@ -246,6 +246,7 @@ def test_an_unknown_feature_is_refused_with_the_models_features(digits):
         online.build(small_config(disc_input="feature:conv9"), digits)
 
 
+@pytest.mark.slow
 def test_the_command_trains_into_a_run_directory(tmp_path, capsys, digits):
     """``jdistill online`` maps its options onto the configuration and writes config, metrics
     (each peer's, their mean, the ensemble's accuracy), summary and both players' checkpoints,

@@ -77,6 +77,7 @@ def test_distilled_student_learns_and_teacher_is_unchanged(teacher_dir, digits, 
     chex.assert_trees_all_equal(host_copy(load_teacher(teacher_dir, digits).variables), before)
 
 
+@pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_different(teacher_dir, digits, tmp_path):
     def metrics(seed, name):
         fit(
