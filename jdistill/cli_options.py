@@ -111,7 +111,9 @@ def add_config_options(
         section_name = leaf.group or "run"
         if section_name not in sections:
             title = f"{section_name} options" if leaf.group else "options"
-            sections[section_name] = parser.add_argument_group(title)
+            group_field = next((f for f in dataclasses.fields(config_class) if f.name == leaf.group), None)
+            about = group_field.metadata.get("help") if group_field else None  # a group's own help
+            sections[section_name] = parser.add_argument_group(title, about)
         section = sections[section_name]
         flag = flag_of[leaf.flat] = flags.get(leaf.flat, "--" + leaf.flat.replace("_", "-"))
         default = defaults[leaf.flat]
