@@ -135,10 +135,10 @@ def cmd_train(args) -> None:
 def _report(out: str, summary: dict) -> None:
     """The summary on standard output and the run's learning curves beside its metrics."""
     from jdistill.report import plot_run
-    from jdistill.train import RunDir
+    from jdistill.train import RunDir, distributed
 
     print(json.dumps(summary, indent=2))
-    if RunDir(out).metrics_file.exists():
+    if distributed.is_primary() and RunDir(out).metrics_file.exists():
         print(f"learning curves: {plot_run(out)}", file=sys.stderr)
 
 
@@ -254,9 +254,16 @@ def main(argv: list[str] | None = None) -> None:
     warnings.formatwarning = lambda message, category, *rest, **options: (
         f"jdistill {args.command}: warning: {message}\n"
     )
+    from jdistill.train.distributed import StoppedOnProcess0
+
     try:
         args.func(args)
-    except (ValueError, OSError, FloatingPointError) as e:  # OSError: FileNotFoundError, read-only, ...
+    except (
+        ValueError,
+        OSError,
+        FloatingPointError,
+        StoppedOnProcess0,
+    ) as e:  # OSError: FileNotFoundError, ...
         sys.exit(f"jdistill {args.command}: error: {e}")
     except KeyboardInterrupt:
         out = getattr(args, "out", None)

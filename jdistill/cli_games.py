@@ -34,6 +34,16 @@ def add_run_options(parser, data_dir: bool = True) -> None:
     )
     parser.add_argument("--steps-per-call", type=int, default=1, help=STEPS_PER_CALL_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    several = parser.add_argument_group(
+        "several processes (jax.distributed; every process runs the same command, process 0 writes --out)"
+    )
+    several.add_argument("--coordinator-address", default=None, metavar="HOST:PORT",
+                         help="process 0's address, the same for every process")  # fmt: skip
+    several.add_argument("--num-processes", type=int, default=None, metavar="N", help="processes in all")
+    several.add_argument("--process-id", type=int, default=None, metavar="I", help="this process: 0..N-1")
+    several.add_argument("--distributed", action="store_true",
+                         help="take all three from the cluster's environment (SLURM, Open MPI, TPU pods, "
+                         "Kubernetes), as jax.distributed.initialize() does")  # fmt: skip
 
 
 def command(
@@ -63,8 +73,11 @@ def start(args, config, sources: dict) -> dict:
     teacher of other data or an ``--out`` that is a file, fails here in one line, before anything
     is printed or written), print
     the effective configuration, and play it into ``--out``; the summary."""
-    from jdistill.train import RunDir, fit
+    from jdistill.train import RunDir, distributed, fit
 
+    distributed.initialize(
+        args.coordinator_address, args.num_processes, args.process_id, from_environment=args.distributed
+    )
     RunDir(args.out).check_place()
     game = config.build()
     print_configuration(args.command, config, sources)

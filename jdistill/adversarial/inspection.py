@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jdistill.data import Dataset
+from jdistill.train import distributed
 from jdistill.train.game import Hooks
 from jdistill.train.player import Frozen, Player
 
@@ -120,8 +121,9 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
         if path is None:
             (run.path / "samples").mkdir(exist_ok=True)
             path = run.path / "samples" / f"iter_{iteration:06d}.png"
-        images = grid_sample(players["generator"], grid_key, 64)
-        save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
+        images = grid_sample(players["generator"], grid_key, 64)  # on every process: the mesh spans them
+        if distributed.is_primary():
+            save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
 
     def epoch(players, epoch, run):
         key = jax.random.fold_in(histogram_key, epoch - 1)
@@ -136,7 +138,8 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
             run.path / "samples.png",
             f"{config.method}: generated samples, end of training",
         )
-        counts = run.metrics()[-1]["generated/class_counts"]
-        save_histogram(counts, run.path / "class_histogram.png", title=config.method)
+        if distributed.is_primary():
+            counts = run.metrics()[-1]["generated/class_counts"]
+            save_histogram(counts, run.path / "class_histogram.png", title=config.method)
 
     return Hooks(every=config.samples_every, round=grid, epoch=epoch, end=end)

@@ -59,7 +59,7 @@ class ClassifierEvaluator:
             if self.teacher is not None:
                 predict = jax.jit(lambda t, x: jnp.argmax(self.logits(t.module(), x), -1))
                 batches["teacher_prediction"] = jnp.stack(
-                    [predict(teachers[self.teacher], x) for x in batches["image"]]
+                    [predict(teachers[self.teacher], batches["image"][i]) for i in range(count)]
                 )
             self._batches[mesh] = batches
         return self._batches[mesh]

@@ -19,14 +19,17 @@ EVENTS_DIR = "tensorboard"
 class EventWriter:
     """TensorBoard scalars of a run directory. A resumed run starts at ``first_epoch``: events
     of later epochs written before the interruption are purged, as ``metrics.jsonl``'s lines are.
-    Without tensorboardX installed it warns and writes nothing."""
+    Without tensorboardX installed it warns and writes nothing; with ``write`` false (the processes
+    other than 0 of a run in several) it writes nothing."""
 
-    def __init__(self, run_dir, first_epoch: int):
+    def __init__(self, run_dir, first_epoch: int, *, write: bool = True):
+        self._writer = self._wandb = None
+        if not write:
+            return
         try:
             from tensorboardX import SummaryWriter
         except ImportError:
             warnings.warn("tensorboardX is not installed: no TensorBoard events (metrics.jsonl has them)")
-            self._writer = None
             return
         # tensorboardX names the file by the second and the host: a run resumed within the same second
         # would reopen (and truncate) the file of its first part without a suffix of its own.

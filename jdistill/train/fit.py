@@ -4,6 +4,7 @@ games, online peers, generative mapping) is a :class:`~jdistill.train.game.Game`
 rule, progress, ``metrics.jsonl``, orbax checkpoints of every player, exact resumption and the
 summary."""
 
+import contextlib
 import functools
 import sys
 import time
@@ -13,7 +14,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from jdistill.train import checkpoint, parallel
+from jdistill.train import checkpoint, distributed, parallel
 from jdistill.train.events import EventWriter, epoch_line, is_terminal
 from jdistill.train.game import Game
 from jdistill.train.lock import run_lock
@@ -36,7 +37,10 @@ def fit(
     into the run directory ``out_dir`` on ``devices`` (default: all; the batch is split over
     them, the players and teachers replicated), resuming from its last checkpoint if it holds
     the same configuration; a finished run returns its summary. ``steps_per_call`` rounds run in
-    one jitted call (the same metrics as one at a time). Returns the summary."""
+    one jitted call (the same metrics as one at a time). Returns the summary.
+
+    Under ``jax.distributed`` (:mod:`jdistill.train.distributed`) every process calls ``fit`` with
+    the same arguments; the mesh spans all their devices and process 0 writes the directory."""
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call}")
     run = RunDir(out_dir)
@@ -46,30 +50,40 @@ def fit(
         game = game.build(dataset)
     mesh = parallel.make_mesh(devices)
     parallel.check_batch_size(game.source.batch_size, mesh)
-    run.make()  # after the build and the checks: a configuration that cannot start writes nothing
-    with run_lock(run.path):
-        if run.finished(game.config):  # by another process meanwhile
+    with contextlib.ExitStack() as held:
+
+        def claim() -> bool:
+            run.make()  # after the build and the checks: a configuration that cannot start writes nothing
+            held.enter_context(run_lock(run.path))
+            if run.finished(game.config):  # by another process meanwhile
+                return True
+            run.claim(game.config, provenance(mesh))
+            return False
+
+        finished = distributed.on_primary(claim, "claiming the run directory")
+        if finished or (not distributed.is_primary() and run.finished(game.config)):
             return run.summary()
-        run.claim(game.config, provenance(mesh))
         return _play(game, run, mesh, progress, label, steps_per_call)
 
 
 def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, steps_per_call: int) -> dict:
     """The rounds, evaluations and checkpoints of ``game`` in the claimed ``run`` from its last
-    readable checkpoint; its summary."""
+    readable checkpoint; its summary. Process 0 alone writes files other than checkpoints."""
+    primary = distributed.is_primary()
     replicated = parallel.replicated(mesh)
-    teachers = jax.device_put(dict(game.teachers), replicated)
+    teachers = parallel.place(dict(game.teachers), replicated)
     data = game.source.arrays()
     frozen = cache_frozen_outputs(game, teachers, mesh)
     if frozen is not None:
         data["frozen"] = frozen
-    data, hparams = jax.device_put((data, dict(game.hparams)), replicated)
+    data, hparams = parallel.place((data, dict(game.hparams)), replicated)
 
     mngr, start, players = checkpoint.restore_latest_readable(
         run.path,
-        lambda epoch: jax.device_put(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated),
+        lambda epoch: parallel.place(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated),
     )
-    run.keep_metrics_until(start)
+    if primary:
+        run.keep_metrics_until(start)
 
     owners = {}
     compiled = functools.cache(
@@ -84,16 +98,16 @@ def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, step
         unit=game.unit,
         unit_scale=game.unit == "img",
         desc=label or game.label,
-        disable=not progress or lines,
+        disable=not progress or lines or not primary,
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    with EventWriter(run.path, start) as events:
+    with EventWriter(run.path, start, write=primary) as events:
         for epoch in range(start, game.epochs):
             started = time.perf_counter()
             phase_index, phase = game.phase_at(epoch)
             if phase_index and epoch == game.first_epoch(phase_index):
-                players = jax.device_put(phase.start(players), replicated)
+                players = parallel.place(phase.start(players), replicated)
             first = epoch * per_epoch
             order = game.source.order(game.seed, epoch)
             results = []
@@ -121,10 +135,11 @@ def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, step
                 test,
                 game.eval_prefix,
                 stage=phase.name,
+                write=primary,
                 **extra,
             )
             events.write(record)
-            if lines:
+            if lines and primary:
                 print(epoch_line(label or game.label, game.epochs, record), file=sys.stderr, flush=True)
             if test:
                 bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
@@ -133,7 +148,10 @@ def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, step
     bar.close()
     if game.hooks.end:
         game.hooks.end(players, run)
-    return _write_summary(run, game, mesh)
+    if primary:
+        _write_summary(run, game, mesh)
+    distributed.barrier("summary written")
+    return run.summary()
 
 
 def _calls(first: int, per_epoch: int, steps_per_call: int, every: int) -> list[tuple[int, int]]:
@@ -160,7 +178,7 @@ def _check_finite(per_step, phase, owners, first_round, epoch, mngr, run) -> Non
         )
 
 
-def _write_summary(run: RunDir, game: Game, mesh) -> dict:
+def _write_summary(run: RunDir, game: Game, mesh) -> None:
     lines = run.metrics()
     summary = {
         **game.summary,
@@ -175,7 +193,6 @@ def _write_summary(run: RunDir, game: Game, mesh) -> dict:
         summary[game.best.replace("/", "/best_", 1)] = best[game.best]
         summary["best_epoch"] = best["epoch"]
     run.write_summary(summary)
-    return summary
 
 
 def deprecated_run(name: str):

@@ -20,6 +20,15 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
+def place(tree, sharding: NamedSharding):
+    """``jax.device_put(tree, sharding)``; with several processes through the host, as arrays made
+    on one process's device (a loaded teacher, freshly initialised players) cannot be sent to
+    another process's devices directly, and every process holds the same values."""
+    if jax.process_count() > 1:
+        tree = jax.device_get(tree)
+    return jax.device_put(tree, sharding)
+
+
 def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.shape[DATA_AXIS]
     if batch_size % n:

@@ -108,7 +108,9 @@ def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
         return None
     padded = np.concatenate([images, np.zeros(((-n) % batch, *images.shape[1:]), images.dtype)])
     sharded = NamedSharding(mesh, P(DATA_AXIS))
-    forward = jax.jit(game.frozen_outputs)
+    forward = jax.jit(
+        game.frozen_outputs, out_shardings=NamedSharding(mesh, P())
+    )  # readable by every process
     parts = [
         jax.device_get(forward(teachers, jax.device_put(padded[i : i + batch], sharded)))
         for i in range(0, len(padded), batch)

@@ -154,11 +154,12 @@ class RunDir:
         train: dict,
         test: dict,
         eval_prefix: str = "test/",
+        write: bool = True,
         **extra,
     ) -> dict:
-        """Append and return the metrics line of one epoch: ``epoch``, ``step`` (optimizer steps so
-        far), ``seconds`` of training, ``train/*`` values, the evaluation's values under
-        ``eval_prefix`` (``test/`` or ``val/``) and any ``extra`` keys."""
+        """Append (unless not ``write``) and return the metrics line of one epoch: ``epoch``,
+        ``step`` (optimizer steps so far), ``seconds`` of training, ``train/*`` values, the
+        evaluation's values under ``eval_prefix`` (``test/`` or ``val/``) and any ``extra`` keys."""
         record = {
             "epoch": epoch,
             **{k: v for k, v in extra.items() if k == "stage"},
@@ -168,7 +169,8 @@ class RunDir:
             **{k: v for k, v in extra.items() if k != "stage"},
             **{f"{eval_prefix}{k}": v for k, v in test.items()},
         }
-        self.append_metrics(record)
+        if write:
+            self.append_metrics(record)
         return record
 
     def append_metrics(self, record: dict) -> None:
