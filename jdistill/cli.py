@@ -73,7 +73,7 @@ def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None
         parsers={"methods": str, "weights": "append", "method_options": "append"},
         aliases={"--lr": "learning_rate", **({"--student": "model"} if distill else {})},
     )
-    add_run_options(parser, data_dir=False)
+    add_run_options(parser, data_dir=False, teacher=distill)
 
 
 def run_config(args, command: str):

@@ -2,6 +2,7 @@
 configuration dataclasses' fields (``--field-name``, typed as the field, its default shown), each
 command building its configuration and playing it with :func:`jdistill.train.fit`."""
 
+import dataclasses
 import json
 
 from jdistill.cli_options import add_config_options, given_values, print_configuration
@@ -21,9 +22,10 @@ STEPS_PER_CALL_HELP = (
 )
 
 
-def add_run_options(parser, data_dir: bool = True) -> None:
-    """``--data-dir`` (unless the configuration has it), ``--out``, ``--steps-per-call`` and
-    ``--quiet``, common to every training command."""
+def add_run_options(parser, data_dir: bool = True, teacher: bool = True) -> None:
+    """``--data-dir`` (unless the configuration has it), ``--out``, ``--steps-per-call``,
+    ``--quiet``, ``--shard-teacher`` (where there is a teacher) and the options of several
+    processes, common to every training command."""
     if data_dir:
         parser.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
     parser.add_argument(
@@ -34,6 +36,10 @@ def add_run_options(parser, data_dir: bool = True) -> None:
     )
     parser.add_argument("--steps-per-call", type=int, default=1, help=STEPS_PER_CALL_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    if teacher:
+        parser.add_argument("--shard-teacher", action="store_true",
+                            help="each device holds 1/N of the frozen teacher (fully sharded) instead of all "
+                            "of it: for teachers larger than one device's memory; the same results")  # fmt: skip
     several = parser.add_argument_group(
         "several processes (jax.distributed; every process runs the same command, process 0 writes --out)"
     )
@@ -53,7 +59,9 @@ def command(
     (:func:`jdistill.cli_options.add_config_options`; ``options`` renames some) and the run options."""
     parser = sub.add_parser(name, help=help, description=description)
     add_config_options(parser, config_class, helps=helps, flags=options, **settings)
-    add_run_options(parser, data_dir=False)
+    add_run_options(
+        parser, data_dir=False, teacher="teacher" in {f.name for f in dataclasses.fields(config_class)}
+    )
     parser.set_defaults(func=play(config_class))
 
 
@@ -81,7 +89,13 @@ def start(args, config, sources: dict) -> dict:
     RunDir(args.out).check_place()
     game = config.build()
     print_configuration(args.command, config, sources)
-    return fit(game, args.out, progress=not args.quiet, steps_per_call=args.steps_per_call)
+    return fit(
+        game,
+        args.out,
+        progress=not args.quiet,
+        steps_per_call=args.steps_per_call,
+        shard_teachers=getattr(args, "shard_teacher", False),
+    )
 
 
 DATA_FREE_HELP = {

@@ -1,7 +1,8 @@
 """Several processes (``jax.distributed``) on this machine: 2 processes of 2 CPU devices each give
 the metrics of 1 process of 4 devices with the same global batch, for teacher training, a stateful
-method (CRD's memory banks) and an adversarial game; a 2-process run resumes from its checkpoint;
-a failure on process 0 is one line on every process. The option checks are in the fast tier."""
+method (CRD's memory banks) and an adversarial game (its teacher sharded over both processes'
+devices); a 2-process run resumes from its checkpoint; a failure on process 0 is one line on every
+process. The option checks are in the fast tier."""
 
 import json
 import os
@@ -95,14 +96,15 @@ def test_two_processes_train_a_teacher_as_one_does_and_resume(teacher, tmp_path)
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "command",
-    [["distill", "--method", "kd", "--method", "crd"], ["adversarial-kd"]],
-    ids=["crd", "adversarial-kd"],
+    [(["distill", "--method", "kd", "--method", "crd"], []), (["adversarial-kd"], ["--shard-teacher"])],
+    ids=["crd", "adversarial-kd, the teacher sharded over the processes"],
 )
 def test_two_processes_distill_as_one_does(teacher, tmp_path, command):
+    command, two_only = command
     args = [*command, "--teacher", str(teacher), "--model", "mlp32", "--dataset", "digits", "--epochs", "2",
             "--batch-size", "32", "--learning-rate", "0.1", "--quiet"]  # fmt: skip
     succeeded(launch(args, tmp_path / "one", 1))
-    succeeded(launch(args, tmp_path / "two", 2))
+    succeeded(launch(args + two_only, tmp_path / "two", 2))
     same_trajectory(tmp_path / "one", tmp_path / "two")
 
 

@@ -288,6 +288,37 @@ def test_evaluation_is_exact_with_a_padded_last_batch(devices, golden_runs, digi
     assert result["agreement"] == pytest.approx(np.mean(predict(student) == predict(teacher)), abs=1e-6)
 
 
+def test_fully_sharded_splits_the_largest_divisible_axis_and_replicates_the_rest():
+    mesh = parallel.make_mesh(jax.devices()[:4])
+    tree = {
+        "kernel": np.zeros((64, 32)),
+        "odd": np.zeros((63, 33)),
+        "bias": np.zeros(32),
+        "wide": np.zeros((2, 4096)),
+    }
+    specs = {k: tuple(s.spec) for k, s in parallel.fully_sharded(tree, mesh).items()}
+    assert specs == {"kernel": ("data", None), "odd": (), "bias": (), "wide": (None, "data")}
+    one = parallel.make_mesh(jax.devices()[:1])
+    assert all(tuple(s.spec) == () for s in jax.tree.leaves(parallel.fully_sharded(tree, one)))
+    placed = parallel.place(tree["kernel"], parallel.fully_sharded(tree, mesh)["kernel"])
+    assert {shard.data.shape for shard in placed.addressable_shards} == {(16, 32)}  # 1/4 on each device
+
+
+def test_a_sharded_teacher_gives_the_results_of_a_replicated_one(golden_runs, digits, tmp_path):
+    out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
+    config = forms.distill_config(str(out / "teacher")).replace(epochs=2)
+    teacher = dict(config.build(digits).teachers)
+    mesh = parallel.make_mesh(jax.devices()[:4])
+    assert any(tuple(s.spec) for s in jax.tree.leaves(parallel.fully_sharded(teacher, mesh)))
+    runs = {shard: tmp_path / str(shard) for shard in (False, True)}
+    for shard, run in runs.items():
+        fit(config, run, dataset=digits, devices=jax.devices()[:4], progress=False, shard_teachers=shard)
+    replicated, sharded = (RunDir(run).metrics() for run in runs.values())
+    for a, b in zip(replicated, sharded, strict=True):
+        keys = [k for k in a if k != "seconds" and isinstance(a[k], float)]
+        np.testing.assert_allclose([a[k] for k in keys], [b[k] for k in keys], rtol=1e-5, atol=1e-6)
+
+
 # ---------------------------------------------------------------- run directories
 
 

@@ -32,12 +32,15 @@ def fit(
     progress: bool = True,
     label: str | None = None,
     steps_per_call: int = 1,
+    shard_teachers: bool = False,
 ) -> dict:
     """Play ``game`` (a :class:`Game`, or a configuration whose ``build(dataset)`` makes one)
     into the run directory ``out_dir`` on ``devices`` (default: all; the batch is split over
     them, the players and teachers replicated), resuming from its last checkpoint if it holds
     the same configuration; a finished run returns its summary. ``steps_per_call`` rounds run in
-    one jitted call (the same metrics as one at a time). Returns the summary.
+    one jitted call (the same metrics as one at a time). ``shard_teachers``: each device holds
+    1/N of the frozen teachers' variables (:func:`~jdistill.train.parallel.fully_sharded`) instead
+    of all of them; the same results. Returns the summary.
 
     Under ``jax.distributed`` (:mod:`jdistill.train.distributed`) every process calls ``fit`` with
     the same arguments; the mesh spans all their devices and process 0 writes the directory."""
@@ -63,15 +66,26 @@ def fit(
         finished = distributed.on_primary(claim, "claiming the run directory")
         if finished or (not distributed.is_primary() and run.finished(game.config)):
             return run.summary()
-        return _play(game, run, mesh, progress, label, steps_per_call)
+        return _play(game, run, mesh, progress, label, steps_per_call, shard_teachers)
 
 
-def _play(game: Game, run: RunDir, mesh, progress: bool, label: str | None, steps_per_call: int) -> dict:
+def _play(
+    game: Game,
+    run: RunDir,
+    mesh,
+    progress: bool,
+    label: str | None,
+    steps_per_call: int,
+    shard_teachers: bool,
+) -> dict:
     """The rounds, evaluations and checkpoints of ``game`` in the claimed ``run`` from its last
     readable checkpoint; its summary. Process 0 alone writes files other than checkpoints."""
     primary = distributed.is_primary()
     replicated = parallel.replicated(mesh)
-    teachers = parallel.place(dict(game.teachers), replicated)
+    teachers = dict(game.teachers)
+    teachers = parallel.place(
+        teachers, parallel.fully_sharded(teachers, mesh) if shard_teachers else replicated
+    )
     data = game.source.arrays()
     frozen = cache_frozen_outputs(game, teachers, mesh)
     if frozen is not None:

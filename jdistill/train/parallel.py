@@ -20,8 +20,27 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def place(tree, sharding: NamedSharding):
-    """``jax.device_put(tree, sharding)``; with several processes through the host, as arrays made
+def fully_sharded(tree, mesh: Mesh, *, min_size: int = 1024):
+    """Shardings that split each array of ``tree`` over every device of ``mesh`` along its largest
+    axis that the device count divides (fully sharded data parallelism: ZeRO-3, Rajbhandari et al.
+    2020; FSDP, Zhao et al. 2023), so that each device holds 1/N of it; jit gathers an array where
+    it is used. Arrays under ``min_size`` elements, or with no such axis, are replicated."""
+    n = mesh.size
+
+    def sharding(leaf) -> NamedSharding:
+        shape = np.shape(leaf)
+        axes = [a for a in np.argsort(shape)[::-1] if shape[a] % n == 0]
+        if n == 1 or np.prod(shape, dtype=np.int64) < min_size or not axes:
+            return replicated(mesh)
+        spec = [None] * len(shape)
+        spec[axes[0]] = tuple(mesh.axis_names)
+        return NamedSharding(mesh, P(*spec))
+
+    return jax.tree.map(sharding, tree)
+
+
+def place(tree, sharding):
+    """``jax.device_put(tree, sharding)`` (one sharding, or a tree of them like ``tree``); with several processes through the host, as arrays made
     on one process's device (a loaded teacher, freshly initialised players) cannot be sent to
     another process's devices directly, and every process holds the same values."""
     if jax.process_count() > 1:
