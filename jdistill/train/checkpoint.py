@@ -7,6 +7,7 @@ import threading
 import warnings
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -101,18 +102,38 @@ def _set_aside(run_dir: pathlib.Path, unreadable: list[tuple[int, str]]) -> ocp.
     return manager(run_dir)
 
 
-def restore_variables(run_dir: pathlib.Path, player: str, params_like, rest_like, *, format: int):
+def restore_variables(
+    run_dir: pathlib.Path, player: str, params_like, rest_like, *, format: int, host: bool = False
+):
     """``(params, rest)`` of ``player`` in the latest checkpoint of the run in ``run_dir``, in the
-    structure of ``params_like`` and ``rest_like`` (the rest of the checkpoint is not read).
-    ``format`` 1 (jdistill 0.1) saved one ``TrainState`` instead of a dictionary of players."""
+    structure of ``params_like`` and ``rest_like`` (arrays or ``jax.ShapeDtypeStruct``; the rest of
+    the checkpoint is not read): onto the devices of ``*_like``, or with ``host`` into host memory
+    as numpy arrays (PRNG keys, which numpy cannot hold, onto the default device), so that no device
+    ever holds a whole model it will shard. ``format`` 1 (jdistill 0.1) saved one ``TrainState``
+    instead of a dictionary of players."""
     mngr = manager(run_dir)
     abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
     item = {"params": abstract(params_like), "rest": abstract(rest_like)}
     item = item if format == 1 else {player: item}
-    restore_args = ocp.checkpoint_utils.construct_restore_args(item)  # onto the devices of ``*_like``
+    if host:
+        restore_args = jax.tree.map(
+            lambda leaf: (
+                ocp.ArrayRestoreArgs(sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+                if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
+                else ocp.RestoreArgs(restore_type=np.ndarray)
+            ),
+            item,
+        )
+    else:
+        restore_args = ocp.checkpoint_utils.construct_restore_args(item)  # onto the devices of ``*_like``
     restored = mngr.restore(
         mngr.latest_step(),
         args=ocp.args.PyTreeRestore(item=item, restore_args=restore_args, partial_restore=True),
     )
+    wanted = jax.tree_util.tree_flatten_with_path(item)[0]
+    for (path, want), got in zip(wanted, jax.tree.leaves(restored), strict=True):
+        if tuple(want.shape) != tuple(got.shape):  # a numpy restore takes the saved shape as it is
+            where = jax.tree_util.keystr(path)
+            raise ValueError(f"{where} is saved as {tuple(got.shape)}, the model's is {tuple(want.shape)}")
     restored = restored if format == 1 else restored[player]
     return restored["params"], restored["rest"]

@@ -50,17 +50,22 @@ def load_teacher(run_dir: str, dataset: Dataset) -> Teacher:
     if config.data.dataset != dataset.name:
         raise ValueError(f"teacher {run_dir} was trained on {config.data.dataset!r}, not {dataset.name!r}")
     _check_teacher_fits(run_dir, summary, dataset)
-    module = Trainable(
-        create_model(config.model.name, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0))
+    abstract = nnx.eval_shape(  # shapes only: the weights go from the checkpoint to host memory
+        lambda: Trainable(
+            create_model(config.model.name, dataset.input_shape, dataset.num_classes, rngs=nnx.Rngs(0))
+        )
     )
-    graphdef, params, rest = split_module(module)
+    graphdef, params, rest = split_module(abstract)
     try:
-        variables = checkpoint.restore_variables(run.path, "student", params, rest, format=run.format)
+        variables = checkpoint.restore_variables(
+            run.path, "student", params, rest, format=run.format, host=True
+        )
     except ValueError as error:  # a run that predates the records, on other data
         raise ValueError(
             f"teacher {run_dir} ({config.model.name}) does not fit this data ({dataset.num_classes} classes, "
             f"{'x'.join(map(str, dataset.input_shape))} inputs): {str(error).splitlines()[0][:300]}"
         ) from None
+    module = nnx.merge(graphdef, *variables)
     return Teacher(config, graphdef, variables, feature_shapes(module.model, dataset.input_shape))
 
 
