@@ -8,7 +8,7 @@ import sys
 import time
 import warnings
 
-from jdistill.cli_games import add_run_options, start
+from jdistill.cli_games import DATA_DIR_HELP, DATASET_HELP, add_run_options, start
 from jdistill.cli_options import (
     DeprecatedAlias,
     OneLineParser,
@@ -132,6 +132,24 @@ def cmd_train(args) -> None:
     _report(args.out, start(args, config, sources))
 
 
+def cmd_cache_teacher(args) -> None:
+    from jdistill.train import RunConfig, load_teacher, teacher_cache
+    from jdistill.train.distill import prepare_dataset
+    from jdistill.train.sources import DataSource
+
+    excluded = tuple(int(c) for c in args.exclude_classes.split(",") if c.strip())
+    config = RunConfig(model="-", dataset=args.dataset, data_dir=args.data_dir, epochs=1,
+                       teacher=args.teacher, holdout_fraction=args.holdout_fraction,
+                       exclude_classes=excluded)  # fmt: skip
+    dataset = prepare_dataset(config)
+    images = DataSource(dataset, 1).images()
+    manifest = teacher_cache.write(
+        load_teacher(args.teacher, dataset), args.teacher, images, args.out, features=tuple(args.feature),
+        top_k=args.top_k, dtype=args.dtype,
+    )  # fmt: skip
+    print(json.dumps(manifest, indent=2))
+
+
 def _report(out: str, summary: dict) -> None:
     """The summary on standard output and the run's learning curves beside its metrics."""
     from jdistill.report import plot_run
@@ -230,6 +248,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_training_options(p, "distill")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "cache-teacher",
+        help="write a finished teacher's outputs on a training set to disk, for distill --teacher-cache",
+        description="Run the teacher once over the training images (un-augmented, normalised as a run sees "
+        "them, after --holdout-fraction and --exclude-classes) and write its logits (or their top k) and the "
+        "named features to --out with a manifest of the teacher's and the data's fingerprints; "
+        "'jdistill distill --teacher-cache OUT' then reads them instead of running the teacher.",
+    )
+    p.add_argument("--teacher", required=True, help="run directory of a finished 'train-teacher' run")
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument(
+        "--holdout-fraction", type=float, default=0.0, help="as the distillation run's (default 0)"
+    )
+    p.add_argument(
+        "--exclude-classes", default="", help="as the distillation run's, e.g. 3 or 3,5 (default none)"
+    )
+    p.add_argument(
+        "--feature", action="append", default=[], help="a teacher feature to keep too (repeatable)"
+    )
+    p.add_argument("--top-k", type=int, default=None, help="keep the k largest log-probabilities per example")
+    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="stored dtype")
+    p.add_argument("--out", required=True, help="the cache directory")
+    p.set_defaults(func=cmd_cache_teacher)
 
     p = sub.add_parser(
         "models",

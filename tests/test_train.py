@@ -77,6 +77,19 @@ def test_distilled_student_learns_and_teacher_is_unchanged(teacher_dir, digits, 
     chex.assert_trees_all_equal(host_copy(load_teacher(teacher_dir, digits).variables), before)
 
 
+def test_a_student_with_memory_banks_serves_as_a_teacher(teacher_dir, digits, tmp_path):
+    """CRD's banks are in the student's saved ``rest``; a model without any must still load from it."""
+    config = distill_config(teacher_dir, epochs=1, methods=parse_methods("kd+crd"))
+    fit(
+        config.replace(method_options={"crd": {"num_negatives": 64}}),
+        tmp_path / "crd",
+        dataset=digits,
+        progress=False,
+    )
+    teacher = load_teacher(str(tmp_path / "crd"), digits)
+    assert jax.tree.leaves(teacher.variables[0]) and not jax.tree.leaves(teacher.variables[1])
+
+
 @pytest.mark.slow
 def test_same_seed_same_metrics_other_seed_different(teacher_dir, digits, tmp_path):
     def metrics(seed, name):

@@ -10,6 +10,7 @@
 """
 
 from jdistill.methods import METHODS, parse_methods, resolve_weights
+from jdistill.train import teacher_cache
 from jdistill.train.config import RunConfig
 from jdistill.train.distill import Teacher, build, load_teacher, teacher_forward
 from jdistill.train.evaluate import ClassifierEvaluator

@@ -113,7 +113,9 @@ def restore_variables(
     instead of a dictionary of players."""
     mngr = manager(run_dir)
     abstract = lambda tree: jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-    item = {"params": abstract(params_like), "rest": abstract(rest_like)}
+    item = {"params": abstract(params_like)}
+    if jax.tree.leaves(rest_like):  # an empty template would not match a saved rest with state (CRD's banks)
+        item["rest"] = abstract(rest_like)
     item = item if format == 1 else {player: item}
     if host:
         restore_args = jax.tree.map(
@@ -136,4 +138,4 @@ def restore_variables(
             where = jax.tree_util.keystr(path)
             raise ValueError(f"{where} is saved as {tuple(got.shape)}, the model's is {tuple(want.shape)}")
     restored = restored if format == 1 else restored[player]
-    return restored["params"], restored["rest"]
+    return restored["params"], restored.get("rest", rest_like)

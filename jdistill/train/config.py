@@ -243,6 +243,12 @@ class DistillConfig:
         {}, help="a method's option, METHOD.FIELD=VALUE (JSON or a string), repeatable"
     )
     temperature: float = option(4.0, help="softmax temperature T of the kd and dkd terms")
+    teacher_cache: str | None = option(
+        None,
+        help="a directory written by 'jdistill cache-teacher' for this teacher and data: its outputs are "
+        "read instead of running the teacher (refused if they were written for another teacher or other "
+        "images, or if the run augments its batches)",
+    )
 
     def __post_init__(self):
         object.__setattr__(self, "methods", tuple(self.methods))
@@ -250,6 +256,8 @@ class DistillConfig:
         object.__setattr__(self, "method_options", {k: dict(v) for k, v in self.method_options.items()})
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.teacher_cache is not None and self.teacher is None:
+            raise ValueError("a teacher cache needs its teacher run directory (--teacher) too")
         if self.teacher is None and self.methods != ("ce",):
             raise ValueError(f"methods {'+'.join(self.methods)} need a teacher run directory")
         unused = sorted(set(self.method_options) - set(self.methods))

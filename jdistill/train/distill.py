@@ -17,7 +17,7 @@ from jdistill.data import Dataset, load_dataset
 from jdistill.methods import build_method, check_features, feature_shapes, resolve_weights
 from jdistill.models import count_params, create_model
 from jdistill.models.layers import torch_init
-from jdistill.train import checkpoint, optim
+from jdistill.train import checkpoint, optim, teacher_cache
 from jdistill.train.config import RunConfig
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
@@ -243,6 +243,16 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         init = Move("student", functools.partial(objective, methods, True, student_trains))
         phases = (Phase("init", init_epochs, (init,), {"student": init_optimizer}), train)
     features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
+    frozen_cache = None
+    if config.distill.teacher_cache is not None:
+        if source.augmented:
+            raise ValueError(
+                "a teacher cache holds the outputs of un-augmented images; this run augments its batches "
+                "(max_shift or hflip): run without the cache, or without augmentation"
+            )
+        frozen_cache = teacher_cache.read(
+            config.distill.teacher_cache, config.distill.teacher, source.images(), teacher_shapes, features
+        )
     prefix = (
         "val/" if config.data.holdout_fraction else "test/"
     )  # held-out training images are not the test set
@@ -257,6 +267,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         ),
         teachers={"teacher": teacher.frozen} if teacher else {},
         frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,
+        frozen_cache=frozen_cache,
         hparams={
             "temperature": jnp.float32(config.distill.temperature),
             "weights": {k: jnp.float32(v) for k, v in weights.items()},

@@ -82,7 +82,8 @@ class Game:
     first phase's optimizers; ``source``: the batches (:mod:`jdistill.train.sources`);
     ``teachers``: frozen models; ``frozen_outputs(teachers, images)``: what the teachers say of a
     batch, computed once for the whole training set when the batches are not augmented (else in
-    every round), given to the moves as ``batch["frozen"]``; ``hparams``: traced values (loss
+    every round), given to the moves as ``batch["frozen"]``, or read from ``frozen_cache`` (one row
+    per training example, from a teacher cache on disk); ``hparams``: traced values (loss
     weights, temperature) passed to every round; ``evaluate(players, teachers, mesh) -> metrics``
     (players and teachers on the mesh), logged under ``eval_prefix`` (``test/``; ``val/`` when
     the evaluation set is held-out training data);
@@ -98,6 +99,7 @@ class Game:
     evaluate: Callable | None = None
     teachers: Mapping[str, Frozen] = dataclasses.field(default_factory=dict)
     frozen_outputs: Callable | None = None
+    frozen_cache: Any = None
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     hooks: Hooks = Hooks()
     eval_every: int = 1

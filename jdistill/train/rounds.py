@@ -92,11 +92,14 @@ CACHE_LIMIT = 1 << 30  # bytes of frozen outputs kept on each device at most
 
 
 def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
-    """The frozen teachers' outputs on every training image, computed once in batches of the
+    """The frozen teachers' outputs on every training image: the game's ``frozen_cache`` if it has
+    one, else computed once in batches of the
     training batch size (as the rounds would), when the batches are not augmented; ``None``
     when they are, or when the outputs would take more than :data:`CACHE_LIMIT` bytes (the
     rounds compute them)."""
     source = game.source
+    if game.frozen_cache is not None:
+        return game.frozen_cache
     if game.frozen_outputs is None or source.augmented:
         return None
     images = source.images()

@@ -186,7 +186,7 @@ class RunDir:
         return _read_json(self.summary_file)
 
 
-PATH_FIELDS = ("data_dir", "teacher", "teacher_dir")
+PATH_FIELDS = ("data_dir", "teacher", "teacher_dir", "teacher_cache")
 CADENCE_FIELDS = ("eval_every", "checkpoint_every")  # how often, not what: a resumed run may change them
 
 
