@@ -59,10 +59,22 @@ class Schedule:
 # Hinton et al. 2012's recipe, as far as its appendix A establishes it: the preset hinton2012
 # (jdistill.presets, where its lr of 1 instead of the paper's 10 is explained).
 HINTON_2012 = tuple(HINTON_2012_PRESET.items())
+HINTON_2012_EPOCHS = 3000  # what the recipe's lr decay (x0.998 per epoch) and momentum ramp (500) are set for
+
+
+def hinton_2012_over(epochs: int) -> tuple:
+    """Hinton et al. 2012's recipe compressed in time to ``epochs``: the lr decays by
+    0.998^(3000 / epochs) per epoch, so it ends where 3,000 epochs of the recipe end (x0.0025), and
+    the momentum rises from 0.5 to 0.99 over 500 * epochs / 3000 epochs."""
+    ratio, recipe = HINTON_2012_EPOCHS / epochs, HINTON_2012_PRESET
+    compressed = {"lr_decay": recipe["lr_decay"] ** ratio,
+                  "momentum_ramp_epochs": round(recipe["momentum_ramp_epochs"] / ratio)}  # fmt: skip
+    return tuple((recipe | compressed).items())
+
 
 SCHEDULES = {
     "smoke": Schedule(teacher_epochs=2, student_epochs=1, eval_every=1),  # for tests of the pipeline
-    "default": Schedule(teacher_epochs=600, student_epochs=80),
+    "default": Schedule(teacher_epochs=900, student_epochs=80, teacher_recipe=hinton_2012_over(900)),
     "long": Schedule(teacher_epochs=3000, student_epochs=200, eval_every=50, teacher_recipe=HINTON_2012),
 }
 

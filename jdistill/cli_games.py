@@ -37,9 +37,12 @@ def add_run_options(parser, data_dir: bool = True, teacher: bool = True) -> None
     parser.add_argument("--steps-per-call", type=int, default=1, help=STEPS_PER_CALL_HELP)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     if teacher:
-        parser.add_argument("--shard-teacher", action="store_true",
-                            help="each device holds 1/N of the frozen teacher (fully sharded) instead of all "
-                            "of it: for teachers larger than one device's memory; the same results")  # fmt: skip
+        parser.add_argument(
+            "--shard-teacher",
+            action="store_true",
+            help="each device holds 1/N of the frozen teacher (fully sharded) instead of all of it: for "
+            "teachers larger than one device's memory; the same results",
+        )
     several = parser.add_argument_group(
         "several processes (jax.distributed; every process runs the same command, process 0 writes --out)"
     )

@@ -101,9 +101,10 @@ def test_bfloat16_halves_the_file_and_keeps_three_significant_digits(runs, tmp_p
          "its batches (max_shift or hflip): run without the cache, or without augmentation"),
         (["--holdout-fraction", "0.1"], "teacher cache {cache} holds outputs on other training images (1257 "
          "of digits) than this run's (1131): the data, its held-out part or its excluded classes differ"),
-        (["--method-option", "fitnet.teacher_layer=hidden1"], "teacher cache {cache} lacks the feature hidden1 that "
-         "this run's methods read; write it with --feature hidden1"),
-        (["--teacher", "{other}"], "teacher cache {cache} was written from another teacher ({teacher}) than {other}"),
+        (["--method-option", "fitnet.teacher_layer=hidden1"], "teacher cache {cache} lacks the feature "
+         "hidden1 that this run's methods read; write it with --feature hidden1"),
+        (["--teacher", "{other}"], "teacher cache {cache} was written from another teacher ({teacher}) than "
+         "{other}"),
     ],
     ids=["augmented", "other images", "a feature missing", "another teacher"],
 )  # fmt: skip

@@ -47,5 +47,6 @@ __all__ = [
     "parse_methods",
     "resolve_weights",
     "split_module",
+    "teacher_cache",
     "teacher_forward",
 ]

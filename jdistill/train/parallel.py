@@ -40,9 +40,10 @@ def fully_sharded(tree, mesh: Mesh, *, min_size: int = 1024):
 
 
 def place(tree, sharding):
-    """``jax.device_put(tree, sharding)`` (one sharding, or a tree of them like ``tree``); with several processes through the host, as arrays made
-    on one process's device (a loaded teacher, freshly initialised players) cannot be sent to
-    another process's devices directly, and every process holds the same values."""
+    """``jax.device_put(tree, sharding)`` (one sharding, or a tree of them like ``tree``); with
+    several processes through the host, as arrays made on one process's device (freshly
+    initialised players) cannot be sent to another process's devices directly, and every process
+    holds the same values."""
     if jax.process_count() > 1:
         tree = jax.device_get(tree)
     return jax.device_put(tree, sharding)

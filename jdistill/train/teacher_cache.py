@@ -124,19 +124,20 @@ def read(cache_dir, teacher_dir, images: np.ndarray, feature_names, features_rea
         )
     if manifest["teacher_fingerprint"] != teacher_fingerprint(teacher_dir):
         raise ValueError(
-            f"teacher cache {cache} was written from another teacher ({manifest['teacher']}) than {teacher_dir}"
+            f"teacher cache {cache} was written from another teacher ({manifest['teacher']}) "
+            f"than {teacher_dir}"
         )
     if manifest["data"]["fingerprint"] != data_fingerprint(images):
         raise ValueError(
-            f"teacher cache {cache} holds outputs on other training images ({manifest['data']['examples']} of "
-            f"{manifest['data']['dataset']}) than this run's ({len(images)}): the data, its held-out part or "
-            f"its excluded classes differ"
+            f"teacher cache {cache} holds outputs on other training images ({manifest['data']['examples']} "
+            f"of {manifest['data']['dataset']}) than this run's ({len(images)}): the data, its held-out part "
+            f"or its excluded classes differ"
         )
     missing = sorted(set(features_read) - set(manifest["features"]))
     if missing:
         raise ValueError(
-            f"teacher cache {cache} lacks the feature {', '.join(missing)} that this run's methods read; write it "
-            f"with --feature {' --feature '.join(missing)}"
+            f"teacher cache {cache} lacks the feature {', '.join(missing)} that this run's methods read; "
+            f"write it with --feature {' --feature '.join(missing)}"
         )
     with np.load(cache / OUTPUTS) as stored:
         arrays = {k: _decode(stored[k], manifest["dtype"]) for k in stored.files}
