@@ -14,6 +14,7 @@ per second after compilation / warm-up, the median over ``--repeats`` timed repe
     pip install torch==2.13.0      # benchmark-only extra (the CPU build on this registry)
     python benchmarks/throughput.py                    # the MNIST pairs, batch 128
     python benchmarks/throughput.py --pairs resnet56->resnet20,resnet32x4->resnet8x4 --batch-size 64
+    python benchmarks/throughput.py --dtype bfloat16   # the student's passes in bfloat16 (mixed precision)
 
 For each pair and setting it prints the compile time of the first call, the teacher-forward share
 of a step, the img/s of each ``steps_per_call``, and ends with the line
@@ -68,8 +69,9 @@ def fake_batches(batch: int, count: int, shape, classes: int, seed: int = 0):
     return images, labels
 
 
-def kd_game(teacher_name, student_name, shape, classes, images, labels) -> Game:
-    """The distillation game of the benchmark's step: ce + kd, the teacher's outputs in every round."""
+def kd_game(teacher_name, student_name, shape, classes, images, labels, dtype=None) -> Game:
+    """The distillation game of the benchmark's step: ce + kd, the teacher's outputs in every round;
+    the student's passes in ``dtype`` (None: float32)."""
     teacher = Trainable(create_model(teacher_name, shape, classes, rngs=nnx.Rngs(0)))
     student = Trainable(create_model(student_name, shape, classes, rngs=nnx.Rngs(1)))
     methods = (build_method("ce"), build_method("kd"))
@@ -87,6 +89,7 @@ def kd_game(teacher_name, student_name, shape, classes, images, labels) -> Game:
             "temperature": jnp.float32(TEMPERATURE),
             "weights": {"ce": jnp.float32(HARD_WEIGHT), "kd": jnp.float32(1 - HARD_WEIGHT)},
         },
+        compute_dtype=dtype,
     )
 
 
@@ -223,6 +226,12 @@ def main() -> None:
     )
     parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (the median is reported)")
     parser.add_argument("--steps-per-call", default="1,16", help="comma-separated settings of steps_per_call")
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="jdistill's student computes in this dtype (its teacher and PyTorch in float32)",
+    )
     args = parser.parse_args()
     settings = [int(k) for k in args.steps_per_call.split(",")]
     if any(args.steps % k for k in settings):
@@ -237,14 +246,18 @@ def main() -> None:
         torch = None
         torch_info = "torch not installed (pip install torch==2.13.0)"
     print(f"jax {jax.__version__} on {jax.devices()[0].device_kind} x{jax.device_count()}; {torch_info}")
-    print(f"batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats (median)")
+    print(
+        f"batch {args.batch_size}, {args.steps} steps x {args.repeats} repeats (median), "
+        f"jdistill in {args.dtype}"
+    )
 
     for pair in args.pairs.split(","):
         if pair not in PAIRS:
             raise SystemExit(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
         teacher, student, shape, classes = PAIRS[pair]
         images, labels = fake_batches(args.batch_size, max(16, max(settings)), shape, classes)
-        game = kd_game(teacher, student, shape, classes, images, labels)
+        dtype = None if args.dtype == "float32" else jnp.dtype(args.dtype)
+        game = kd_game(teacher, student, shape, classes, images, labels, dtype)
         ours = {}
         for k in settings:
             ours[k] = bench_jdistill(game, args.steps, args.repeats, k)

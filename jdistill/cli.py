@@ -67,7 +67,9 @@ def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None
     add_config_options(
         parser,
         RunConfig,
-        skip=() if distill else ("teacher", "methods", "weights", "method_options", "temperature"),
+        skip=()
+        if distill
+        else ("teacher", "methods", "weights", "method_options", "temperature", "teacher_cache"),
         listed=("model", "dataset", *(("teacher", "methods") if distill else ())),
         flags={"methods": "--method", "weights": "--weight", "method_options": "--method-option"},
         parsers={"methods": str, "weights": "append", "method_options": "append"},

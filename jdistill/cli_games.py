@@ -188,6 +188,7 @@ def add_parsers(sub) -> None:
         "set (to score the student) and the teacher's input statistics only. The student's and the "
         "generator's optimizers default to the method's paper's.",
         required=("teacher", "method", "dataset"),
+        skip=("dtype",),  # float32 only
         choices={"method": DATA_FREE_METHODS},
         aliases={
             "--student": "model",

@@ -266,6 +266,8 @@ def optimizers(config: DataFreeConfig) -> dict[str, optim.Optimizer]:
 
 def build(config: DataFreeConfig, dataset: Dataset | None = None) -> Game:
     """The data-free game ``config`` describes, at step 0."""
+    if config.model.dtype != "float32":
+        raise ValueError(f"data-free games compute in float32 only, not {config.model.dtype}")
     dataset = teacher_dataset(
         dataset if dataset is not None else load_dataset(config.dataset, config.data_dir), config.image_size
     )

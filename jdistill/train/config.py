@@ -14,6 +14,8 @@ from jdistill.models.layers import INITS
 from jdistill.train import groups
 from jdistill.train.groups import option
 
+DTYPES = ("float32", "bfloat16")  # compute dtypes of ModelConfig.dtype
+
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "constant", "step", "exponential")
 
@@ -30,10 +32,19 @@ class ModelConfig:
         help="initialisation: flax (LeCun-normal kernels, zero biases) or torch (PyTorch's defaults: "
         "kernels and biases U(+-1/sqrt(fan_in)))",
     )
+    dtype: str = option(
+        "float32",
+        choices=DTYPES,
+        help="compute dtype of the training steps: bfloat16 computes the forward and backward passes in "
+        "bfloat16 while the parameters, optimizer state, batch statistics, losses and evaluation stay "
+        "float32 (train-teacher and distill)",
+    )
 
     def __post_init__(self):
         if self.init not in INITS:
             raise ValueError(f"init: choose {' or '.join(map(repr, INITS))}, got {self.init!r}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype: choose {' or '.join(map(repr, DTYPES))}, got {self.dtype!r}")
 
 
 @dataclasses.dataclass(frozen=True)

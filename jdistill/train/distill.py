@@ -268,6 +268,7 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         teachers={"teacher": teacher.frozen} if teacher else {},
         frozen_outputs=functools.partial(teacher_outputs, features) if teacher else None,
         frozen_cache=frozen_cache,
+        compute_dtype=None if config.model.dtype == "float32" else jnp.dtype(config.model.dtype),
         hparams={
             "temperature": jnp.float32(config.distill.temperature),
             "weights": {k: jnp.float32(v) for k, v in weights.items()},

@@ -100,6 +100,7 @@ class Game:
     teachers: Mapping[str, Frozen] = dataclasses.field(default_factory=dict)
     frozen_outputs: Callable | None = None
     frozen_cache: Any = None
+    compute_dtype: Any = None  # e.g. jnp.bfloat16: the moves' forward and backward passes (View.module)
     hparams: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     hooks: Hooks = Hooks()
     eval_every: int = 1
@@ -148,12 +149,18 @@ class View:
     """What a move's loss sees. ``module(name)`` is a player as an ``nnx`` module (a
     :class:`Stacked` for stacked players), the moving player with the parameters being
     differentiated; ``teacher(name)`` a frozen model; ``batch``, ``hparams``; ``key(stream)``;
-    ``round`` (traced index), ``repeat``, ``epoch`` (fractional epochs into the phase)."""
+    ``round`` (traced index), ``repeat``, ``epoch`` (fractional epochs into the phase).
 
-    def __init__(self, players, mover, params, teachers, batch, hparams, rkey, round_index, repeat, epoch):
+    With a ``compute_dtype`` (mixed precision), ``module`` gives the players' layers computing in it
+    (:func:`computing_in`): their forward and backward passes run in it, while the gradients reach
+    the float32 parameters through the layers' casts."""
+
+    def __init__(self, players, mover, params, teachers, batch, hparams, rkey, round_index, repeat, epoch,
+                 compute_dtype=None):  # fmt: skip
         self.players, self.mover, self.params, self.teachers = players, mover, params, teachers
         self.batch, self.hparams, self.rkey = batch, hparams, rkey
         self.round, self.repeat, self.epoch = round_index, repeat, epoch
+        self.compute_dtype = compute_dtype
         self._modules = {}
 
     def module(self, name: str):
@@ -161,9 +168,13 @@ class View:
             player = self.players[name]
             params = self.params if name == self.mover else player.params
             if player.stacked:
+                if self.compute_dtype is not None:
+                    raise ValueError("stacked players compute in float32 only")
                 self._modules[name] = Stacked(player.graphdef, params, player.rest)
             else:
-                self._modules[name] = nnx.merge(player.graphdef, params, player.rest)
+                self._modules[name] = computing_in(
+                    nnx.merge(player.graphdef, params, player.rest), self.compute_dtype
+                )
         return self._modules[name]
 
     def teacher(self, name: str = "teacher") -> nnx.Module:
@@ -178,6 +189,18 @@ class View:
         if module is None:
             return self.players[self.mover].rest
         return module.rest if isinstance(module, Stacked) else rest_of(module)
+
+
+def computing_in(module: nnx.Module, dtype) -> nnx.Module:
+    """``module`` with every Flax layer in it (those with ``dtype`` and ``param_dtype``: Linear,
+    Conv, BatchNorm, LayerNorm, ...) computing in ``dtype`` (``None``: unchanged). Each layer casts
+    its float32 parameters and its input to ``dtype``; BatchNorm reduces in float32 and keeps its
+    float32 statistics."""
+    if dtype is not None:
+        for _, layer in nnx.iter_modules(module):
+            if hasattr(layer, "dtype") and hasattr(layer, "param_dtype"):
+                layer.dtype = dtype
+    return module
 
 
 def epoch_fraction(round_index, phase_first_round: int, rounds_per_epoch: int) -> jax.Array:

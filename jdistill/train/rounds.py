@@ -20,13 +20,13 @@ from jdistill.train.game import BATCH, Game, Move, View, epoch_fraction, round_k
 from jdistill.train.parallel import DATA_AXIS
 
 
-def play(players: dict, move: Move, view_args: tuple) -> tuple[dict, dict]:
-    """One optimizer step of ``move.player`` on ``move.loss``; returns the players and the step's
-    metrics (with the learning rate)."""
+def play(players: dict, move: Move, view_args: tuple, compute_dtype=None) -> tuple[dict, dict]:
+    """One optimizer step of ``move.player`` on ``move.loss`` (its passes in ``compute_dtype`` if
+    given); returns the players and the step's metrics (with the learning rate)."""
     player = players[move.player]
 
     def objective(params):
-        view = View(players, move.player, params, *view_args)
+        view = View(players, move.player, params, *view_args, compute_dtype=compute_dtype)
         total, metrics = move.loss(view)
         return total, (metrics, view.new_rest())
 
@@ -61,6 +61,8 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
                 batch["frozen"] = jax.tree.map(lambda a: a[indices], data["frozen"])
             else:
                 batch["frozen"] = game.frozen_outputs(teachers, batch["image"])
+        if game.compute_dtype is not None:
+            batch["image"] = batch["image"].astype(game.compute_dtype)
         batch = constrain(batch)
         epoch = epoch_fraction(r, phase_first_round, per_epoch)
         metrics = {}
@@ -71,7 +73,8 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
                 if move.fresh_batch:
                     key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rkey, BATCH), m + 1), j)
                     move_batch = constrain(source.fresh(key))
-                players, result = play(players, move, (teachers, move_batch, hparams, rkey, r, j, epoch))
+                view_args = (teachers, move_batch, hparams, rkey, r, j, epoch)
+                players, result = play(players, move, view_args, game.compute_dtype)
                 results.append(result)
             for name, value in _mean(results).items():
                 metrics[move.prefix + name] = value
@@ -148,4 +151,4 @@ def play_move(game: Game, players: dict, move: Move, batch: dict, *, round_index
         repeat,
         jnp.float32(0),
     )
-    return play(dict(players), move, view_args)
+    return play(dict(players), move, view_args, game.compute_dtype)
