@@ -168,6 +168,7 @@ def cmd_models(args) -> None:
 
     from jdistill.models import MODELS, count_params, create_model, native_input_shape
 
+    width = max(map(len, MODELS))
     for name in MODELS:
         shape = (
             tuple(int(d) for d in args.input_shape.split("x"))
@@ -181,9 +182,9 @@ def cmd_models(args) -> None:
         try:
             model = nnx.eval_shape(build)  # shapes only: instant even for ResNet50
         except ValueError as e:
-            print(f"{name:14s} {'-':>12}  ({e})")
+            print(f"{name:{width}s} {'-':>12}  ({e})")
             continue
-        line = f"{name:14s} {count_params(model):>12,}  {'x'.join(map(str, shape))}"
+        line = f"{name:{width}s} {count_params(model):>12,}  {'x'.join(map(str, shape))}"
         if args.features:
             images = jax.ShapeDtypeStruct((1, *shape), "float32")
             shapes = jax.eval_shape(lambda x, build=build: build()(x)[1], images)

@@ -8,7 +8,14 @@ from jdistill.models.common import Output
 from jdistill.models.connector import Connector
 from jdistill.models.mlp import MLP
 from jdistill.models.mobilenetv2 import MobileNetV2
-from jdistill.models.registry import CIFAR_MODELS, MODELS, count_params, create_model, native_input_shape
+from jdistill.models.registry import (
+    CIFAR_MODELS,
+    IMAGENET_MODELS,
+    MODELS,
+    count_params,
+    create_model,
+    native_input_shape,
+)
 from jdistill.models.resnet import ResNet
 from jdistill.models.resnet_bottleneck import BottleneckResNet
 from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
@@ -19,6 +26,7 @@ from jdistill.models.wrn import WideResNet
 
 __all__ = [
     "CIFAR_MODELS",
+    "IMAGENET_MODELS",
     "MLP",
     "MODELS",
     "VAE",

@@ -11,6 +11,7 @@ from jdistill.models.mlp import MLP
 from jdistill.models.mobilenetv2 import MobileNetV2
 from jdistill.models.resnet import ResNet
 from jdistill.models.resnet_bottleneck import BottleneckResNet
+from jdistill.models.resnet_imagenet import ImageNetResNet
 from jdistill.models.shufflenet import ShuffleV1, ShuffleV2
 from jdistill.models.vgg import VGG
 from jdistill.models.vit import ViT
@@ -45,12 +46,22 @@ CIFAR_ZOO: dict[str, Callable[..., nnx.Module]] = {
     "ShuffleV2": ShuffleV2,
     "ResNet50": functools.partial(BottleneckResNet, num_blocks=(3, 4, 6, 3)),
 }
-MODELS = {**SMALL_MODELS, **CIFAR_ZOO}
+# torchvision's ImageNet ResNets (224x224 inputs; other sizes of at least 32x32 work too).
+IMAGENET_ZOO: dict[str, Callable[..., nnx.Module]] = {
+    "resnet18_imagenet": functools.partial(ImageNetResNet, blocks=(2, 2, 2, 2)),
+    "resnet34_imagenet": functools.partial(ImageNetResNet, blocks=(3, 4, 6, 3)),
+    "resnet50_imagenet": functools.partial(ImageNetResNet, blocks=(3, 4, 6, 3), bottleneck=True),
+}
+MODELS = {**SMALL_MODELS, **CIFAR_ZOO, **IMAGENET_ZOO}
 CIFAR_MODELS = tuple(CIFAR_ZOO)
+IMAGENET_MODELS = tuple(IMAGENET_ZOO)
 
 
 def native_input_shape(name: str) -> tuple[int, int, int]:
-    """The input a model is listed with: 32x32x3 for the CIFAR zoo, 28x28x1 (MNIST) otherwise."""
+    """The input a model is listed with: 32x32x3 for the CIFAR zoo, 224x224x3 for the ImageNet
+    ResNets, 28x28x1 (MNIST) otherwise."""
+    if name in IMAGENET_MODELS:
+        return (224, 224, 3)
     return (32, 32, 3) if name in CIFAR_MODELS else (28, 28, 1)
 
 
