@@ -11,6 +11,11 @@ from its preset. ``crd`` is the default of the CIFAR data sets (``--preset none`
   momentum rising from 0.5 to 0.99 over 500 epochs, max-norm sqrt(15). The paper's lr of 10 left
   every unit dead within the first epoch here (how its gradient is scaled is not stated); lr 1
   learns and is used.
+- ``imagenet-kd``: the ImageNet ResNet-34 -> ResNet-18 KD recipe of mdistiller (Zhao et al. 2022's
+  baselines): 100 epochs, batch 512, SGD lr 0.2 x batch/512, momentum 0.9, weight decay 1e-4, x0.1 at
+  epochs 30, 60, 90 (scaled with ``--epochs``), KD at T = 1 weighted 0.5 with CE 0.5. Only the
+  optimizer, schedule and loss: the ImageNet augmentation (random-resized crop, flip) is the data
+  pipeline's.
 - ``dfad-teacher``, ``dafl-teacher``: the LeNet-5 MNIST teachers of the DFAD and DAFL reference
   code (:data:`jdistill.adversarial.data_free.PAPER_TEACHERS`; ZSKT uses DFAD's).
 """
@@ -65,6 +70,30 @@ HINTON_2012 = {
 }
 
 
+IMAGENET_EPOCHS, IMAGENET_BATCH, IMAGENET_MILESTONES = 100, 512, (30, 60, 90)
+
+
+def _imagenet_kd(context: Context) -> dict[str, Any]:
+    epochs, batch = context.epochs or IMAGENET_EPOCHS, context.batch_size or IMAGENET_BATCH
+    scaled = {round(m * epochs / IMAGENET_EPOCHS) for m in IMAGENET_MILESTONES}
+    values = {
+        "epochs": epochs,
+        "batch_size": batch,
+        "optimizer": "sgd",
+        "learning_rate": 0.2 * batch / IMAGENET_BATCH,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 1e-4,
+        "schedule": "step",
+        "lr_milestones": tuple(sorted(m for m in scaled if 0 < m < epochs)),
+        "lr_decay": 0.1,
+        "temperature": 1.0,
+    }
+    if "kd" in context.methods:
+        values["weights"] = {"ce": 0.5, "kd": 0.5}
+    return values
+
+
 def _paper_teacher(method: str) -> Callable[[Context], dict[str, Any]]:
     def values(context: Context) -> dict[str, Any]:
         from jdistill.adversarial.data_free import PAPER_TEACHERS
@@ -86,6 +115,11 @@ PRESETS = {
         "Hinton et al. 2012's MNIST optimizer: batch 100, lr 1 x 0.998 per epoch, damped momentum "
         "0.5 -> 0.99 over 500 epochs, max-norm sqrt(15)",
         lambda context: dict(HINTON_2012),
+    ),
+    "imagenet-kd": Preset(
+        "mdistiller's ImageNet KD recipe: 100 epochs, batch 512, SGD lr 0.2 x batch/512, momentum 0.9, "
+        "wd 1e-4, x0.1 at epochs 30/60/90 (scaled with --epochs), T = 1, 0.5 CE + 0.5 KD",
+        _imagenet_kd,
     ),
     "dfad-teacher": Preset(
         "the DFAD (and ZSKT) reference code's LeNet-5 teacher: SGD 0.01, momentum 0.9, wd 1e-4, batch 256, "

@@ -181,6 +181,21 @@ def test_presets_name_the_papers_recipes_and_given_options_override_them(monkeyp
         main(command)
 
 
+def test_the_imagenet_kd_preset_scales_its_rate_and_milestones():
+    from jdistill.presets import Context, preset_values
+
+    values = preset_values(
+        "imagenet-kd", Context("resnet18_imagenet", ("ce", "kd"), "resnet34_imagenet", 10, 256)
+    )
+    assert (values["learning_rate"], values["lr_milestones"], values["lr_decay"]) == (0.1, (3, 6, 9), 0.1)
+    assert (values["temperature"], values["weights"], values["weight_decay"]) == (
+        1.0,
+        {"ce": 0.5, "kd": 0.5},
+        1e-4,
+    )
+    assert preset_values("imagenet-kd", Context("resnet34_imagenet"))["lr_milestones"] == (30, 60, 90)
+
+
 def test_train_teacher_then_distill_writes_complete_run_directories(tmp_path, capsys):
     teacher, student = tmp_path / "teacher", tmp_path / "student"
     main(
