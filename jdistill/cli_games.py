@@ -43,6 +43,11 @@ def add_run_options(parser, data_dir: bool = True, teacher: bool = True) -> None
             help="each device holds 1/N of the frozen teacher (fully sharded) instead of all of it: for "
             "teachers larger than one device's memory; the same results",
         )
+    add_process_options(parser)
+
+
+def add_process_options(parser) -> None:
+    """The options of a run in several processes (:mod:`jdistill.train.distributed`)."""
     several = parser.add_argument_group(
         "several processes (jax.distributed; every process runs the same command, process 0 writes --out)"
     )
@@ -53,6 +58,15 @@ def add_run_options(parser, data_dir: bool = True, teacher: bool = True) -> None
     several.add_argument("--distributed", action="store_true",
                          help="take all three from the cluster's environment (SLURM, Open MPI, TPU pods, "
                          "Kubernetes), as jax.distributed.initialize() does")  # fmt: skip
+
+
+def start_processes(args) -> None:
+    """``jax.distributed`` as the options of :func:`add_process_options` ask (nothing without them)."""
+    from jdistill.train import distributed
+
+    distributed.initialize(
+        args.coordinator_address, args.num_processes, args.process_id, from_environment=args.distributed
+    )
 
 
 def command(
@@ -84,11 +98,9 @@ def start(args, config, sources: dict) -> dict:
     teacher of other data or an ``--out`` that is a file, fails here in one line, before anything
     is printed or written), print
     the effective configuration, and play it into ``--out``; the summary."""
-    from jdistill.train import RunDir, distributed, fit
+    from jdistill.train import RunDir, fit
 
-    distributed.initialize(
-        args.coordinator_address, args.num_processes, args.process_id, from_environment=args.distributed
-    )
+    start_processes(args)
     RunDir(args.out).check_place()
     game = config.build()
     print_configuration(args.command, config, sources)

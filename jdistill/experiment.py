@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from jdistill.cli_games import add_process_options, start_processes
 from jdistill.cli_options import OneLineParser
-from jdistill.train import groups
+from jdistill.train import distributed, groups
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,6 +143,7 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
         f"{experiment.holdout_fraction:.3g})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_process_options(parser)
     if experiment.add_options:
         experiment.add_options(parser)
     return parser
@@ -218,6 +220,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
     started = time.perf_counter()
     out = pathlib.Path(args.out).absolute()
     try:
+        start_processes(args)
         options = options_from(experiment, args)
         dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
         if options.smoke and dataset is not None:
@@ -228,12 +231,14 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
         options.out.mkdir(parents=True, exist_ok=True)
         results = play(experiment, options)
         table = experiment.table(results, options)
-        if experiment.plots:
+        if experiment.plots and distributed.is_primary():
             experiment.plots(results, options)
-    except (ValueError, OSError) as e:
+    except (ValueError, OSError, distributed.StoppedOnProcess0) as e:
         sys.exit(f"{pathlib.Path(sys.argv[0]).name}: error: {e}")
     except KeyboardInterrupt:
         sys.exit(f"interrupted; the same command resumes from the last checkpoints in {out}")
+    if not distributed.is_primary():
+        return results
     (options.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (options.out / "table.md").write_text(table)
     print(table)
