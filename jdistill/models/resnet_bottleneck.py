@@ -49,6 +49,20 @@ class Bottleneck(nnx.Module):
         return out + (x if self.shortcut is None else self.shortcut(x, train))
 
 
+def residual_stages(block, expansion: int, counts: Sequence[int], *, rngs: nnx.Rngs) -> tuple[nnx.List, int]:
+    """Stages of ``counts`` blocks (``block(in_planes, planes, stride)``) of widths 64, 128, 256,
+    ... on a 64-channel input, strides 1, 2, 2, ..., each block's output ``expansion`` x its width;
+    and the channels of the last stage's output."""
+    in_planes, stages = 64, []
+    for i, count in enumerate(counts):
+        planes, blocks = 64 * 2**i, []
+        for j in range(count):
+            blocks.append(block(in_planes, planes, 2 if i > 0 and j == 0 else 1, rngs=rngs))
+            in_planes = expansion * planes
+        stages.append(nnx.List(blocks))
+    return nnx.List(stages), in_planes
+
+
 class BottleneckResNet(nnx.Module):
     """CIFAR ResNet of bottleneck blocks, ``num_blocks`` per stage; (3, 4, 6, 3) is ResNet50."""
 
@@ -62,17 +76,8 @@ class BottleneckResNet(nnx.Module):
     ):
         in_channels = require_cifar_input("BottleneckResNet", input_shape)
         self.stem = ConvBN(in_channels, 64, 3, rngs=rngs)
-        in_planes = 64
-        stages = []
-        for i, count in enumerate(num_blocks):
-            planes = 64 * 2**i
-            blocks = []
-            for j in range(count):
-                blocks.append(Bottleneck(in_planes, planes, 2 if i > 0 and j == 0 else 1, rngs=rngs))
-                in_planes = EXPANSION * planes
-            stages.append(nnx.List(blocks))
-        self.stages = nnx.List(stages)
-        self.head = linear(in_planes, num_classes, rngs=rngs)
+        self.stages, out_planes = residual_stages(Bottleneck, EXPANSION, num_blocks, rngs=rngs)
+        self.head = linear(out_planes, num_classes, rngs=rngs)
 
     def __call__(
         self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None

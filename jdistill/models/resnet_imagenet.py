@@ -32,16 +32,14 @@ from flax import nnx
 from jdistill.models.common import Output
 from jdistill.models.layers import ConvBN, linear, staged_forward
 from jdistill.models.resnet import BasicBlock
-from jdistill.models.resnet_bottleneck import EXPANSION, Bottleneck
-
-WIDTHS = (64, 128, 256, 512)
+from jdistill.models.resnet_bottleneck import EXPANSION, Bottleneck, residual_stages
 
 
 class Stem(nnx.Module):
     """conv7x7/2-BN then max-pool 3x3/2 (the ReLU that follows commutes with the max)."""
 
     def __init__(self, in_channels: int, *, rngs: nnx.Rngs):
-        self.conv = ConvBN(in_channels, WIDTHS[0], 7, stride=2, rngs=rngs)
+        self.conv = ConvBN(in_channels, 64, 7, stride=2, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return nnx.max_pool(self.conv(x, train), (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -65,15 +63,8 @@ class ImageNetResNet(nnx.Module):
             )
         block, expansion = (Bottleneck, EXPANSION) if bottleneck else (BasicBlock, 1)
         self.stem = Stem(input_shape[2], rngs=rngs)
-        in_planes, stages = WIDTHS[0], []
-        for i, (count, planes) in enumerate(zip(blocks, WIDTHS, strict=True)):
-            stage = []
-            for j in range(count):
-                stage.append(block(in_planes, planes, 2 if i > 0 and j == 0 else 1, rngs=rngs))
-                in_planes = expansion * planes
-            stages.append(nnx.List(stage))
-        self.stages = nnx.List(stages)
-        self.head = linear(in_planes, num_classes, rngs=rngs)
+        self.stages, out_planes = residual_stages(block, expansion, blocks, rngs=rngs)
+        self.head = linear(out_planes, num_classes, rngs=rngs)
 
     def __call__(
         self, images: jax.Array, *, train: bool = False, dropout_key: jax.Array | None = None
