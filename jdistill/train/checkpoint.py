@@ -10,6 +10,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jdistill.train import distributed
+
 
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
     return ocp.CheckpointManager(
@@ -85,20 +87,23 @@ def restore_latest_readable(run_dir: pathlib.Path, like_at):
 
 
 def _set_aside(run_dir: pathlib.Path, unreadable: list[tuple[int, str]]) -> ocp.CheckpointManager:
-    """Move the ``unreadable`` checkpoints to ``unreadable_checkpoints/``; a fresh manager."""
+    """Move the ``unreadable`` checkpoints to ``unreadable_checkpoints/`` (process 0 moves them; the
+    others wait); a fresh manager."""
     aside = run_dir / "unreadable_checkpoints"
-    aside.mkdir(exist_ok=True)
     for epoch, why in unreadable:
         target = aside / str(epoch)
         suffix = 1
         while target.exists():
             target, suffix = aside / f"{epoch}.{suffix}", suffix + 1
-        (run_dir / "checkpoints" / str(epoch)).rename(target)
+        if distributed.is_primary():
+            aside.mkdir(exist_ok=True)
+            (run_dir / "checkpoints" / str(epoch)).rename(target)
         warnings.warn(
             f"checkpoint {epoch} of {run_dir} cannot be read ({why}); moved to {target}, resuming "
             "from the one before",
             stacklevel=3,
         )
+    distributed.barrier("unreadable checkpoints set aside")
     return manager(run_dir)
 
 
