@@ -132,6 +132,8 @@ def test_a_failure_on_process_0_is_one_line_on_every_process(teacher, tmp_path):
          "--coordinator-address must be HOST:PORT, got 'host0'"),
         (["--coordinator-address", "host0:1234", "--num-processes", "2", "--process-id", "2"],
          "--process-id must be in 0..1 for --num-processes 2, got 2"),
+        (["--distributed", "--num-processes", "2"],
+         "--distributed reads the processes from the environment: give it or the three options"),
     ],
 )  # fmt: skip
 def test_several_processes_options_are_checked_in_one_line(tmp_path, capsys, options, message):

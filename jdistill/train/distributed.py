@@ -37,6 +37,10 @@ def initialize(
              "--process-id": process_id}  # fmt: skip
     if not from_environment and all(v is None for v in given.values()):
         return False
+    if from_environment and any(v is not None for v in given.values()):
+        raise ValueError(
+            "--distributed reads the processes from the environment: give it or the three options"
+        )
     if not from_environment:
         missing = [name for name, value in given.items() if value is None]
         if missing:
