@@ -96,10 +96,9 @@ CACHE_LIMIT = 1 << 30  # bytes of frozen outputs kept on each device at most
 
 def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
     """The frozen teachers' outputs on every training image: the game's ``frozen_cache`` if it has
-    one, else computed once in batches of the
-    training batch size (as the rounds would), when the batches are not augmented; ``None``
-    when they are, or when the outputs would take more than :data:`CACHE_LIMIT` bytes (the
-    rounds compute them)."""
+    one, else computed once in batches of the training batch size (as the rounds would), when the
+    batches are not augmented; ``None`` when they are, or when the outputs would take more than
+    :data:`CACHE_LIMIT` bytes (the rounds compute them)."""
     source = game.source
     if game.frozen_cache is not None:
         return game.frozen_cache
@@ -114,9 +113,8 @@ def cache_frozen_outputs(game: Game, teachers, mesh) -> dict | None:
         return None
     padded = np.concatenate([images, np.zeros(((-n) % batch, *images.shape[1:]), images.dtype)])
     sharded = NamedSharding(mesh, P(DATA_AXIS))
-    forward = jax.jit(
-        game.frozen_outputs, out_shardings=NamedSharding(mesh, P())
-    )  # readable by every process
+    # replicated outputs: every process can read them back, not only its own devices' part
+    forward = jax.jit(game.frozen_outputs, out_shardings=NamedSharding(mesh, P()))
     parts = [
         jax.device_get(forward(teachers, jax.device_put(padded[i : i + batch], sharded)))
         for i in range(0, len(padded), batch)
