@@ -304,6 +304,7 @@ def test_fully_sharded_splits_the_largest_divisible_axis_and_replicates_the_rest
     assert {shard.data.shape for shard in placed.addressable_shards} == {(16, 32)}  # 1/4 on each device
 
 
+@pytest.mark.slow  # also checked across 2 processes in tests/test_distributed.py
 def test_a_sharded_teacher_gives_the_results_of_a_replicated_one(golden_runs, digits, tmp_path):
     out = golden_runs[1].play_before("tiny_teacher")  # the teacher and the distilled student
     config = forms.distill_config(str(out / "teacher")).replace(epochs=2)

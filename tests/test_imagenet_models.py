@@ -50,6 +50,7 @@ def test_the_stem_pools_3x3_stride_2_padded_by_one_as_pytorch():
     np.testing.assert_allclose(np.asarray(stem(jnp.asarray(x), train=False)), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_resnet18_trains_on_small_images():
     model = create_model("resnet18_imagenet", (64, 64, 3), 10, rngs=nnx.Rngs(0))
     images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 64, 64, 3)), jnp.float32)

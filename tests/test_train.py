@@ -77,6 +77,7 @@ def test_distilled_student_learns_and_teacher_is_unchanged(teacher_dir, digits, 
     chex.assert_trees_all_equal(host_copy(load_teacher(teacher_dir, digits).variables), before)
 
 
+@pytest.mark.slow
 def test_a_student_with_memory_banks_serves_as_a_teacher(teacher_dir, digits, tmp_path):
     """CRD's banks are in the student's saved ``rest``; a model without any must still load from it."""
     config = distill_config(teacher_dir, epochs=1, methods=parse_methods("kd+crd"))
