@@ -36,6 +36,7 @@ from jdistill.data import Dataset
 from jdistill.methods import build_method
 from jdistill.models import create_model
 from jdistill.train import Frozen, Game, Move, Optimizer, Phase, Player, Trainable, make_mesh, split_module
+from jdistill.train.config import DTYPES
 from jdistill.train.distill import objective, teacher_forward, teacher_outputs
 from jdistill.train.parallel import replicated
 from jdistill.train.rounds import make_rounds
@@ -228,7 +229,7 @@ def main() -> None:
     parser.add_argument("--steps-per-call", default="1,16", help="comma-separated settings of steps_per_call")
     parser.add_argument(
         "--dtype",
-        choices=("float32", "bfloat16"),
+        choices=DTYPES,
         default="float32",
         help="jdistill's student computes in this dtype (its teacher and PyTorch in float32)",
     )
@@ -251,12 +252,12 @@ def main() -> None:
         f"jdistill in {args.dtype}"
     )
 
+    dtype = None if args.dtype == "float32" else jnp.dtype(args.dtype)
     for pair in args.pairs.split(","):
         if pair not in PAIRS:
             raise SystemExit(f"unknown pair {pair!r}; choose from {', '.join(PAIRS)}")
         teacher, student, shape, classes = PAIRS[pair]
         images, labels = fake_batches(args.batch_size, max(16, max(settings)), shape, classes)
-        dtype = None if args.dtype == "float32" else jnp.dtype(args.dtype)
         game = kd_game(teacher, student, shape, classes, images, labels, dtype)
         ours = {}
         for k in settings:

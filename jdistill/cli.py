@@ -252,6 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_options(p, "distill")
     p.set_defaults(func=cmd_train)
 
+    from jdistill.train.config import DTYPES
+
     p = sub.add_parser(
         "cache-teacher",
         help="write a finished teacher's outputs on a training set to disk, for distill --teacher-cache",
@@ -273,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--feature", action="append", default=[], help="a teacher feature to keep too (repeatable)"
     )
     p.add_argument("--top-k", type=int, default=None, help="keep the k largest log-probabilities per example")
-    p.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="stored dtype")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype")
     p.add_argument("--out", required=True, help="the cache directory")
     p.set_defaults(func=cmd_cache_teacher)
 
@@ -304,12 +306,8 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         args.func(args)
-    except (
-        ValueError,
-        OSError,
-        FloatingPointError,
-        StoppedOnProcess0,
-    ) as e:  # OSError: FileNotFoundError, ...
+    # OSError: FileNotFoundError, a read-only directory, ...
+    except (ValueError, OSError, FloatingPointError, StoppedOnProcess0) as e:
         sys.exit(f"jdistill {args.command}: error: {e}")
     except KeyboardInterrupt:
         out = getattr(args, "out", None)

@@ -113,7 +113,7 @@ def restore_variables(
     """``(params, rest)`` of ``player`` in the latest checkpoint of the run in ``run_dir``, in the
     structure of ``params_like`` and ``rest_like`` (arrays or ``jax.ShapeDtypeStruct``; the rest of
     the checkpoint is not read): onto the devices of ``*_like``, or with ``host`` into host memory
-    as numpy arrays (PRNG keys, which numpy cannot hold, onto the default device), so that no device
+    as numpy arrays (PRNG keys, which numpy cannot hold, onto this process's first device), so that no device
     ever holds a whole model it will shard. ``format`` 1 (jdistill 0.1) saved one ``TrainState``
     instead of a dictionary of players."""
     mngr = manager(run_dir)
@@ -125,7 +125,7 @@ def restore_variables(
     if host:
         restore_args = jax.tree.map(
             lambda leaf: (
-                ocp.ArrayRestoreArgs(sharding=jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+                ocp.ArrayRestoreArgs(sharding=jax.sharding.SingleDeviceSharding(jax.local_devices()[0]))
                 if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)
                 else ocp.RestoreArgs(restore_type=np.ndarray)
             ),

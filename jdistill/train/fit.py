@@ -162,10 +162,9 @@ def _play(
     bar.close()
     if game.hooks.end:
         game.hooks.end(players, run)
-    if primary:
-        _write_summary(run, game, mesh)
+    summary = _write_summary(run, game, mesh) if primary else None
     distributed.barrier("summary written")
-    return run.summary()
+    return summary if primary else run.summary()
 
 
 def _calls(first: int, per_epoch: int, steps_per_call: int, every: int) -> list[tuple[int, int]]:
@@ -192,7 +191,7 @@ def _check_finite(per_step, phase, owners, first_round, epoch, mngr, run) -> Non
         )
 
 
-def _write_summary(run: RunDir, game: Game, mesh) -> None:
+def _write_summary(run: RunDir, game: Game, mesh) -> dict:
     lines = run.metrics()
     summary = {
         **game.summary,
@@ -207,6 +206,7 @@ def _write_summary(run: RunDir, game: Game, mesh) -> None:
         summary[game.best.replace("/", "/best_", 1)] = best[game.best]
         summary["best_epoch"] = best["epoch"]
     run.write_summary(summary)
+    return summary
 
 
 def deprecated_run(name: str):

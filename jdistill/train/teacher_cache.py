@@ -26,10 +26,10 @@ import ml_dtypes
 import numpy as np
 
 import jdistill
+from jdistill.train.config import DTYPES
 from jdistill.train.rundir import RunDir
 
 MANIFEST, OUTPUTS, FORMAT = "manifest.json", "outputs.npz", 1
-DTYPES = ("float32", "bfloat16")
 AUGMENTATION = "none: each training image once, un-augmented, in the data set's order"
 
 
