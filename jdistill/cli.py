@@ -4,11 +4,12 @@ probabilities."""
 
 import argparse
 import json
+import pathlib
 import sys
 import time
 import warnings
 
-from jdistill.cli_games import DATA_DIR_HELP, DATASET_HELP, add_run_options, start
+from jdistill.cli_games import DATA_DIR_HELP, DATASET_HELP, add_run_options, start, start_cohort
 from jdistill.cli_options import (
     DeprecatedAlias,
     OneLineParser,
@@ -76,6 +77,56 @@ def _add_training_options(parser: argparse.ArgumentParser, command: str) -> None
         aliases={"--lr": "learning_rate", **({"--student": "model"} if distill else {})},
     )
     add_run_options(parser, data_dir=False, teacher=distill)
+    together = parser.add_argument_group(
+        "several runs in one compiled step (vmap; each run in its own directory under --out)"
+    )
+    together.add_argument(
+        "--seeds",
+        default=None,
+        metavar="S,S,...",
+        help="train one run per seed at once, into --out/seedS (each the run --seed S would give)",
+    )
+    if distill:
+        together.add_argument(
+            "--sweep",
+            action="append",
+            default=[],
+            metavar="NAME=V,V,...",
+            help="train one run per value at once: temperature=1,4,8 or weight.TERM=0.5,0.9 (a term's "
+            "weight); repeatable (every combination), with --seeds too; into --out/NAMEV",
+        )
+
+
+def _numbers(option: str, text: str, kind=float) -> list:
+    try:
+        values = [kind(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"{option} expects distinct comma-separated numbers, got {text!r}")
+    return values
+
+
+def cohort_runs(config, seeds: str | None, sweeps: list[str]) -> list[tuple[str, object]]:
+    """``(directory name, configuration)`` of each run of ``--seeds`` and ``--sweep`` (every
+    combination): ``seed3``, ``temperature4``, ``seed3-weight.kd0.5``."""
+    runs = [("", config)]
+    if seeds is not None:
+        runs = [(f"seed{s}", config.replace(seed=s)) for s in _numbers("--seeds", seeds, int)]
+    for sweep in sweeps:
+        name, _, values = sweep.partition("=")
+        if name == "temperature":
+            change = lambda c, v: c.replace(temperature=v)
+        elif name.startswith("weight.") and name[7:]:
+            change = lambda c, v, term=name[7:]: c.replace(weights={**c.distill.weights, term: v})
+        else:
+            raise ValueError(f"--sweep expects temperature=V,V or weight.TERM=V,V, got {sweep!r}")
+        runs = [
+            (f"{label}-{name}{v:g}".lstrip("-"), change(c, v))
+            for label, c in runs
+            for v in _numbers(f"--sweep {name}", values)
+        ]
+    return runs
 
 
 def run_config(args, command: str):
@@ -131,7 +182,14 @@ def run_config(args, command: str):
 
 def cmd_train(args) -> None:
     config, sources = run_config(args, args.command)
-    _report(args.out, start(args, config, sources))
+    if args.seeds is None and not getattr(args, "sweep", []):
+        _report(args.out, start(args, config, sources))
+        return
+    if args.seeds is not None and sources.get("seed") == "given":
+        raise ValueError("give --seed or --seeds, not both")
+    runs = cohort_runs(config, args.seeds, getattr(args, "sweep", []))
+    for name, summary in zip((n for n, _ in runs), start_cohort(args, runs, sources)):
+        _report(str(pathlib.Path(args.out) / name), summary)
 
 
 def cmd_cache_teacher(args) -> None:
@@ -150,6 +208,14 @@ def cmd_cache_teacher(args) -> None:
         top_k=args.top_k, dtype=args.dtype,
     )  # fmt: skip
     print(json.dumps(manifest, indent=2))
+
+
+def cmd_write_records(args) -> None:
+    from jdistill.data import load_dataset
+    from jdistill.data.records import write_dataset
+
+    write_dataset(load_dataset(args.dataset, args.data_dir), args.out)
+    print(f"wrote {args.out}/train and {args.out}/test; train with --dataset records --data-dir {args.out}")
 
 
 def _report(out: str, summary: dict) -> None:
@@ -278,6 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype")
     p.add_argument("--out", required=True, help="the cache directory")
     p.set_defaults(func=cmd_cache_teacher)
+
+    p = sub.add_parser(
+        "write-records",
+        help="write a data set as record files, to be streamed from disk (--dataset records)",
+        description="Write a data set's training and test splits as memory-mapped record directories "
+        "(OUT/train, OUT/test: images.npy, labels.npy, manifest.json; uint8 where the images are whole "
+        "multiples of 1/255, else float32) with its normalisation; 'jdistill train-teacher --dataset records "
+        "--data-dir OUT' then streams them from disk instead of holding them in memory.",
+    )
+    p.add_argument("--dataset", required=True, help=DATASET_HELP)
+    p.add_argument("--data-dir", default=None, help=DATA_DIR_HELP)
+    p.add_argument("--out", required=True, help="the directory of the two record directories")
+    p.set_defaults(func=cmd_write_records)
 
     p = sub.add_parser(
         "models",

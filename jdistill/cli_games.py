@@ -4,6 +4,8 @@ command building its configuration and playing it with :func:`jdistill.train.fit
 
 import dataclasses
 import json
+import pathlib
+import sys
 
 from jdistill.cli_options import add_config_options, given_values, print_configuration
 
@@ -107,6 +109,31 @@ def start(args, config, sources: dict) -> dict:
     return fit(
         game,
         args.out,
+        progress=not args.quiet,
+        steps_per_call=args.steps_per_call,
+        shard_teachers=getattr(args, "shard_teacher", False),
+    )
+
+
+def start_cohort(args, runs: list, sources: dict) -> list[dict]:
+    """:func:`start` for several runs trained together (``runs``: ``(name, configuration)``, each
+    into ``--out/name``), the data set read once; their summaries."""
+    from jdistill.data import load_dataset
+    from jdistill.train import RunDir, fit_cohort
+
+    start_processes(args)
+    RunDir(args.out).check_place()
+    lead = runs[0][1]
+    dataset = load_dataset(lead.data.dataset, lead.data.data_dir)
+    games = [config.build(dataset) for _, config in runs]
+    print_configuration(args.command, lead, sources)
+    names = ", ".join(name for name, _ in runs)
+    print(
+        f"jdistill {args.command}: {len(runs)} runs in one step, into {args.out}/: {names}", file=sys.stderr
+    )
+    return fit_cohort(
+        games,
+        [pathlib.Path(args.out) / name for name, _ in runs],
         progress=not args.quiet,
         steps_per_call=args.steps_per_call,
         shard_teachers=getattr(args, "shard_teacher", False),

@@ -15,7 +15,7 @@ from its preset. ``crd`` is the default of the CIFAR data sets (``--preset none`
   baselines): 100 epochs, batch 512, SGD lr 0.2 x batch/512, momentum 0.9, weight decay 1e-4, x0.1 at
   epochs 30, 60, 90 (scaled with ``--epochs``), KD at T = 1 weighted 0.5 with CE 0.5. Only the
   optimizer, schedule and loss: the ImageNet augmentation (random-resized crop, flip) is the data
-  pipeline's.
+  pipeline's (``--dataset imagefolder``).
 - ``dfad-teacher``, ``dafl-teacher``: the LeNet-5 MNIST teachers of the DFAD and DAFL reference
   code (:data:`jdistill.adversarial.data_free.PAPER_TEACHERS`; ZSKT uses DFAD's).
 """

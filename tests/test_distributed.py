@@ -1,7 +1,7 @@
 """Several processes (``jax.distributed``) on this machine: 2 processes of 2 CPU devices each give
 the metrics of 1 process of 4 devices with the same global batch, for teacher training, a stateful
-method (CRD's memory banks) and an adversarial game (its teacher sharded over both processes'
-devices); a 2-process run resumes from its checkpoint; a failure on process 0 is one line on every
+method (CRD's memory banks), an adversarial game (its teacher sharded over both processes'
+devices) and a data set streamed from disk (each process reading its part); a 2-process run resumes from its checkpoint; a failure on process 0 is one line on every
 process. The option checks are in the fast tier."""
 
 import json
@@ -105,6 +105,21 @@ def test_two_processes_distill_as_one_does(teacher, tmp_path, command):
             "--batch-size", "32", "--learning-rate", "0.1", "--quiet"]  # fmt: skip
     succeeded(launch(args, tmp_path / "one", 1))
     succeeded(launch(args + two_only, tmp_path / "two", 2))
+    same_trajectory(tmp_path / "one", tmp_path / "two")
+
+
+@pytest.mark.slow
+def test_two_processes_each_read_their_part_of_a_streamed_data_set(tmp_path):
+    """Records on disk: each process reads its half of every batch (and of the test set), and
+    they are assembled into the global arrays; the metrics are 1 process's."""
+    pytest.importorskip("grain")
+    from jdistill.data import load_digits
+    from jdistill.data.records import write_dataset
+
+    write_dataset(load_digits(), tmp_path / "records")
+    args = [*TEACHER[:4], "records", "--data-dir", str(tmp_path / "records"), *TEACHER[5:], "--max-shift", "1"]
+    succeeded(launch(args, tmp_path / "one", 1))
+    succeeded(launch(args, tmp_path / "two", 2))
     same_trajectory(tmp_path / "one", tmp_path / "two")
 
 

@@ -9,7 +9,7 @@ from jdistill.data.dataset import Dataset
 from jdistill.data.mnist import load_mnist_dir
 from jdistill.data.npz import load_npz
 
-DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz")
+DATASETS = ("digits", "mnist", "cifar10", "cifar100", "npz", "records", "imagefolder")
 
 
 def load_digits(*, test_fraction: float = 0.3, seed: int = 0) -> Dataset:
@@ -86,11 +86,20 @@ def load_tfds(name: str) -> Dataset:
     return Dataset(name, num_classes=builder.info.features["label"].num_classes, **arrays)
 
 
-def load_dataset(name: str, data_dir: str | None = None) -> Dataset:
+def load_dataset(name: str, data_dir: str | None = None, *, crop_size: int | None = None):
     """Load ``name``: ``digits`` (bundled), ``mnist`` (IDX files in ``data_dir``, else
     tensorflow-datasets), ``cifar10`` / ``cifar100`` (the official python-format folder in
     ``data_dir``, else tensorflow-datasets; normalised with the benchmark's statistics) or ``npz``
-    (``data_dir`` is the file)."""
+    (``data_dir`` is the file), each a :class:`Dataset` in memory; or, streamed from disk as
+    training runs (:class:`jdistill.data.streamed.StreamedDataset`), ``records`` (record
+    directories ``data_dir/train`` and ``data_dir/test``) or ``imagefolder`` (``data_dir/train``
+    and ``data_dir/val``, ImageNet's layout, in crops of side ``crop_size``)."""
+    if crop_size is not None and name != "imagefolder":
+        raise ValueError(f"crop_size is for the imagefolder data set, not {name!r}")
+    if name in ("records", "imagefolder"):
+        from jdistill.data.streamed import load_image_folder, load_records
+
+        return load_records(data_dir) if name == "records" else load_image_folder(data_dir, crop_size)
     if name == "digits":
         if data_dir is not None:
             raise ValueError(

@@ -66,6 +66,16 @@ Representation mapping (:mod:`jdistill.losses.representation`): ``embedding_l2``
 -> [B]. Temperature (:mod:`jdistill.losses.temperature`): ``softened_probabilities(logits, *,
 temperature)``, ``entropy(probs, *, normalise=False)``.
 
+Language-model tokens (:mod:`jdistill.losses.tokens`): on [B, T, V] logits with a [B, T] mask,
+``forward_kl``, ``reverse_kl``, ``jsd`` (``beta``, TRL's convention), ``skew_forward_kl``,
+``skew_reverse_kl`` (``alpha``), ``tvd`` (``*, mask=None, temperature=1.0,
+reduction="token_mean" | "sequence_mean" | "sum" | "none"``, no ``T^2``) -> scalar or [B, T];
+``token_sums``, ``sequence_sums`` -> (sum, count); a top-k teacher ``top_k_teacher(teacher_logits,
+k)`` -> ([B, T, k], [B, T, k]) and ``sparse_forward_kl``, ``sparse_reverse_kl``, ``sparse_jsd``,
+``sparse_skew_forward_kl``, ``sparse_skew_reverse_kl``, ``sparse_tvd`` (``mode="tail" |
+"renormalised"``); ``chunked(divergence, student_hidden, student_head, teacher_hidden, teacher_head,
+*, chunk_size, ...)``, the same from hidden states without [B, T, V] logits.
+
 All losses compute in float32 whatever the input dtype and return float32.
 They do not stop gradients: stop the teacher's yourself when it is frozen.
 Shape errors raise ``ValueError`` at trace time, naming the argument.
@@ -135,6 +145,24 @@ from jdistill.losses.representation import embedding_cosine, embedding_l2, teach
 from jdistill.losses.rules import imitation_weight, rule_distillation, rule_teacher
 from jdistill.losses.similarity import cc, pkt, sp
 from jdistill.losses.temperature import entropy, softened_probabilities
+from jdistill.losses.tokens import (
+    chunked,
+    forward_kl,
+    jsd,
+    reverse_kl,
+    sequence_sums,
+    skew_forward_kl,
+    skew_reverse_kl,
+    sparse_forward_kl,
+    sparse_jsd,
+    sparse_reverse_kl,
+    sparse_skew_forward_kl,
+    sparse_skew_reverse_kl,
+    sparse_tvd,
+    token_sums,
+    top_k_teacher,
+    tvd,
+)
 
 __all__ = [
     "ab",
@@ -147,6 +175,7 @@ __all__ = [
     "ban_dkpp",
     "bernoulli_nll",
     "cc",
+    "chunked",
     "class_layout",
     "crd",
     "crd_init_memory",
@@ -177,6 +206,7 @@ __all__ = [
     "factor_transfer",
     "feature_mse",
     "fooling_loss",
+    "forward_kl",
     "fsp",
     "fsp_matrix",
     "gaussian_kl",
@@ -189,6 +219,7 @@ __all__ = [
     "irg_match_sizes",
     "irg_transformation",
     "irg_vertex",
+    "jsd",
     "kd",
     "latent_regression",
     "map_heads",
@@ -199,14 +230,27 @@ __all__ = [
     "paraphraser_reconstruction",
     "permute_dark_knowledge",
     "pkt",
+    "reverse_kl",
     "rkd",
     "rkd_angle",
     "rkd_distance",
     "rule_distillation",
     "rule_teacher",
+    "sequence_sums",
+    "skew_forward_kl",
+    "skew_reverse_kl",
     "softened_probabilities",
     "sp",
+    "sparse_forward_kl",
+    "sparse_jsd",
+    "sparse_reverse_kl",
+    "sparse_skew_forward_kl",
+    "sparse_skew_reverse_kl",
+    "sparse_tvd",
     "teacher_head_regression",
+    "token_sums",
+    "top_k_teacher",
+    "tvd",
     "value_relation",
     "value_relation_logits",
     "vid",

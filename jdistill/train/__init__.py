@@ -14,7 +14,7 @@ from jdistill.train import teacher_cache
 from jdistill.train.config import RunConfig
 from jdistill.train.distill import Teacher, build, load_teacher, teacher_forward
 from jdistill.train.evaluate import ClassifierEvaluator
-from jdistill.train.fit import fit
+from jdistill.train.fit import fit, fit_cohort
 from jdistill.train.game import Game, Hooks, Move, Phase, View
 from jdistill.train.optim import Optimizer
 from jdistill.train.parallel import make_mesh
@@ -42,6 +42,7 @@ __all__ = [
     "View",
     "build",
     "fit",
+    "fit_cohort",
     "load_teacher",
     "make_mesh",
     "parse_methods",

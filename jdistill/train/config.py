@@ -60,13 +60,18 @@ class DataConfig:
 
     dataset: str = option(
         help="data set: 'digits' (bundled with scikit-learn), 'mnist', 'cifar10', 'cifar100', or 'npz' "
-        "(one .npz file with x_train, y_train, x_test, y_test)"
+        "(one .npz file with x_train, y_train, x_test, y_test), held in memory; or, streamed from disk, "
+        "'records' (jdistill write-records) or 'imagefolder' (ImageNet's train/ and val/ folders)"
     )
     data_dir: str | None = option(
         None,
         help="where the data set's files are: for mnist the directory of the four IDX .gz files, for "
-        "cifar10/100 the extracted python-format folder or its parent, for npz the file; without it, "
-        "mnist and cifar come through tensorflow-datasets",
+        "cifar10/100 the extracted python-format folder or its parent, for npz the file, for records and "
+        "imagefolder the directory of the splits; without it, mnist and cifar come through "
+        "tensorflow-datasets",
+    )
+    crop_size: int | None = option(
+        None, help="imagefolder: side of the training crops and the evaluation's centre crop (default 224)"
     )
     holdout_fraction: float = option(
         0.0,
@@ -109,12 +114,18 @@ class DataConfig:
 @dataclasses.dataclass(frozen=True)
 class LoopConfig:
     """How long and in what order: ``epochs`` passes of ``batch_size`` (the global batch, split
-    over the devices), ``seed`` of initialisation, data order, dropout and augmentation; how often
-    to evaluate and checkpoint (not part of a run's identity)."""
+    over the devices), ``seed`` of initialisation, data order, dropout and augmentation
+    (``data_seed``, if given, of the data order and augmentation instead); how often to evaluate and
+    checkpoint (not part of a run's identity)."""
 
     epochs: int = option(help="passes over the training set (required unless a preset gives it)")
     batch_size: int = option(128, help="global batch, split over all devices")
     seed: int = option(0, help="seed of initialisation, data order, dropout, jitter")
+    data_seed: int | None = option(
+        None,
+        help="seed of the data order and jitter alone (default: --seed); runs trained together with "
+        "--seeds share their batches, and the teacher's outputs on them, when it is given",
+    )
     eval_every: int = option(1, help="evaluate every N epochs (and at the end)")
     checkpoint_every: int = option(1, help="save a checkpoint every N epochs")
 

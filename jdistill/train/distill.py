@@ -23,7 +23,7 @@ from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
 from jdistill.train.player import Frozen, Player, Trainable, split_module
 from jdistill.train.rundir import RunDir
-from jdistill.train.sources import DataSource
+from jdistill.train.sources import DataSource, StreamSource
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,7 +116,20 @@ def teacher_forward(teacher_graphdef, teacher_vars, images):
 def prepare_dataset(config: RunConfig, dataset: Dataset | None = None) -> Dataset:
     """The data set as the run sees it: held-out split, excluded classes, label noise, hidden
     labels; without a teacher, only the labelled examples."""
-    dataset = dataset if dataset is not None else load_dataset(config.data.dataset, config.data.data_dir)
+    data = config.data
+    if dataset is None:
+        dataset = load_dataset(data.dataset, data.data_dir, crop_size=data.crop_size)
+    if getattr(dataset, "streamed", False):
+        changed = [name for name, value, default in (
+            ("holdout_fraction", data.holdout_fraction, 0.0), ("exclude_classes", data.exclude_classes, ()),
+            ("label_noise", data.label_noise, 0.0), ("labelled_fraction", data.labelled_fraction, 1.0),
+        ) if value != default]  # fmt: skip
+        if changed:
+            raise ValueError(
+                f"{', '.join(changed)} change an in-memory data set; {dataset.name} is streamed from disk: "
+                f"write the subset you want as its own record directory"
+            )
+        return dataset
     if config.data.holdout_fraction:
         dataset = dataset.holdout(config.data.holdout_fraction)
     if config.data.exclude_classes:
@@ -213,7 +226,9 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     extra_rngs = nnx.Rngs(config.loop.seed + 1)
     extras = {m.name: m.modules(student_shapes, teacher_shapes, dataset, extra_rngs) for m in methods}
     trainable = Trainable(model, {k: v for k, v in extras.items() if v})
-    source = DataSource(dataset, config.loop.batch_size, config.data.max_shift, config.data.hflip)
+    source = (StreamSource if getattr(dataset, "streamed", False) else DataSource)(
+        dataset, config.loop.batch_size, config.data.max_shift, config.data.hflip
+    )
     per_epoch = source.steps_per_epoch
     optimizer = config.optimizer.build(
         config.loop.epochs, per_epoch, trains=lambda path: not any(m.frozen(path) for m in methods)
@@ -245,6 +260,8 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
     features = tuple(dict.fromkeys(n for m in methods for n in m.features(student_shapes, teacher_shapes)[1]))
     frozen_cache = None
     if config.distill.teacher_cache is not None:
+        if isinstance(source, StreamSource):
+            raise ValueError("a teacher cache is read with an in-memory data set; this one is streamed")
         if source.augmented:
             raise ValueError(
                 "a teacher cache holds the outputs of un-augmented images; this run augments its batches "
@@ -262,6 +279,8 @@ def build(config: RunConfig, dataset: Dataset | None = None) -> Game:
         phases=phases,
         source=source,
         seed=config.loop.seed,
+        data_seed=config.loop.data_seed,
+        traced_fields=("temperature", "weights"),
         evaluate=ClassifierEvaluator(
             dataset, teacher="teacher" if teacher else None, logits=lambda m, x: m.model(x, train=False)[0]
         ),

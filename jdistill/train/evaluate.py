@@ -1,6 +1,7 @@
 """Exact test metrics of a classifier player on the data-parallel mesh: the test set is padded to
 whole batches, split over the devices, and the padding masked, so any batch and device count give
-exact averages. A frozen teacher's test predictions are computed once, not at every evaluation."""
+exact averages. A frozen teacher's test predictions are computed once, not at every evaluation
+(of an in-memory test set; a streamed one is read batch by batch at each evaluation)."""
 
 import math
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from jax.sharding import PartitionSpec as P
 
 from jdistill.data import Dataset
 from jdistill.losses import cross_entropy
+from jdistill.train import parallel
 from jdistill.train.parallel import DATA_AXIS
 
 EVAL_BATCH = 500
@@ -37,6 +39,7 @@ class ClassifierEvaluator:
                  logits: Callable = model_logits):  # fmt: skip
         self.dataset, self.player, self.teacher, self.logits = dataset, player, teacher, logits
         self._batches, self._steps = {}, {}
+        self._prepare = self._predict = None  # a streamed test set's, jitted once
 
     def batches(self, mesh, teachers) -> dict:
         """The padded test set ``[batches, batch, ...]``, each batch split over ``mesh``, with the
@@ -94,15 +97,37 @@ class ClassifierEvaluator:
             self._steps[graphdef, stacked] = jax.jit(sums)
         return self._steps[graphdef, stacked]
 
+    def test_batches(self, mesh, teachers):
+        """The test set's batches on ``mesh``, each with its mask (and the teacher's predictions):
+        slices of :meth:`batches`, or for a streamed data set read from disk one at a time (each
+        process its part), scaled and normalised on the devices."""
+        if not getattr(self.dataset, "streamed", False):
+            batches = self.batches(mesh, teachers)
+            yield from (jax.tree.map(lambda a: a[i], batches) for i in range(len(batches["mask"])))
+            return
+        from jdistill.data.streaming import eval_batches
+
+        data = self.dataset
+        if self._prepare is None:
+            prepare = lambda images: data.normalise(images.astype(jnp.float32) * jnp.float32(data.scale))
+            self._prepare = jax.jit(prepare)
+            self._predict = jax.jit(lambda t, x: jnp.argmax(self.logits(t.module(), x), -1))
+        batch = math.ceil(EVAL_BATCH / mesh.size) * mesh.size
+        local = eval_batches(data.test, batch, transform=data.test_transform,
+                             process_index=jax.process_index(), process_count=jax.process_count())  # fmt: skip
+        for part in local:
+            placed = parallel.from_processes(part, mesh)
+            placed["image"] = self._prepare(placed["image"])
+            if self.teacher is not None:
+                placed["teacher_prediction"] = self._predict(teachers[self.teacher], placed["image"])
+            yield placed
+
     def __call__(self, players, teachers, mesh) -> dict:
         """``players`` and ``teachers`` replicated over ``mesh``, as :func:`~jdistill.train.fit`
         places them."""
-        player, batches = players[self.player], self.batches(mesh, teachers)
+        player = players[self.player]
         step = self._step(player.graphdef, player.stacked)
-        sums = [
-            step(player.params, player.rest, jax.tree.map(lambda a: a[i], batches))
-            for i in range(len(batches["mask"]))
-        ]
+        sums = [step(player.params, player.rest, batch) for batch in self.test_batches(mesh, teachers)]
         total = jax.device_get(jax.tree.map(lambda *v: sum(v), *sums))
         accuracy, loss = total["correct"] / total["count"], total["ce"] / total["count"]
         if not player.stacked:

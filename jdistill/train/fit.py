@@ -15,6 +15,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from jdistill.train import checkpoint, distributed, parallel
+from jdistill.train.cohort import Cohort
 from jdistill.train.events import EventWriter, epoch_line, is_terminal
 from jdistill.train.game import Game
 from jdistill.train.lock import run_lock
@@ -44,43 +45,78 @@ def fit(
 
     Under ``jax.distributed`` (:mod:`jdistill.train.distributed`) every process calls ``fit`` with
     the same arguments; the mesh spans all their devices and process 0 writes the directory."""
+    options = dict(devices=devices, progress=progress, label=label, steps_per_call=steps_per_call)
+    return fit_cohort([game], [out_dir], dataset=dataset, shard_teachers=shard_teachers, **options)[0]
+
+
+def fit_cohort(
+    games,
+    out_dirs,
+    *,
+    dataset=None,
+    devices=None,
+    progress: bool = True,
+    label: str | None = None,
+    steps_per_call: int = 1,
+    shard_teachers: bool = False,
+) -> list[dict]:
+    """Play several runs of one game, differing only in their seeds or traced hyperparameters
+    (:mod:`jdistill.train.cohort`), in one compiled step, each into its own run directory of
+    ``out_dirs``, as :func:`fit` plays one; their summaries, in order. Finished runs are not
+    played again; the others resume together from the last epoch all of them have checkpointed."""
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be a positive integer, got {steps_per_call}")
-    run = RunDir(out_dir)
-    if run.finished(game.config if isinstance(game, Game) else game):
-        return run.summary()
-    if not isinstance(game, Game):
-        game = game.build(dataset)
-    mesh = parallel.make_mesh(devices)
-    parallel.check_batch_size(game.source.batch_size, mesh)
-    with contextlib.ExitStack() as held:
+    if len(games) != len(out_dirs) or len({RunDir(d).path.resolve() for d in out_dirs}) != len(out_dirs):
+        raise ValueError("each run trained together needs its own run directory")
+    runs = [RunDir(d) for d in out_dirs]
+    configs = [g.config if isinstance(g, Game) else g for g in games]
+    summaries = {i: runs[i].summary() for i in range(len(runs)) if runs[i].finished(configs[i])}
+    todo = [i for i in range(len(runs)) if i not in summaries]
+    if todo:
+        cohort = Cohort(
+            tuple(g if isinstance(g, Game) else g.build(dataset) for g in (games[i] for i in todo))
+        )
+        mesh = parallel.make_mesh(devices)
+        parallel.check_batch_size(cohort.lead.source.batch_size, mesh)
+        with contextlib.ExitStack() as held:
 
-        def claim() -> bool:
-            run.make()  # after the build and the checks: a configuration that cannot start writes nothing
-            held.enter_context(run_lock(run.path))
-            if run.finished(game.config):  # by another process meanwhile
-                return True
-            run.claim(game.config, provenance(mesh))
-            return False
+            def claim() -> list[bool]:
+                finished = []
+                for game, run in zip(cohort.games, (runs[i] for i in todo)):
+                    run.make()  # after the build and the checks: a run that cannot start writes nothing
+                    held.enter_context(run_lock(run.path))
+                    finished.append(run.finished(game.config))  # by another process meanwhile
+                    if not finished[-1]:
+                        run.claim(game.config, provenance(mesh))
+                return finished
 
-        finished = distributed.on_primary(claim, "claiming the run directory")
-        if finished or (not distributed.is_primary() and run.finished(game.config)):
-            return run.summary()
-        return _play(game, run, mesh, progress, label, steps_per_call, shard_teachers)
+            finished = distributed.on_primary(claim, "claiming the run directory")
+            if not distributed.is_primary():
+                finished = [run.finished(g.config) for g, run in zip(cohort.games, (runs[i] for i in todo))]
+            playing = [(i, g) for i, g, done in zip(todo, cohort.games, finished) if not done]
+            summaries.update({i: runs[i].summary() for i, done in zip(todo, finished) if done})
+            if playing:
+                cohort = Cohort(tuple(g for _, g in playing))
+                played = _play(cohort, [runs[i] for i, _ in playing], mesh, progress, label, steps_per_call,
+                               shard_teachers)  # fmt: skip
+                summaries.update(zip((i for i, _ in playing), played))
+    return [summaries[i] for i in range(len(runs))]
 
 
 def _play(
-    game: Game,
-    run: RunDir,
+    cohort: Cohort,
+    runs: list[RunDir],
     mesh,
     progress: bool,
     label: str | None,
     steps_per_call: int,
     shard_teachers: bool,
-) -> dict:
-    """The rounds, evaluations and checkpoints of ``game`` in the claimed ``run`` from its last
-    readable checkpoint; its summary. Process 0 alone writes files other than checkpoints."""
+) -> list[dict]:
+    """The rounds, evaluations and checkpoints of ``cohort`` (one run, or several vmapped) in the
+    claimed ``runs`` from their last readable checkpoint; their summaries. Process 0 alone writes
+    files other than checkpoints."""
     primary = distributed.is_primary()
+    game, members = cohort.lead, range(len(runs))
     replicated = parallel.replicated(mesh)
     teachers = dict(game.teachers)
     teachers = parallel.place(
@@ -90,81 +126,141 @@ def _play(
     frozen = cache_frozen_outputs(game, teachers, mesh)
     if frozen is not None:
         data["frozen"] = frozen
-    data, hparams = parallel.place((data, dict(game.hparams)), replicated)
+    data, hparams, seeds = parallel.place((data, cohort.hparams(), cohort.seeds()), replicated)
 
-    mngr, start, players = checkpoint.restore_latest_readable(
-        run.path,
-        lambda epoch: parallel.place(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated),
-    )
+    streamed = getattr(game.source, "streamed", False)
+    managers, start, restored = _restore(cohort, runs, replicated, streamed)
+    players = parallel.place(cohort.stack(restored), replicated)
+    stream = game.source.stream(game.data_seed_or_seed, start) if streamed else None
     if primary:
-        run.keep_metrics_until(start)
+        for run in runs:
+            run.keep_metrics_until(start)
 
     owners = {}
     compiled = functools.cache(
-        lambda phase, count: make_rounds(game, phase, count, mesh, cached=frozen is not None, owners=owners)
+        lambda phase, count: make_rounds(
+            game, phase, count, mesh, cached=frozen is not None, owners=owners, members=cohort.axes
+        )
     )
     per_epoch = game.source.steps_per_epoch
-    unit = game.source.batch_size if game.unit == "img" else 1
+    unit = (game.source.batch_size if game.unit == "img" else 1) * len(runs)
+    label = label or game.label
+    labels = [label] if len(runs) == 1 else [f"{label} {run.path.name}" for run in runs]
     lines = progress and not is_terminal()  # a log file gets one line per epoch, not a bar
     bar = tqdm(
         total=game.epochs * per_epoch * unit,
         initial=start * per_epoch * unit,
         unit=game.unit,
         unit_scale=game.unit == "img",
-        desc=label or game.label,
+        desc=label if len(runs) == 1 else f"{label} x{len(runs)}",
         disable=not progress or lines or not primary,
         dynamic_ncols=True,
         mininterval=0.5,
     )
-    with EventWriter(run.path, start, write=primary) as events:
+    with contextlib.ExitStack() as writers:
+        events = [writers.enter_context(EventWriter(run.path, start, write=primary)) for run in runs]
         for epoch in range(start, game.epochs):
             started = time.perf_counter()
             phase_index, phase = game.phase_at(epoch)
             if phase_index and epoch == game.first_epoch(phase_index):
-                players = parallel.place(phase.start(players), replicated)
+                players = parallel.place(cohort.start_phase(phase_index, players), replicated)
             first = epoch * per_epoch
-            order = game.source.order(game.seed, epoch)
+            order = cohort.order(epoch)
             results = []
             for begin, count in _calls(first, per_epoch, steps_per_call, game.hooks.every):
+                if stream is not None:  # this process's part of the call's batches, made global
+                    data = parallel.from_processes(stream.take(count), mesh, axis=1)
                 players, metrics = compiled(phase_index, count)(
-                    players, teachers, data, order, first, begin, hparams
+                    players, teachers, data, order, first, begin, hparams, seeds
                 )
                 results.append(metrics)
                 bar.update(count * unit)
                 if game.hooks.round and game.hooks.every and (begin + count) % game.hooks.every == 0:
-                    game.hooks.round(players, begin + count, run)
+                    for i in members:
+                        game.hooks.round(cohort.member(players, i), begin + count, runs[i])
             per_step = {k: np.concatenate([r[k] for r in jax.device_get(results)]) for k in results[0]}
-            _check_finite(per_step, phase, owners, first, epoch, mngr, run)
-            train = {k: float(v.mean()) for k, v in per_step.items()}
+            per_member = [
+                {k: v[:, i] for k, v in per_step.items()} if cohort.vmapped else per_step for i in members
+            ]
+            for i in members:
+                _check_finite(per_member[i], phase, owners, first, epoch, managers[i], runs[i])
             seconds = time.perf_counter() - started
             last = epoch + 1 == game.epochs
-            extra = game.hooks.epoch(players, epoch + 1, run) if game.hooks.epoch else {}
             evaluate = game.evaluate is not None and ((epoch + 1) % game.eval_every == 0 or last)
-            test = game.evaluate(players, teachers, mesh) if evaluate else {}
-            record = run.append_epoch(
-                epoch + 1,
-                first + per_epoch,
-                seconds,
-                train,
-                test,
-                game.eval_prefix,
-                stage=phase.name,
-                write=primary,
-                **extra,
-            )
-            events.write(record)
-            if lines and primary:
-                print(epoch_line(label or game.label, game.epochs, record), file=sys.stderr, flush=True)
-            if test:
-                bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
+            for i in members:
+                mine = cohort.member(players, i)
+                extra = game.hooks.epoch(mine, epoch + 1, runs[i]) if game.hooks.epoch else {}
+                test = game.evaluate(mine, teachers, mesh) if evaluate else {}
+                train = {k: float(v.mean()) for k, v in per_member[i].items()}
+                record = runs[i].append_epoch(
+                    epoch + 1, first + per_epoch, seconds, train, test, game.eval_prefix, stage=phase.name,
+                    write=primary, **extra,
+                )  # fmt: skip
+                events[i].write(record)
+                if lines and primary:
+                    print(epoch_line(labels[i], game.epochs, record), file=sys.stderr, flush=True)
+                if test and i == 0:
+                    bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
             if (epoch + 1) % game.checkpoint_every == 0 or last:
-                checkpoint.save(mngr, epoch + 1, players)
+                for i in members:
+                    state = cohort.member(players, i)
+                    if stream is not None:  # at an epoch's end: the stream's next batch opens epoch + 1
+                        state = {**state, STREAM: _stream_position(stream.get_state())}
+                    checkpoint.save(managers[i], epoch + 1, state)
     bar.close()
-    if game.hooks.end:
-        game.hooks.end(players, run)
-    summary = _write_summary(run, game, mesh) if primary else None
+    if stream is not None:
+        stream.close()
+    for i in members:
+        if game.hooks.end:
+            game.hooks.end(cohort.member(players, i), runs[i])
+    summaries = [_write_summary(run, g, mesh) if primary else None for run, g in zip(runs, cohort.games)]
     distributed.barrier("summary written")
-    return summary if primary else run.summary()
+    return summaries if primary else [run.summary() for run in runs]
+
+
+STREAM = "_stream"  # the checkpoint's entry of a streamed run's input position, beside the players
+
+
+def _stream_position(state: dict) -> dict:
+    """A stream's position (:meth:`~jdistill.data.streaming.BatchStream.get_state`) as arrays."""
+    return {"epoch": np.asarray(state["epoch"], np.int32), "round": np.asarray(state["round"], np.int32)}
+
+
+def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool):
+    """``(managers, epoch, players of each run)``: each run's players at the last epoch that every
+    run has a readable checkpoint of (0: fresh). A run that checkpointed later epochs (a cohort
+    stopped while saving) drops them, as they will be trained again. A streamed run's checkpoints
+    also hold the input stream's position, which must be the start of the epoch after them."""
+
+    def like_at(game):
+        def like(epoch):
+            players = parallel.place(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated)
+            if not streamed:
+                return players
+            return {**players, STREAM: parallel.place(_stream_position({"epoch": 0, "round": 0}), replicated)}
+
+        return like
+
+    like_at = [like_at(g) for g in cohort.games]
+    latest = [checkpoint.restore_latest_readable(run.path, like) for run, like in zip(runs, like_at)]
+    managers = [mngr for mngr, _, _ in latest]
+    start = min(epoch for _, epoch, _ in latest)
+    players = []
+    for (mngr, epoch, state), like in zip(latest, like_at):
+        if epoch > start:
+            state = checkpoint.restore(mngr, like(start), start) if start else like(0)
+            for later in [e for e in mngr.all_steps() if e > start]:
+                mngr.delete(later)
+        if streamed:
+            state = dict(state)
+            position = {k: int(v) for k, v in state.pop(STREAM).items()}
+            if start and position != {"epoch": start, "round": 0}:
+                raise ValueError(
+                    f"the checkpoint of epoch {start} in {mngr.directory} holds the input stream at {position}, "
+                    f"not at the start of epoch {start + 1}: it cannot resume exactly"
+                )
+        players.append(state)
+    return managers, start, players
 
 
 def _calls(first: int, per_epoch: int, steps_per_call: int, every: int) -> list[tuple[int, int]]:

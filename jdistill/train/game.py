@@ -8,11 +8,12 @@ game's traced hyperparameters. ``repeats`` plays the move several times in a row
 batch or (``fresh_batch``) on a new batch each time.
 
 Randomness: every number drawn in round ``r`` of a run seeded ``s`` comes from
-``fold_in(key(s), r)`` folded with a stream: :data:`MODEL` (dropout, a VAE's sampling),
-:data:`BATCH` (augmentation, generator noise; a fresh batch of move ``m``, repeat ``j`` folds in
-``m + 1`` and ``j`` as well) or :data:`LOSS` (a loss's own sampling). A resumed run draws the
-same numbers as an uninterrupted one, and the data order of epoch ``e`` is a permutation drawn
-from ``fold_in(key(s), e)``.
+``fold_in(key(s), r)`` folded with a stream: :data:`MODEL` (dropout, a VAE's sampling) or
+:data:`LOSS` (a loss's own sampling); the batches' numbers come from the data seed ``d`` (the
+game's ``data_seed``, by default ``s``): ``fold_in(fold_in(key(d), r), BATCH)`` (augmentation,
+generator noise; a fresh batch of move ``m``, repeat ``j`` folds in ``m + 1`` and ``j`` as well),
+and the data order of epoch ``e`` is a permutation drawn from ``fold_in(key(d), e)``. A resumed
+run draws the same numbers as an uninterrupted one.
 """
 
 import dataclasses
@@ -86,7 +87,9 @@ class Game:
     per training example, from a teacher cache on disk); ``hparams``: traced values (loss
     weights, temperature) passed to every round; ``evaluate(players, teachers, mesh) -> metrics``
     (players and teachers on the mesh), logged under ``eval_prefix`` (``test/``; ``val/`` when
-    the evaluation set is held-out training data);
+    the evaluation set is held-out training data); ``data_seed``: the seed of the batches (default:
+    ``seed``); ``traced_fields``: the fields of ``config`` that reach the rounds only through
+    ``hparams``, so that runs differing in them can train together (:mod:`jdistill.train.cohort`);
     ``summary``: fixed fields of ``summary.json``, which also takes the last line's metrics that
     start with ``summary_prefixes`` and, if ``best`` names a metric, its best value and epoch.
     """
@@ -111,6 +114,8 @@ class Game:
     summary_prefixes: tuple[str, ...] = ("test/",)
     best: str | None = "test/accuracy"
     eval_prefix: str = "test/"  # of evaluate()'s metrics; "val/" for held-out training data
+    data_seed: int | None = None  # of the data order and the batches' randomness; None: ``seed``
+    traced_fields: tuple[str, ...] = ()  # configuration fields that reach the rounds only through hparams
 
     def __post_init__(self):
         for phase in self.phases:
@@ -121,6 +126,10 @@ class Game:
                     raise ValueError(
                         f"a move of {move.player!r} wants fresh batches, which the data set cannot give"
                     )
+
+    @property
+    def data_seed_or_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
 
     @property
     def epochs(self) -> int:

@@ -53,3 +53,19 @@ def check_batch_size(batch_size: int, mesh: Mesh) -> None:
     n = mesh.shape[DATA_AXIS]
     if batch_size % n:
         raise ValueError(f"batch_size {batch_size} must be a multiple of the number of devices ({n})")
+
+
+def from_processes(tree, mesh: Mesh, *, axis: int = 0):
+    """Global arrays, split over the mesh's devices along ``axis``, from each process's part of
+    them (``tree``: this process's rows along ``axis``, in process order;
+    ``jax.make_array_from_process_local_data``): the batches each process reads itself."""
+    spec = P(*([None] * axis), DATA_AXIS)
+    sharding = NamedSharding(mesh, spec)
+
+    def make(local):
+        local = np.asarray(local)
+        shape = list(local.shape)
+        shape[axis] *= jax.process_count()
+        return jax.make_array_from_process_local_data(sharding, local, tuple(shape))
+
+    return jax.tree.map(make, tree)

@@ -41,21 +41,30 @@ def _mean(results: list[dict]) -> dict:
     return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
 
 
-def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool, owners: dict):
-    """``rounds(players, teachers, data, order, epoch_first_round, first_round, hparams) ->
-    (players, metrics {name: [count]})``, jitted, for ``count`` rounds of phase ``phase_index``.
+def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool, owners: dict, members=None):
+    """``rounds(players, teachers, data, order, epoch_first_round, first_round, hparams, seeds=None)
+    -> (players, metrics {name: [count]})``, jitted, for ``count`` rounds of phase ``phase_index``;
+    ``data``: the source's arrays, or for a streamed source the call's raw batches ``[count, batch,
+    ...]``.
     ``cached``: the frozen outputs are in ``data["frozen"]`` (one row per training example).
-    ``owners`` is filled with ``{metric name: player}`` while tracing."""
+    ``owners`` is filled with ``{metric name: player}`` while tracing. ``seeds``: ``{"seed",
+    "data_seed"}`` as arrays (default: the game's).
+
+    ``members`` (a :class:`~jdistill.train.cohort.Cohort`'s ``axes``): the rounds of several runs
+    at once, ``vmap`` over the players, the hyperparameters and the seeds (the data order with the
+    data seed); what does not depend on a batched value, such as the teacher's outputs on a batch
+    every member shares, is computed once. Metrics are then ``[count, members]``."""
     phase, source = game.phases[phase_index], game.source
     per_epoch = source.steps_per_epoch
     phase_first_round = game.first_epoch(phase_index) * per_epoch
     sharded = NamedSharding(mesh, P(DATA_AXIS))
     constrain = lambda tree: jax.lax.with_sharding_constraint(tree, sharded)
 
-    def one_round(players, teachers, data, order, epoch_first_round, r, hparams):
-        rkey = round_key(game.seed, r)
+    def one_round(players, teachers, data, order, epoch_first_round, r, hparams, seeds):
+        rkey = round_key(seeds["seed"], r)
+        data_key = round_key(seeds["data_seed"], r)
         indices = None if order is None else order[r - epoch_first_round]
-        batch = source.batch(data, indices, jax.random.fold_in(rkey, BATCH))
+        batch = source.batch(data, indices, jax.random.fold_in(data_key, BATCH))
         if game.frozen_outputs is not None:
             if cached:
                 batch["frozen"] = jax.tree.map(lambda a: a[indices], data["frozen"])
@@ -71,7 +80,9 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
             for j in range(move.repeats):
                 move_batch = batch
                 if move.fresh_batch:
-                    key = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(rkey, BATCH), m + 1), j)
+                    key = jax.random.fold_in(
+                        jax.random.fold_in(jax.random.fold_in(data_key, BATCH), m + 1), j
+                    )
                     move_batch = constrain(source.fresh(key))
                 view_args = (teachers, move_batch, hparams, rkey, r, j, epoch)
                 players, result = play(players, move, view_args, game.compute_dtype)
@@ -81,8 +92,22 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
                 owners[move.prefix + name] = move.player
         return players, metrics
 
-    def rounds(players, teachers, data, order, epoch_first_round, first_round, hparams):
-        body = lambda p, j: one_round(p, teachers, data, order, epoch_first_round, first_round + j, hparams)
+    if members is not None:
+        one_round = jax.vmap(one_round, in_axes=(0, None, None, members.order, None, None, 0, members.seeds))
+
+    streamed = getattr(source, "streamed", False)
+
+    def rounds(players, teachers, data, order, epoch_first_round, first_round, hparams, seeds=None):
+        if seeds is None:
+            seeds = {"seed": game.seed, "data_seed": game.data_seed_or_seed}
+
+        def body(p, j):
+            # a streamed source's data are the call's raw batches [count, batch, ...]: round j's row
+            round_data = jax.tree.map(lambda a: a[j], data) if streamed else data
+            return one_round(
+                p, teachers, round_data, order, epoch_first_round, first_round + j, hparams, seeds
+            )
+
         if count == 1:  # no loop: XLA's CPU compiler leaves convolutions inside loops unoptimised
             players, metrics = body(players, jnp.int32(0))
             return players, jax.tree.map(lambda m: m[None], metrics)
@@ -126,10 +151,10 @@ def round_batch(game: Game, round_index: int = 0) -> dict:
     """The batch of round ``round_index`` of the first epoch, as the rounds make it (with the
     frozen teachers' outputs), outside the loop: for inspecting a game and testing its moves."""
     r = jnp.int32(round_index)
-    order = game.source.order(game.seed, 0)
+    order = game.source.order(game.data_seed_or_seed, 0)
     indices = None if order is None else order[round_index]
     batch = game.source.batch(
-        game.source.arrays(), indices, jax.random.fold_in(round_key(game.seed, r), BATCH)
+        game.source.arrays(), indices, jax.random.fold_in(round_key(game.data_seed_or_seed, r), BATCH)
     )
     if game.frozen_outputs is not None:
         batch["frozen"] = game.frozen_outputs(dict(game.teachers), batch["image"])

@@ -59,7 +59,7 @@ class RunDir:
         record = {"config": config_json, "jdistill_version": jdistill.__version__, "format": FORMAT}
         if self.config_file.exists():
             previous_record = _read_json(self.config_file)
-            previous, current = _identity_of(previous_record, config), _identity_of_config(config)
+            previous, current = _identity_of(previous_record, config), identity(config)
             changed = sorted(k for k in current.keys() | previous.keys() if previous.get(k) != current.get(k))
             extended = changed == ["epochs"] and current["epochs"] > previous["epochs"]
             if changed == ["epochs"] and not extended:
@@ -104,7 +104,7 @@ class RunDir:
         """Whether the directory holds a finished run of exactly ``config``."""
         if not (self.summary_file.exists() and self.config_file.exists()):
             return False
-        return _identity_of(_read_json(self.config_file), config) == _identity_of_config(config)
+        return _identity_of(_read_json(self.config_file), config) == identity(config)
 
     def config_record(self) -> dict:
         """``config.json``: the configuration, the library version, the checkpoint format."""
@@ -215,7 +215,9 @@ def _identity(flat: dict) -> dict:
     return {k: _resolved(k, v) for k, v in flat.items() if k not in CADENCE_FIELDS}
 
 
-def _identity_of_config(config) -> dict:
+def identity(config) -> dict:
+    """What makes ``config`` the run it is, by flat name: its leaves without
+    :data:`CADENCE_FIELDS`, paths resolved."""
     return _identity(groups.flat_record(type(config), _as_json(config)))
 
 

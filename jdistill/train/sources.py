@@ -1,6 +1,8 @@
 """Where a game's batches come from: an in-memory data set (gathered, augmented and normalised on
-the device), or Gaussian noise (a generator's input, a latent point). Both run inside the jitted
-round; :func:`jdistill.train.fit` puts their arrays on the devices and shards each batch."""
+the device), a data set streamed from disk (read on the host, augmented and normalised on the
+device), or Gaussian noise (a generator's input, a latent point). The device's part runs inside
+the jitted round; :func:`jdistill.train.fit` puts their arrays on the devices and shards each
+batch."""
 
 import dataclasses
 
@@ -54,6 +56,56 @@ class DataSource:
     def images(self) -> np.ndarray:
         """Every training image as the batches show them without augmentation."""
         return np.asarray(self.dataset.normalise(self.dataset.x_train), np.float32)
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSource:
+    """Batches of a :class:`~jdistill.data.streamed.StreamedDataset` read from disk on the host in
+    :class:`DataSource`'s order (:class:`~jdistill.data.streaming.BatchStream`: each process its part
+    of every batch, after the data set's host transform such as a random-resized crop), then on the
+    device scaled into [0, 1], translated, mirrored and normalised as :class:`DataSource` does.
+    The loop passes each call's batches to the round (``streamed``); nothing of the training set
+    stays on the devices."""
+
+    dataset: object
+    batch_size: int
+    max_shift: int = 0
+    hflip: bool = False
+    augmented = True  # the teacher's outputs are computed on each batch
+    streamed = True
+
+    def __post_init__(self):
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set ({len(self.dataset.train)} examples)"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.dataset.train) // self.batch_size
+
+    def arrays(self) -> dict:
+        return {}
+
+    def order(self, seed: int, epoch: int) -> None:
+        return None
+
+    def stream(self, seed: int, epoch: int):
+        """This process's stream of raw batches from the start of ``epoch``."""
+        from jdistill.data.streaming import BatchStream
+
+        return BatchStream(self.dataset.train, self.batch_size, seed=seed, epoch=epoch,
+                           transform=self.dataset.train_transform, process_index=jax.process_index(),
+                           process_count=jax.process_count())  # fmt: skip
+
+    def batch(self, raw: dict, indices, key: jax.Array) -> dict:
+        """The round's batch from its raw images ``raw`` (one row of the stream's batches)."""
+        shift_key, flip_key = jax.random.split(key)
+        images = raw["image"].astype(np.float32) * np.float32(self.dataset.scale)
+        images = random_shift(shift_key, images, self.max_shift)
+        if self.hflip:
+            images = random_flip(flip_key, images)
+        return {"image": self.dataset.normalise(images), "label": raw["label"], "index": raw["index"]}
 
 
 @dataclasses.dataclass(frozen=True)
