@@ -209,6 +209,35 @@ ONLINE_HELP = {
 }
 
 
+LM_HELP = {
+    "teacher": "run directory of a finished 'jdistill lm' run on the same corpus (none: learn the corpus)",
+    "model": "lm_teacher (4 x 128, 826k parameters at 259 tokens) or lm_student (2 x 64, 117k)",
+    "corpus": "stdlib (the Python standard library's source as bytes, split by file) or markov (a synthetic "
+    "order-2 Markov language whose next-token distributions are known)",
+    "context": "tokens per sequence",
+    "max_bytes": "stdlib: bytes of source read at most",
+    "markov_vocab": "markov: tokens of the language",
+    "markov_seed": "markov: seed of the language and of its sampled splits",
+    "epochs": "passes over the training sequences",
+    "batch_size": "sequences per step",
+    "seed": "seed of initialisation, data order, dropout and sampling",
+    "loss": "ce (learn the corpus, or with --form sequence the teacher's samples) or the divergence from the "
+    "teacher: forward_kl, reverse_kl, jsd, skew_forward_kl, skew_reverse_kl, tvd",
+    "form": "the sequences distilled on: token (the corpus's), sequence (the teacher's samples), on_policy "
+    "(the student's own samples with probability --on-policy-fraction, GKD)",
+    "temperature": "softmax temperature of both models in the divergence",
+    "beta": "jsd: the mixture weight of the teacher (0.5: the Jensen-Shannon divergence; TRL's beta)",
+    "alpha": "skew KLs: the weight of the first distribution in the mixture",
+    "ce_weight": "weight of the corpus's cross-entropy added to the divergence",
+    "prompt_length": "tokens of each corpus sequence that a sample continues",
+    "on_policy_fraction": "on_policy: probability that a step trains on the student's own samples",
+    "sample_temperature": "temperature of the samples",
+    "evaluate_on": "the split evaluated: validation (for choosing anything) or test",
+    "eval_every": "evaluate every N epochs (and at the end)",
+    "checkpoint_every": "epochs between checkpoints",
+}
+
+
 def add_parsers(sub) -> None:
     """Register ``data-free``, ``adversarial-kd`` and ``online`` on ``jdistill``'s subparsers."""
     from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig
@@ -252,6 +281,21 @@ def add_parsers(sub) -> None:
         required=("teacher", "model", "epochs"),
         choices={"objective": OBJECTIVES},
         aliases={"--student": "model", "--lr": "learning_rate", "--disc-lr": "disc_learning_rate"},
+    )
+    from jdistill.lm import CORPORA, FORMS, LOSSES, LMConfig
+
+    command(
+        sub,
+        "lm",
+        LMConfig,
+        LM_HELP,
+        help="train a language model, or distil one into a smaller one (token-level, sequence-level, on-policy)",
+        description="Language-model distillation on a corpus every machine has: without --teacher the model "
+        "learns the corpus; with one, the student minimises --loss against it on the sequences of --form. "
+        "Reports the test split's cross-entropy and perplexity and, on the synthetic language, the KL to the "
+        "true next-token distributions.",
+        choices={"corpus": CORPORA, "loss": LOSSES, "form": FORMS, "evaluate_on": ("test", "validation")},
+        aliases={"--student": "model", "--lr": "learning_rate"},
     )
     command(
         sub,

@@ -36,10 +36,11 @@ def plot_learning_curves(
     metric: str = "test/accuracy",
     title: str = "",
     zoom: float | None = None,
+    percent: bool = True,
 ) -> None:
-    """One line per group (label -> run directories): ``metric`` (a fraction, plotted in %)
-    against training step, mean over the group's runs with a band of +- one standard
-    deviation. ``zoom``: show only ``zoom`` points below the lowest final value and above."""
+    """One line per group (label -> run directories): ``metric`` (a fraction, plotted in %; as it is
+    without ``percent``) against training step, mean over the group's runs with a band of +- one
+    standard deviation. ``zoom``: show only ``zoom`` points below the lowest final value and above."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -50,7 +51,7 @@ def plot_learning_curves(
     for label, run_dirs in groups.items():
         curves = [[m for m in RunDir(d).metrics() if metric in m] for d in run_dirs]
         steps = np.array([m["step"] for m in curves[0]])
-        values = np.array([[m[metric] for m in c] for c in curves]) * 100
+        values = np.array([[m[metric] for m in c] for c in curves]) * (100 if percent else 1)
         mean, std = values.mean(0), values.std(0)
         ax.plot(steps, mean, label=f"{label} (n={len(curves)})")
         ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
@@ -58,7 +59,7 @@ def plot_learning_curves(
     if zoom:  # the end of training, where runs differ, fills the plot
         ax.set_ylim(min(finals) - zoom, min(100.0, max(finals) + zoom / 2))
     ax.set_xlabel("training step")
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"{metric} (%)" if percent else metric)
     ax.set_xscale("log")
     ax.grid(alpha=0.3)
     ax.legend()

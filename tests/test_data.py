@@ -333,7 +333,7 @@ def test_load_dataset_of_an_unknown_name_lists_the_choices():
         load_dataset("cifar-1000")
     message = str(info.value)
     assert "cifar-1000" in message
-    assert set(DATASETS) == {"digits", "mnist", "cifar10", "cifar100", "npz"}
+    assert set(DATASETS) == {"digits", "mnist", "cifar10", "cifar100", "npz", "records", "imagefolder"}
     for name in DATASETS:
         assert name in message
 

@@ -12,7 +12,6 @@ import warnings
 
 import jax
 import numpy as np
-from tqdm.auto import tqdm
 
 from jdistill.train import checkpoint, distributed, parallel
 from jdistill.train.cohort import Cohort
@@ -115,6 +114,8 @@ def _play(
     """The rounds, evaluations and checkpoints of ``cohort`` (one run, or several vmapped) in the
     claimed ``runs`` from their last readable checkpoint; their summaries. Process 0 alone writes
     files other than checkpoints."""
+    from tqdm.auto import tqdm  # here: importing jdistill.train needs no tqdm (a benchmark machine's)
+
     primary = distributed.is_primary()
     game, members = cohort.lead, range(len(runs))
     replicated = parallel.replicated(mesh)
@@ -256,8 +257,8 @@ def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool):
             position = {k: int(v) for k, v in state.pop(STREAM).items()}
             if start and position != {"epoch": start, "round": 0}:
                 raise ValueError(
-                    f"the checkpoint of epoch {start} in {mngr.directory} holds the input stream at {position}, "
-                    f"not at the start of epoch {start + 1}: it cannot resume exactly"
+                    f"the checkpoint of epoch {start} in {mngr.directory} holds the input stream at "
+                    f"{position}, not at the start of epoch {start + 1}: it cannot resume exactly"
                 )
         players.append(state)
     return managers, start, players

@@ -109,6 +109,37 @@ class StreamSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class TokenSource:
+    """Batches of ``batch_size`` packed token sequences (:class:`jdistill.data.text.Sequences`) in
+    a fresh random order every epoch: ``{"tokens" [B, T + 1], "mask" [B, T + 1], "index"}``."""
+
+    sequences: object
+    batch_size: int
+    augmented = False
+
+    def __post_init__(self):
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {self.batch_size} is larger than the training set ({len(self.sequences.tokens)} "
+                "sequences)"
+            )
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return len(self.sequences.tokens) // self.batch_size
+
+    def arrays(self) -> dict:
+        return {"tokens": self.sequences.tokens.astype(np.int32), "mask": self.sequences.mask}
+
+    def order(self, seed: int, epoch: int) -> jax.Array:
+        key = jax.random.fold_in(jax.random.key(seed), epoch)
+        return epoch_indices(key, len(self.sequences.tokens), self.batch_size)
+
+    def batch(self, arrays: dict, indices: jax.Array, key: jax.Array) -> dict:
+        return {"tokens": arrays["tokens"][indices], "mask": arrays["mask"][indices], "index": indices}
+
+
+@dataclasses.dataclass(frozen=True)
 class NoiseSource:
     """``{"z": [batch_size, dim]}`` drawn from N(0, I) in every round; an epoch is
     ``steps_per_epoch`` rounds."""
