@@ -20,30 +20,18 @@ against N single runs' steps (1/N: free; 1: no saving).
 """
 
 import argparse
-import statistics
 import tempfile
 import time
 
 import jax
 import numpy as np
+from teacher_cache import median_ms  # benchmarks/: the script's own directory
 
 from jdistill.data import Dataset
 from jdistill.train import RunConfig, fit, make_mesh
 from jdistill.train.cohort import Cohort
 from jdistill.train.parallel import replicated
 from jdistill.train.rounds import cache_frozen_outputs, make_rounds
-
-
-def median_ms(call, repeats: int, steps: int) -> float:
-    jax.block_until_ready(call())  # compiled and warm
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            out = call()
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / steps * 1000)
-    return statistics.median(times)
 
 
 def step_ms(cohort: Cohort, mesh, repeats: int, steps: int) -> float:

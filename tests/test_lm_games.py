@@ -68,3 +68,34 @@ def test_lm_options_are_checked_in_one_line():
 def test_a_teacher_of_another_corpus_is_refused_in_one_line(teacher):
     with pytest.raises(ValueError, match="learned another corpus \\(markov_vocab 16\\)"):
         LMConfig(model="lm_tiny_student", teacher=teacher, loss="jsd", **{**BASE, "markov_vocab": 32}).build()
+
+
+@pytest.mark.slow
+def test_the_command_trains_a_teacher_and_distils_it(tmp_path, capsys):
+    from jdistill.cli import main
+
+    common = ["--corpus", "markov", "--markov-vocab", "16", "--context", "16", "--epochs", "1", "--quiet"]
+    main(["lm", "--model", "lm_tiny_teacher", *common, "--out", str(tmp_path / "teacher")])
+    main(["lm", "--teacher", str(tmp_path / "teacher"), "--model", "lm_tiny_student", "--loss", "reverse_kl",
+          "--form", "on_policy", *common, "--out", str(tmp_path / "student")])  # fmt: skip
+    summary = RunDir(tmp_path / "student").summary()
+    assert summary["loss"] == "reverse_kl" and summary["form"] == "on_policy"
+    assert np.isfinite(summary["test/kl_to_truth"])
+
+
+@pytest.mark.slow
+def test_the_experiment_writes_its_table(tmp_path):
+    import importlib.util
+    import pathlib
+
+    script = pathlib.Path(__file__).parents[1] / "experiments" / "lm_distillation.py"
+    spec = importlib.util.spec_from_file_location("lm_distillation", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    from jdistill.experiment import main
+
+    results = main(module.EXPERIMENT, ["--out", str(tmp_path), "--smoke", "--quiet", "--vocab", "16",
+                                       "--context", "16"])  # fmt: skip
+    assert len(results) == 7  # the teacher and six student rows
+    table = (tmp_path / "table.md").read_text()
+    assert "on-policy JSD" in table and "KL to the truth" in table and (tmp_path / "curves.png").exists()
