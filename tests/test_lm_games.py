@@ -10,17 +10,27 @@ from jdistill.lm import LMConfig
 from jdistill.models import transformer_lm
 from jdistill.train import RunDir, fit
 
-transformer_lm.LM_CONFIGS.setdefault(
-    "lm_tiny_teacher", functools.partial(transformer_lm.TransformerLM, depth=2, width=32, heads=2)
-)
-transformer_lm.LM_CONFIGS.setdefault(
-    "lm_tiny_student", functools.partial(transformer_lm.TransformerLM, depth=1, width=16, heads=2)
-)
 BASE = dict(corpus="markov", markov_vocab=16, context=16, batch_size=64, epochs=1, learning_rate=1e-2)
 
 
+TINY = {
+    "lm_tiny_teacher": functools.partial(transformer_lm.TransformerLM, depth=2, width=32, heads=2),
+    "lm_tiny_student": functools.partial(transformer_lm.TransformerLM, depth=1, width=16, heads=2),
+}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_models():
+    """Two tiny named models for this module's runs, removed after it (the named ones are counted
+    elsewhere)."""
+    transformer_lm.LM_CONFIGS.update(TINY)
+    yield
+    for name in TINY:
+        transformer_lm.LM_CONFIGS.pop(name)
+
+
 @pytest.fixture(scope="module")
-def teacher(tmp_path_factory):
+def teacher(tmp_path_factory, tiny_models):
     out = tmp_path_factory.mktemp("lm_teacher")
     fit(LMConfig(model="lm_tiny_teacher", **BASE), out, progress=False)
     return str(out)

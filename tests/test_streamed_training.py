@@ -49,6 +49,7 @@ def test_a_streamed_run_has_the_metrics_of_the_same_data_in_memory(records, tmp_
         assert {k: v for k, v in a.items() if k not in numbers} == {k: v for k, v in b.items() if k not in numbers}
 
 
+@pytest.mark.slow
 def test_a_resumed_streamed_run_continues_with_the_same_batches(records, tmp_path):
     config = forms.tiny_teacher_config().replace(dataset="records", data_dir=records, max_shift=1,
                                                  schedule="constant", epochs=3)  # fmt: skip
@@ -58,6 +59,7 @@ def test_a_resumed_streamed_run_continues_with_the_same_batches(records, tmp_pat
     assert metrics_without_time(tmp_path / "resumed") == metrics_without_time(tmp_path / "whole")
 
 
+@pytest.mark.slow
 def test_an_image_folder_trains_on_random_resized_crops_and_evaluates_centre_crops(tmp_path):
     make_image_folder(tmp_path / "images" / "train")
     make_image_folder(tmp_path / "images" / "val")
