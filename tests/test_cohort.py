@@ -19,12 +19,17 @@ def teacher(tmp_path_factory):
     return str(out)
 
 
-def assert_same_runs(a, b, rtol=2e-4, atol=2e-5):
-    """Two run directories' metric lines and summaries agree (up to float rounding)."""
+def assert_same_runs(a, b, rtol=2e-4, atol=2e-5, examples=0):
+    """Two run directories' metric lines and summaries agree (up to float rounding); a count of
+    correct predictions (accuracy, agreement) may differ by ``examples`` of the tiny data set's 96,
+    where float rounding moves a prediction across a tie."""
     for x, y in zip(RunDir(a).metrics(), RunDir(b).metrics(), strict=True):
         assert x.keys() == y.keys()
         keys = [k for k in x if k != "seconds" and isinstance(x[k], float)]
-        np.testing.assert_allclose([x[k] for k in keys], [y[k] for k in keys], rtol=rtol, atol=atol)
+        counts = [k for k in keys if k.endswith(("accuracy", "agreement"))]
+        smooth = [k for k in keys if k not in counts]
+        np.testing.assert_allclose([x[k] for k in smooth], [y[k] for k in smooth], rtol=rtol, atol=atol)
+        np.testing.assert_allclose([x[k] for k in counts], [y[k] for k in counts], atol=examples / 96 + 1e-6)
         assert {k: x[k] for k in x if not isinstance(x[k], float)} == {
             k: y[k] for k in y if not isinstance(y[k], float)
         }
@@ -51,8 +56,9 @@ def test_seeds_trained_together_equal_their_single_runs(teacher, tmp_path):
     singles, together = single_and_together(configs, tmp_path, jax.devices()[:2])
     for a, b in zip(singles, together):
         # with XLA's optimisations the batched step rounds differently: after 3 epochs the test
-        # cross-entropy (7.69, of confident wrong predictions) differed by 5e-4 relative
-        assert_same_runs(a, b, rtol=2e-3)
+        # cross-entropy (7.69, of confident wrong predictions) differed by 5e-4 relative, and one
+        # training example's prediction flipped (train accuracy 0.198 against 0.208)
+        assert_same_runs(a, b, rtol=2e-3, examples=2)
     first, second = (RunDir(d).metrics()[-1]["train/loss"] for d in together[:2])
     assert first != second  # the members are different runs
 
