@@ -29,7 +29,7 @@ worse than the students.
 
 Nothing is chosen: every number is the last epoch's, on the test sequences.
 
-    python experiments/lm_distillation.py --out runs/lm_distillation     # about 10 minutes on 2 CPU cores
+    python experiments/lm_distillation.py --out runs/lm_distillation     # about 8 minutes on 2 CPU cores
     python experiments/lm_distillation.py --out DIR --smoke               # the pipeline in a minute
     python experiments/lm_distillation.py --corpus stdlib --out DIR       # the standard library's source
         # (1 MB by default, --max-bytes; cross-entropy and perplexity only; not yet run to the end)
