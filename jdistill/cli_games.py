@@ -124,7 +124,7 @@ def start_cohort(args, runs: list, sources: dict) -> list[dict]:
     start_processes(args)
     RunDir(args.out).check_place()
     lead = runs[0][1]
-    dataset = load_dataset(lead.data.dataset, lead.data.data_dir)
+    dataset = load_dataset(lead.data.dataset, lead.data.data_dir, crop_size=lead.data.crop_size)
     games = [config.build(dataset) for _, config in runs]
     print_configuration(args.command, lead, sources)
     names = ", ".join(name for name, _ in runs)

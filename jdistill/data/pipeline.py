@@ -14,6 +14,13 @@ def epoch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Arr
     return jax.random.permutation(key, num_examples)[: steps * batch_size].reshape(steps, batch_size)
 
 
+def seeded_epoch_indices(seed: int, epoch: int, num_examples: int, batch_size: int) -> jax.Array:
+    """:func:`epoch_indices` of epoch ``epoch`` of a run seeded ``seed``: the key
+    ``fold_in(key(seed), epoch)``, so every epoch's order is drawn afresh and a resumed run draws
+    the same one."""
+    return epoch_indices(jax.random.fold_in(jax.random.key(seed), epoch), num_examples, batch_size)
+
+
 def random_shift(key: jax.Array, images: jax.Array, max_shift: int) -> jax.Array:
     """Translate each NHWC image by an independent random offset in [-max_shift, max_shift]
     pixels along each axis, filling with zeros (Hinton et al. 2015's input jitter)."""
@@ -33,3 +40,11 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
     """Mirror each NHWC image left-right with probability 1/2."""
     flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
     return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def augment(key: jax.Array, images: jax.Array, max_shift: int, hflip: bool) -> jax.Array:
+    """The training batches' augmentation: :func:`random_shift` by up to ``max_shift`` pixels, then
+    :func:`random_flip` when ``hflip``, each with its own half of ``key``."""
+    shift_key, flip_key = jax.random.split(key)
+    images = random_shift(shift_key, images, max_shift)
+    return random_flip(flip_key, images) if hflip else images

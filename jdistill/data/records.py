@@ -186,10 +186,11 @@ def write_dataset(dataset, directory) -> pathlib.Path:
     (MNIST, CIFAR), else float32."""
     directory = pathlib.Path(directory)
     whole = all(_whole_multiples_of_255(x) for x in (dataset.x_train, dataset.x_test))
-    for split, x, y in (("train", dataset.x_train, dataset.y_train), ("test", dataset.x_test, dataset.y_test)):
-        chunks = (
-            (_as_stored(x[i : i + CHUNK], whole), y[i : i + CHUNK]) for i in range(0, len(y), CHUNK)
-        )
+    for split, x, y in (
+        ("train", dataset.x_train, dataset.y_train),
+        ("test", dataset.x_test, dataset.y_test),
+    ):
+        chunks = ((_as_stored(x[i : i + CHUNK], whole), y[i : i + CHUNK]) for i in range(0, len(y), CHUNK))
         write_record_chunks(directory / split, chunks, count=len(y), num_classes=dataset.num_classes,
                             mean=dataset.mean, std=dataset.std)  # fmt: skip
     return directory

@@ -17,7 +17,7 @@ import threading
 import jax
 import numpy as np
 
-from jdistill.data.pipeline import epoch_indices
+from jdistill.data.pipeline import seeded_epoch_indices
 
 
 def _grain():
@@ -55,8 +55,7 @@ def epoch_order(seed: int, epoch: int, num_examples: int, batch_size: int) -> np
     except RuntimeError:  # JAX_PLATFORMS without cpu
         device = None
     with jax.default_device(device) if device is not None else contextlib.nullcontext():
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        return np.asarray(epoch_indices(key, num_examples, batch_size), np.int32)
+        return np.asarray(seeded_epoch_indices(seed, epoch, num_examples, batch_size), np.int32)
 
 
 _orders_lock = threading.Lock()

@@ -95,7 +95,8 @@ def fit_cohort(
             playing = [(i, g) for i, g, done in zip(todo, cohort.games, finished) if not done]
             summaries.update({i: runs[i].summary() for i, done in zip(todo, finished) if done})
             if playing:
-                cohort = Cohort(tuple(g for _, g in playing))
+                if len(playing) < len(todo):  # some finished by another process meanwhile
+                    cohort = Cohort(tuple(g for _, g in playing))
                 played = _play(cohort, [runs[i] for i, _ in playing], mesh, progress, label, steps_per_call,
                                shard_teachers)  # fmt: skip
                 summaries.update(zip((i for i, _ in playing), played))

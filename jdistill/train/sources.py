@@ -9,7 +9,7 @@ import dataclasses
 import jax
 import numpy as np
 
-from jdistill.data import Dataset, epoch_indices, random_flip, random_shift
+from jdistill.data import Dataset, augment, seeded_epoch_indices
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,14 +43,10 @@ class DataSource:
         return {"x": self.dataset.x_train, "y": self.dataset.y_train.astype(np.int32)}
 
     def order(self, seed: int, epoch: int) -> jax.Array:
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        return epoch_indices(key, len(self.dataset.y_train), self.batch_size)
+        return seeded_epoch_indices(seed, epoch, len(self.dataset.y_train), self.batch_size)
 
     def batch(self, arrays: dict, indices: jax.Array, key: jax.Array) -> dict:
-        shift_key, flip_key = jax.random.split(key)
-        images = random_shift(shift_key, arrays["x"][indices], self.max_shift)
-        if self.hflip:
-            images = random_flip(flip_key, images)
+        images = augment(key, arrays["x"][indices], self.max_shift, self.hflip)
         return {"image": self.dataset.normalise(images), "label": arrays["y"][indices], "index": indices}
 
     def images(self) -> np.ndarray:
@@ -100,11 +96,8 @@ class StreamSource:
 
     def batch(self, raw: dict, indices, key: jax.Array) -> dict:
         """The round's batch from its raw images ``raw`` (one row of the stream's batches)."""
-        shift_key, flip_key = jax.random.split(key)
         images = raw["image"].astype(np.float32) * np.float32(self.dataset.scale)
-        images = random_shift(shift_key, images, self.max_shift)
-        if self.hflip:
-            images = random_flip(flip_key, images)
+        images = augment(key, images, self.max_shift, self.hflip)
         return {"image": self.dataset.normalise(images), "label": raw["label"], "index": raw["index"]}
 
 
@@ -132,8 +125,7 @@ class TokenSource:
         return {"tokens": self.sequences.tokens.astype(np.int32), "mask": self.sequences.mask}
 
     def order(self, seed: int, epoch: int) -> jax.Array:
-        key = jax.random.fold_in(jax.random.key(seed), epoch)
-        return epoch_indices(key, len(self.sequences.tokens), self.batch_size)
+        return seeded_epoch_indices(seed, epoch, len(self.sequences.tokens), self.batch_size)
 
     def batch(self, arrays: dict, indices: jax.Array, key: jax.Array) -> dict:
         return {"tokens": arrays["tokens"][indices], "mask": arrays["mask"][indices], "index": indices}

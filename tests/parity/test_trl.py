@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from relative_error import assert_close  # tests/parity/
 
 from jdistill import losses
 
@@ -64,12 +65,7 @@ def _labels():
 
 
 def _assert_close(what, got, want, tolerance=TOLERANCE):
-    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-    assert got.shape == want.shape, f"{what}: shape {got.shape} != {want.shape}"
-    scale = np.max(np.abs(want))
-    assert scale > 0, f"{what}: the reference is all zeros; the inputs do not exercise the loss"
-    error = np.max(np.abs(got - want)) / scale
-    assert error <= tolerance, f"{what}: max |jdistill - TRL| / max |TRL| = {error:.2e} > {tolerance:.0e}"
+    assert_close(what, got, want, tolerance, "TRL")
 
 
 def _parity(jax_loss, torch_loss, *student):
