@@ -25,7 +25,12 @@ worse than the students.
 - **skew KL**: KL(teacher || 0.1 teacher + 0.9 student) (DistiLLM, Ko et al. 2024);
 - **on-policy**: JSD (beta = 0.5) on the student's own samples (the first 8 tokens of a sequence
   continued at temperature 1) in half of the steps, on the sequences in the others (GKD, Agarwal
-  et al. 2024, lambda = 0.5).
+  et al. 2024, lambda = 0.5);
+- **sequence-level KD**: cross-entropy on the teacher's samples (the first 8 tokens of a sequence
+  continued at temperature 1, drawn in every step; Kim & Rush 2016);
+- **forward KL from the cache**: forward KL against the teacher's 8 most probable tokens per
+  position and a tail bucket for the rest, read from a cache written once after the teacher
+  (``jdistill cache-lm-teacher``; ``teacher_cache/`` under ``--out``); the teacher is not run.
 
 Nothing is chosen: every number is the last epoch's, on the test sequences.
 
@@ -38,8 +43,10 @@ Writes ``table.md``, ``results.json`` and ``curves.png`` (the KL to the truth pe
 """
 
 from jdistill.experiment import Experiment, Run, main
-from jdistill.lm import LMConfig, load_corpus
+from jdistill.lm import LMConfig, load_corpus, teacher_cache
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
+
+TOP_K = 8  # tokens per position in the teacher cache
 
 ROWS = {
     "alone": ("student alone (cross-entropy)", {}),
@@ -51,6 +58,8 @@ ROWS = {
         "on-policy JSD (GKD, lambda 0.5)",
         {"loss": "jsd", "form": "on_policy", "on_policy_fraction": 0.5},
     ),
+    "sequence": ("sequence-level KD (teacher samples, cross-entropy)", {"loss": "ce", "form": "sequence"}),
+    "cached_top_k": (f"forward KL, teacher's top {TOP_K} from the cache", {"loss": "forward_kl"}),
 }
 
 
@@ -64,14 +73,21 @@ def base(options, **changes) -> LMConfig:
 def runs(options):
     teacher_epochs = 1 if options.smoke else options.args.teacher_epochs
     yield Run("teacher", base(options, model="lm_teacher", epochs=teacher_epochs), row="teacher (lm_teacher)")
-    teacher = str(options.out / "teacher")
+    teacher, cache = str(options.out / "teacher"), options.out / "teacher_cache"
+
+    def write_cache():
+        if not (cache / "manifest.json").exists():
+            teacher_cache.write(teacher, cache, top_k=TOP_K)
+
     for name, (row, changes) in ROWS.items():
+        cached = {"teacher_cache": str(cache)} if name == "cached_top_k" else {}
         for seed in options.seeds:
             distilled = {"teacher": teacher} if changes else {}
             yield Run(
                 f"{name}/seed{seed}",
-                base(options, model="lm_student", seed=seed, **distilled, **changes),
+                base(options, model="lm_student", seed=seed, **distilled, **changes, **cached),
                 row,
+                before=write_cache if cached else None,
             )
 
 

@@ -210,6 +210,14 @@ def cmd_cache_teacher(args) -> None:
     print(json.dumps(manifest, indent=2))
 
 
+def cmd_cache_lm_teacher(args) -> None:
+    from jdistill.lm import teacher_cache
+
+    manifest = teacher_cache.write(args.teacher, args.out, top_k=args.top_k, temperature=args.temperature,
+                                   dtype=args.dtype)  # fmt: skip
+    print(json.dumps(manifest, indent=2))
+
+
 def cmd_write_records(args) -> None:
     from jdistill.data import load_dataset
     from jdistill.data.records import write_dataset
@@ -344,6 +352,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype")
     p.add_argument("--out", required=True, help="the cache directory")
     p.set_defaults(func=cmd_cache_teacher)
+
+    p = sub.add_parser(
+        "cache-lm-teacher",
+        help="write a finished language model's top-k tokens on its training sequences, for lm --teacher-cache",
+        description="Run a finished 'jdistill lm' teacher once over its corpus's training sequences and write "
+        "its k most probable next tokens and their log-probabilities at --temperature (2 k numbers per token "
+        "instead of the vocabulary) to --out, with a manifest of the teacher's and the sequences' "
+        "fingerprints; 'jdistill lm --teacher DIR --teacher-cache OUT' then reads them instead of running "
+        "the teacher.",
+    )
+    p.add_argument("--teacher", required=True, help="run directory of a finished 'jdistill lm' run")
+    p.add_argument("--top-k", type=int, required=True, help="tokens kept per position")
+    p.add_argument("--temperature", type=float, default=1.0,
+                   help="softmax temperature of the log-probabilities, as the distillation run's (default 1)")  # fmt: skip
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored dtype of the log-probabilities")
+    p.add_argument("--out", required=True, help="the cache directory")
+    p.set_defaults(func=cmd_cache_lm_teacher)
 
     p = sub.add_parser(
         "write-records",

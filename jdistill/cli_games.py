@@ -229,6 +229,11 @@ LM_HELP = {
     "beta": "jsd: the mixture weight of the teacher (0.5: the Jensen-Shannon divergence; TRL's beta)",
     "alpha": "skew KLs: the weight of the first distribution in the mixture",
     "ce_weight": "weight of the corpus's cross-entropy added to the divergence",
+    "top_k": "read the teacher through its k most probable tokens per position (the sparse divergences; "
+    "none: the whole vocabulary)",
+    "sparse_mode": "with --top-k: tail (the rest of the vocabulary as one bucket) or renormalised (over the k)",
+    "teacher_cache": "a directory of 'jdistill cache-lm-teacher' for --teacher: read its top-k tokens from disk "
+    "instead of running the teacher (--form token)",
     "prompt_length": "tokens of each corpus sequence that a sample continues",
     "on_policy_fraction": "on_policy: probability that a step trains on the student's own samples",
     "sample_temperature": "temperature of the samples",
@@ -282,7 +287,7 @@ def add_parsers(sub) -> None:
         choices={"objective": OBJECTIVES},
         aliases={"--student": "model", "--lr": "learning_rate", "--disc-lr": "disc_learning_rate"},
     )
-    from jdistill.lm import CORPORA, FORMS, LOSSES, LMConfig
+    from jdistill.lm import CORPORA, FORMS, LOSSES, SPARSE_MODES, LMConfig
 
     command(
         sub,
@@ -294,7 +299,13 @@ def add_parsers(sub) -> None:
         "learns the corpus; with one, the student minimises --loss against it on the sequences of --form. "
         "Reports the test split's cross-entropy and perplexity and, on the synthetic language, the KL to the "
         "true next-token distributions.",
-        choices={"corpus": CORPORA, "loss": LOSSES, "form": FORMS, "evaluate_on": ("test", "validation")},
+        choices={
+            "corpus": CORPORA,
+            "loss": LOSSES,
+            "form": FORMS,
+            "sparse_mode": SPARSE_MODES,
+            "evaluate_on": ("test", "validation"),
+        },  # fmt: skip
         aliases={"--student": "model", "--lr": "learning_rate"},
     )
     command(

@@ -46,11 +46,14 @@ class Options:
 @dataclasses.dataclass(frozen=True)
 class Run:
     """``config`` played into ``--out``/``name``; ``row`` is the table row it counts in (None: a
-    run that others need, such as a teacher)."""
+    run that others need, such as a teacher). ``before()``, if given, is called on process 0 just
+    before the run is played (or read back), every time: something the run reads that an earlier
+    run makes, such as a teacher's output cache; it should do nothing when that exists."""
 
     name: str
     config: Any
     row: str | None = None
+    before: Callable[[], Any] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,6 +201,8 @@ def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
     ]
     results: dict[str, list[dict]] = {}
     for run in runs:  # every configuration checked above before the first run starts
+        if run.before is not None:
+            distributed.on_primary(run.before, f"before {run.name}")
         summary = fit(
             run.config,
             options.out / run.name,

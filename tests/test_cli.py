@@ -342,11 +342,11 @@ def test_bad_input_exits_with_a_message_naming_the_problem(argv, message, tmp_pa
     assert capsys.readouterr().err == "" and not (tmp_path / "o").exists()
 
 
-def test_parser_has_the_eleven_subcommands():
+def test_parser_has_the_twelve_subcommands():
     actions = [a for a in build_parser()._actions if a.dest == "command"]
     assert set(actions[0].choices) == {
         "demo", "train-teacher", "distill", "models", "data-free", "adversarial-kd", "online", "temperature",
-        "cache-teacher", "write-records", "lm",
+        "cache-teacher", "write-records", "lm", "cache-lm-teacher",
     }  # fmt: skip
 
 

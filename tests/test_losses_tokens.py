@@ -495,6 +495,59 @@ def test_chunked_never_holds_full_logits():
     assert chunked < full  # ...and the chunked form has none.
 
 
+def test_sparse_and_chunked_under_vmap_match_a_loop():
+    """vmap over a leading axis (several students, say) of a sparse and a chunked divergence."""
+    s, t = _logits(36, 3, 2, T, V), _logits(37, 3, 2, T, V)
+    h_s, w_s, h_t, w_t = (np.stack([a * (i + 1) for i in range(3)]) for a in _hidden(38))
+    mask2, mask3 = np.stack([_mask()[:2]] * 3), np.stack([_mask()] * 3)
+    mask2[1, 0, 2:] = mask3[1, 0, 2:] = False
+
+    def both(s, t, h_s, w_s, h_t, w_t, mask2, mask3):
+        indices, log_probs = losses.top_k_teacher(t, 3, temperature=2.0)
+        return (
+            losses.sparse_skew_forward_kl(s, indices, log_probs, alpha=ALPHA, mask=mask2, temperature=2.0),
+            losses.sparse_reverse_kl(s, indices, log_probs, mode="renormalised", mask=mask2),
+            losses.chunked(losses.jsd, h_s, w_s, h_t, w_t, chunk_size=2, mask=mask3, beta=BETA),
+        )
+
+    args = (s, t, h_s, w_s, h_t, w_t, mask2, mask3)
+    mapped = jax.jit(jax.vmap(both))(*args)
+    looped = [jax.jit(both)(*(a[i] for a in args)) for i in range(3)]
+    chex.assert_trees_all_close(
+        mapped, jax.tree.map(lambda *xs: jnp.stack(xs), *looped), rtol=1e-5, atol=1e-6
+    )
+    assert len({float(v) for v in mapped[2]}) == 3  # the members differ: each was computed with its own
+
+
+def test_sparse_and_chunked_take_bfloat16_and_compute_in_float32():
+    s, t, mask = _logits(39, 2, T, V), _logits(40, 2, T, V), _mask()[:2]
+    s16, t16 = jnp.asarray(s, jnp.bfloat16), jnp.asarray(t, jnp.bfloat16)
+    indices, log_probs = losses.top_k_teacher(t16, 3, temperature=2.0)
+    assert log_probs.dtype == jnp.float32
+    want_indices, want = losses.top_k_teacher(t16.astype(jnp.float32), 3, temperature=2.0)
+    np.testing.assert_array_equal(indices, want_indices)
+    chex.assert_trees_all_close(log_probs, want, rtol=1e-6)
+    sparse = jax.jit(lambda s, lp: losses.sparse_jsd(s, indices, lp, beta=BETA, mask=mask, temperature=2.0))
+    out16 = sparse(s16, log_probs.astype(jnp.bfloat16))
+    assert out16.dtype == jnp.float32
+    np.testing.assert_allclose(out16, sparse(s16.astype(jnp.float32), log_probs), rtol=5e-2, atol=2e-3)
+    h_s, w_s, h_t, w_t = _hidden(41)
+    mask3 = _mask()
+
+    def chunked(*a):
+        return losses.chunked(losses.forward_kl, *a, chunk_size=2, mask=mask3)
+
+    bf16 = [jnp.asarray(a, jnp.bfloat16) for a in (h_s, w_s, h_t, w_t)]
+    value16 = jax.jit(chunked)(*bf16)
+    assert value16.dtype == jnp.float32
+    want16 = losses.forward_kl(*(jnp.einsum("btd,dv->btv", h, w, preferred_element_type=jnp.float32)
+                                 for h, w in (bf16[:2], bf16[2:])), mask=mask3)  # fmt: skip
+    np.testing.assert_allclose(value16, want16, rtol=1e-5)
+    grads = jax.jit(jax.grad(chunked, argnums=(0, 1)))(*bf16)
+    assert all(g.dtype == jnp.bfloat16 for g in grads)  # a gradient has its input's dtype
+    chex.assert_tree_all_finite(grads)
+
+
 # ------------------------------------------------------------------------------------------ validation
 
 _S = np.zeros((2, 5, 7), np.float32)

@@ -10,6 +10,7 @@ from jdistill.train.config import OptimizerConfig
 CORPORA = ("stdlib", "markov")
 LOSSES = ("ce", "forward_kl", "reverse_kl", "jsd", "skew_forward_kl", "skew_reverse_kl", "tvd")
 FORMS = ("token", "sequence", "on_policy")
+SPARSE_MODES = ("tail", "renormalised")
 
 
 @dataclasses.dataclass(frozen=True, init=False)
@@ -33,6 +34,12 @@ class LMConfig(groups.Grouped):
     - ``on_policy``: with probability ``on_policy_fraction`` per step, the student's own samples
       (GKD, Agarwal et al. 2024), else the corpus's.
 
+    With ``top_k``, the teacher is read through its k most probable tokens at each position
+    (:func:`jdistill.losses.top_k_teacher`) and ``loss`` is its ``sparse_*`` form, with the rest
+    of the vocabulary as one tail bucket or the k renormalised (``sparse_mode``). With
+    ``teacher_cache`` (a directory of ``jdistill cache-lm-teacher`` for ``teacher``; form
+    ``token``) those top-k tokens are read from disk and the teacher is never run.
+
     Samples are drawn at ``sample_temperature``, in every step, by the model's cached decoding.
     The evaluation reads the ``evaluate_on`` split: ``validation`` (metrics ``val/``) for choosing
     anything, ``test`` for the table.
@@ -55,6 +62,9 @@ class LMConfig(groups.Grouped):
     beta: float = 0.5
     alpha: float = 0.1
     ce_weight: float = 0.0
+    top_k: int | None = None
+    sparse_mode: str = "tail"
+    teacher_cache: str | None = None
     prompt_length: int = 8
     on_policy_fraction: float = 0.5
     sample_temperature: float = 1.0
@@ -68,7 +78,7 @@ class LMConfig(groups.Grouped):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)}")
         for name, allowed in (("corpus", CORPORA), ("loss", LOSSES), ("form", FORMS),
-                              ("evaluate_on", ("test", "validation"))):  # fmt: skip
+                              ("sparse_mode", SPARSE_MODES), ("evaluate_on", ("test", "validation"))):  # fmt: skip
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: choose one of {', '.join(allowed)}, got {getattr(self, name)!r}")
         for name in ("beta", "alpha", "on_policy_fraction"):
@@ -83,6 +93,18 @@ class LMConfig(groups.Grouped):
             raise ValueError("--loss and --form other than ce and token need a --teacher")
         if self.teacher is not None and self.loss == "ce" and self.form != "sequence" and not self.ce_weight:
             raise ValueError("with a teacher, --loss ce learns from it only with --form sequence")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be a positive integer, got {self.top_k}")
+        if (self.top_k is not None or self.teacher_cache is not None) and (
+            self.teacher is None or self.loss == "ce"
+        ):
+            raise ValueError(
+                "--top-k and --teacher-cache read a --teacher's distributions: give one and a divergence --loss"
+            )
+        if self.teacher_cache is not None and self.form != "token":
+            raise ValueError(
+                "a teacher cache holds the teacher's outputs on the corpus's sequences: use --form token"
+            )
         if self.prompt_length >= self.context:
             raise ValueError(f"prompt_length {self.prompt_length} must be below the context {self.context}")
         self.optimizer.check_epochs(self.epochs)

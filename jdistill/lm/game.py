@@ -14,6 +14,7 @@ from flax import nnx
 
 from jdistill import losses
 from jdistill.data.text import MarkovLanguage, TextCorpus, load_stdlib
+from jdistill.lm import teacher_cache
 from jdistill.lm.config import LMConfig
 from jdistill.models import count_params
 from jdistill.models.transformer_lm import create_lm, sample
@@ -61,11 +62,30 @@ def load_lm_teacher(run_dir: str, config: LMConfig, vocab_size: int) -> Frozen:
     return Frozen(graphdef, params, rest)
 
 
-def divergence(config: LMConfig):
-    """The token divergence ``config.loss`` names, with its own parameter."""
+def divergence(config: LMConfig, sparse: bool = False):
+    """The token divergence ``config.loss`` names, with its own parameter: ``(student_logits,
+    teacher_logits, mask=)``, or with ``sparse`` its top-k form ``(student_logits, indices,
+    log_probs, mask=)`` in ``config.sparse_mode``."""
     extra = {"jsd": {"beta": config.beta}, "skew_forward_kl": {"alpha": config.alpha},
              "skew_reverse_kl": {"alpha": config.alpha}}.get(config.loss, {})  # fmt: skip
-    return functools.partial(getattr(losses, config.loss), temperature=config.temperature, **extra)
+    if sparse:
+        extra["mode"] = config.sparse_mode
+    name = f"sparse_{config.loss}" if sparse else config.loss
+    return functools.partial(getattr(losses, name), temperature=config.temperature, **extra)
+
+
+def teacher_divergence(config: LMConfig, view, student_logits, inputs, target_mask):
+    """``config.loss`` of the student's distributions from the teacher's on ``inputs``: the
+    teacher's whole vocabulary, its top ``config.top_k`` tokens, or those read from the cache
+    (the batch's ``teacher_indices`` and ``teacher_log_probs``)."""
+    if "teacher_indices" in view.batch:
+        top_k = view.batch["teacher_indices"], view.batch["teacher_log_probs"]
+        return divergence(config, sparse=True)(student_logits, *top_k, mask=target_mask)
+    teacher_logits = jax.lax.stop_gradient(view.teacher()(inputs))
+    if config.top_k is None:
+        return divergence(config)(student_logits, teacher_logits, mask=target_mask)
+    top_k = losses.top_k_teacher(teacher_logits, config.top_k, temperature=config.temperature)
+    return divergence(config, sparse=True)(student_logits, *top_k, mask=target_mask)
 
 
 def cross_entropy(logits, targets, mask):
@@ -99,11 +119,10 @@ def lm_loss(config: LMConfig, view):
     if config.teacher is None:
         total = metrics["loss/ce"]
         return total, {"loss": total, **metrics}
-    teacher = view.teacher()
     if config.form == "token":
         inputs, targets, target_mask, student_logits = tokens[:, :-1], tokens[:, 1:], mask[:, 1:], data_logits
     else:
-        key = view.key(LOSS)
+        key, teacher = view.key(LOSS), view.teacher()
         if config.form == "sequence":
             sequence, own = sampled(teacher, tokens, config, key)
         else:  # on-policy: the student's samples with probability on_policy_fraction, else the corpus's
@@ -122,8 +141,7 @@ def lm_loss(config: LMConfig, view):
     if config.loss == "ce":  # sequence-level KD: the teacher's samples learned as data
         metrics["loss/kd"] = cross_entropy(student_logits, targets, target_mask)
     else:
-        teacher_logits = jax.lax.stop_gradient(teacher(inputs))
-        metrics["loss/kd"] = divergence(config)(student_logits, teacher_logits, mask=target_mask)
+        metrics["loss/kd"] = teacher_divergence(config, view, student_logits, inputs, target_mask)
     total = metrics["loss/kd"] + config.ce_weight * metrics.get("loss/ce", 0.0)
     return total, {"loss": total, **metrics}
 
@@ -181,9 +199,21 @@ def build(config: LMConfig, corpus: Corpus | None = None) -> Game:
     """The game ``config`` describes, at step 0."""
     corpus = corpus if corpus is not None else load_corpus(config)
     text = corpus.text
-    teacher = None if config.teacher is None else load_lm_teacher(config.teacher, config, text.vocab_size)
+    teacher, cached = None, None
+    if config.teacher_cache is not None:
+        *cached, manifest = teacher_cache.read(config.teacher_cache, config.teacher, text.train.tokens,
+                                               config.temperature)  # fmt: skip
+        if config.top_k not in (None, manifest["top_k"]):
+            raise ValueError(
+                f"teacher cache {config.teacher_cache} holds the top {manifest['top_k']} tokens; this run asks "
+                f"for --top-k {config.top_k}"
+            )
+    elif config.teacher is not None:
+        teacher = load_lm_teacher(config.teacher, config, text.vocab_size)
+    if config.top_k is not None and config.top_k > text.vocab_size:
+        raise ValueError(f"top_k {config.top_k} is larger than the vocabulary ({text.vocab_size} tokens)")
     model = create_lm(config.model, text.vocab_size, config.context, rngs=nnx.Rngs(config.seed))
-    source = TokenSource(text.train, config.batch_size)
+    source = TokenSource(text.train, config.batch_size, None if cached is None else tuple(cached))
     optimizer = config.optimizer.build(config.epochs, source.steps_per_epoch)
     summary = {
         "model": config.model,
@@ -197,6 +227,10 @@ def build(config: LMConfig, corpus: Corpus | None = None) -> Game:
     }
     if teacher is not None:
         summary["teacher_params"] = count_params(nnx.merge(teacher.graphdef, teacher.params, teacher.rest))
+    if cached is not None:
+        summary["teacher_top_k"] = manifest["top_k"]
+    elif config.top_k is not None:
+        summary["teacher_top_k"] = config.top_k
     if corpus.language is not None:
         summary["best_ce"] = corpus.language.best_cross_entropy(config.context)
     return Game(

@@ -104,10 +104,13 @@ class StreamSource:
 @dataclasses.dataclass(frozen=True)
 class TokenSource:
     """Batches of ``batch_size`` packed token sequences (:class:`jdistill.data.text.Sequences`) in
-    a fresh random order every epoch: ``{"tokens" [B, T + 1], "mask" [B, T + 1], "index"}``."""
+    a fresh random order every epoch: ``{"tokens" [B, T + 1], "mask" [B, T + 1], "index"}``, and
+    with ``teacher_top_k`` (a teacher's cached ``(indices, log_probs)`` [N, T, k] per sequence)
+    ``"teacher_indices"`` and ``"teacher_log_probs"`` [B, T, k]."""
 
     sequences: object
     batch_size: int
+    teacher_top_k: tuple | None = None
     augmented = False
 
     def __post_init__(self):
@@ -122,13 +125,16 @@ class TokenSource:
         return len(self.sequences.tokens) // self.batch_size
 
     def arrays(self) -> dict:
-        return {"tokens": self.sequences.tokens.astype(np.int32), "mask": self.sequences.mask}
+        arrays = {"tokens": self.sequences.tokens.astype(np.int32), "mask": self.sequences.mask}
+        if self.teacher_top_k is not None:
+            arrays["teacher_indices"], arrays["teacher_log_probs"] = self.teacher_top_k
+        return arrays
 
     def order(self, seed: int, epoch: int) -> jax.Array:
         return seeded_epoch_indices(seed, epoch, len(self.sequences.tokens), self.batch_size)
 
     def batch(self, arrays: dict, indices: jax.Array, key: jax.Array) -> dict:
-        return {"tokens": arrays["tokens"][indices], "mask": arrays["mask"][indices], "index": indices}
+        return {**{name: array[indices] for name, array in arrays.items()}, "index": indices}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -82,7 +82,7 @@ def write(teacher, teacher_dir, images: np.ndarray, out, *, features=(), top_k=N
         arrays["top_log_probs"], arrays["top_indices"] = kept, indices.astype(np.int32)
     for name in features:
         arrays[f"feature/{name}"] = np.concatenate([np.asarray(p[1][name], np.float32) for p in parts])
-    stored = {k: _encode(v, dtype) if v.dtype == np.float32 else v for k, v in arrays.items()}
+    stored = {k: encode(v, dtype) if v.dtype == np.float32 else v for k, v in arrays.items()}
     out = pathlib.Path(out)
     out.mkdir(parents=True, exist_ok=True)
     np.savez(out / OUTPUTS, **stored)
@@ -113,20 +113,7 @@ def read(cache_dir, teacher_dir, images: np.ndarray, feature_names, features_rea
     unless in ``features_read``); refused in one line unless it was written for the teacher in
     ``teacher_dir`` on exactly ``images`` and holds the features read."""
     cache = pathlib.Path(cache_dir)
-    if not (cache / MANIFEST).exists():
-        raise FileNotFoundError(
-            f"{cache} is not a teacher cache (no {MANIFEST}); write one with jdistill cache-teacher"
-        )
-    manifest = json.loads((cache / MANIFEST).read_text())
-    if manifest.get("format") != FORMAT:
-        raise ValueError(
-            f"{cache} is a teacher cache of format {manifest.get('format')}; this jdistill reads {FORMAT}"
-        )
-    if manifest["teacher_fingerprint"] != teacher_fingerprint(teacher_dir):
-        raise ValueError(
-            f"teacher cache {cache} was written from another teacher ({manifest['teacher']}) "
-            f"than {teacher_dir}"
-        )
+    manifest = read_manifest(cache, teacher_dir, "jdistill cache-teacher")
     if manifest["data"]["fingerprint"] != data_fingerprint(images):
         raise ValueError(
             f"teacher cache {cache} holds outputs on other training images ({manifest['data']['examples']} "
@@ -140,7 +127,7 @@ def read(cache_dir, teacher_dir, images: np.ndarray, feature_names, features_rea
             f"write it with --feature {' --feature '.join(missing)}"
         )
     with np.load(cache / OUTPUTS) as stored:
-        arrays = {k: _decode(stored[k], manifest["dtype"]) for k in stored.files}
+        arrays = {k: decode(stored[k], manifest["dtype"]) for k in stored.files}
     if manifest["top_k"] is None:
         logits = arrays["logits"]
     else:
@@ -154,12 +141,35 @@ def read(cache_dir, teacher_dir, images: np.ndarray, feature_names, features_rea
     return logits.astype(np.float32), features
 
 
-def _encode(array: np.ndarray, dtype: str) -> np.ndarray:
+def read_manifest(cache: pathlib.Path, teacher_dir, command: str, format: int = FORMAT, kind=None) -> dict:
+    """The manifest of the cache ``cache``, refused in one line unless it exists, is of ``format``
+    and ``kind`` (None: a classifier's) and was written from the teacher in ``teacher_dir``
+    (``command`` writes such caches)."""
+    if not (cache / MANIFEST).exists():
+        raise FileNotFoundError(f"{cache} is not a teacher cache (no {MANIFEST}); write one with {command}")
+    manifest = json.loads((cache / MANIFEST).read_text())
+    if manifest.get("format") != format:
+        raise ValueError(
+            f"{cache} is a teacher cache of format {manifest.get('format')}; this command reads {format} "
+            f"(written by {command})"
+        )
+    if manifest.get("kind") != kind:
+        raise ValueError(
+            f"{cache} is a {manifest.get('kind') or 'classifier'} teacher cache; this command reads those of {command}"
+        )
+    if manifest["teacher_fingerprint"] != teacher_fingerprint(teacher_dir):
+        raise ValueError(
+            f"teacher cache {cache} was written from another teacher ({manifest['teacher']}) than {teacher_dir}"
+        )
+    return manifest
+
+
+def encode(array: np.ndarray, dtype: str) -> np.ndarray:
     """bfloat16 is stored as its 16-bit pattern (npz has no bfloat16)."""
     return array.astype(ml_dtypes.bfloat16).view(np.uint16) if dtype == "bfloat16" else array
 
 
-def _decode(array: np.ndarray, dtype: str) -> np.ndarray:
+def decode(array: np.ndarray, dtype: str) -> np.ndarray:
     if array.dtype == np.uint16 and dtype == "bfloat16":
         return array.view(ml_dtypes.bfloat16).astype(np.float32)
     return array
