@@ -47,3 +47,30 @@ def test_bad_options_are_one_line(argv, line, tmp_path, capsys):
         main(EXPERIMENT, ["--out", str(tmp_path / "out"), *argv])
     message = str(exit_info.value.code) if exit_info.value.code != 2 else capsys.readouterr().err
     assert line in message and message.strip().count("\n") == 0
+
+
+def test_before_runs_ahead_of_its_run_every_time_and_its_error_is_one_line(tmp_path, capsys):
+    calls = []
+
+    def prepared_runs(options):
+        yield Run("first", RunConfig(model="mlp32", dataset="digits", epochs=1), None)
+        made = options.out / "first" / "summary.json"  # the before of the second sees the first finished
+        yield Run("second", RunConfig(model="mlp32", dataset="digits", epochs=1, seed=1), "mlp32",
+                  before=lambda: calls.append(made.exists()))  # fmt: skip
+
+    experiment = Experiment("Two runs.", "digits", prepared_runs, lambda results, options: "")
+    main(experiment, ["--out", str(tmp_path / "out"), "--quiet"])
+    main(experiment, ["--out", str(tmp_path / "out"), "--quiet"])  # read back: before is called again
+    assert calls == [True, True]
+
+    def failing(options):
+        yield Run("only", RunConfig(model="mlp32", dataset="digits", epochs=1), "mlp32",
+                  before=lambda: (_ for _ in ()).throw(ValueError("the cache cannot be written")))  # fmt: skip
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(
+            Experiment("One run.", "digits", failing, lambda r, o: ""),
+            ["--out", str(tmp_path / "x"), "--quiet"],
+        )
+    assert str(exit_info.value.code).endswith("error: the cache cannot be written")
+    assert not (tmp_path / "x" / "only").exists()
