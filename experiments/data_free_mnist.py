@@ -14,7 +14,7 @@ al. 2019) and ZSKT (Micaelli & Storkey 2019), student and generator initialised 
         # the CPU-sized DFAD configuration: 32x32, batch 256, generator width 16, 2,000 iterations,
         # evaluated every 20. Measured on 2 idle CPU cores: teacher 29 s, 0.47 s per iteration, so
         # 16 min per seed (seed 0: 98.30 % at the last iteration, 97.7 % by iteration 400);
-        # --methods dfad dafl zskt adds DAFL (3,000 iterations, 10-17 min per seed; 92.26 +- 3.62 %)
+        # --methods dfad dafl zskt adds DAFL (3,000 iterations, 16-18 min per seed; 92.26 +- 3.62 %)
         # (with its own teacher) and ZSKT (300 iterations, under 2 min per seed; 97.30 +- 0.26 %)
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_paper \\
         --config paper --seeds 0 1 2
