@@ -185,7 +185,9 @@ def test_top_k_over_the_whole_vocabulary_is_the_dense_divergence(teacher, tmp_pa
     whole, whole_line = student(teacher, tmp_path / "whole", top_k=vocab)
     np.testing.assert_allclose(whole_line["train/loss/kd"], dense_line["train/loss/kd"], rtol=1e-4)
     np.testing.assert_allclose(whole["test/kl_to_truth"], dense["test/kl_to_truth"], rtol=1e-3)
-    # and the tail mode's divergence from 4 tokens is at most the dense one (merging cannot add)
+    # and the tail mode's divergence from 4 tokens is at most the dense one (merging cannot add). The
+    # bound holds per input (test_losses_tokens); these are epoch means of two runs whose logits part
+    # after the first step, but the top-4 loss is about half the dense one (0.0044 against 0.0089)
     _, top4_line = student(teacher, tmp_path / "top4", top_k=4)
     assert top4_line["train/loss/kd"] <= dense_line["train/loss/kd"] * (1 + 1e-6) + 1e-4
 

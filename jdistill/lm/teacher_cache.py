@@ -13,7 +13,6 @@ read them with the tail bucket or renormalised (``--sparse-mode``).
 """
 
 import datetime
-import hashlib
 import json
 import pathlib
 
@@ -25,7 +24,15 @@ import jdistill
 from jdistill import losses
 from jdistill.lm.config import LMConfig
 from jdistill.train.config import DTYPES
-from jdistill.train.teacher_cache import MANIFEST, OUTPUTS, decode, encode, read_manifest, teacher_fingerprint
+from jdistill.train.teacher_cache import (
+    MANIFEST,
+    OUTPUTS,
+    array_fingerprint,
+    decode,
+    encode,
+    read_manifest,
+    teacher_fingerprint,
+)
 
 FORMAT = 1
 KIND = "language-model top-k"
@@ -34,8 +41,7 @@ COMMAND = "jdistill cache-lm-teacher"
 
 def tokens_fingerprint(tokens: np.ndarray) -> str:
     """SHA-256 of the training sequences' tokens as the batches are cut from them (order included)."""
-    tokens = np.ascontiguousarray(tokens, np.int32)
-    return hashlib.sha256(str(tokens.shape).encode() + tokens.tobytes()).hexdigest()
+    return array_fingerprint(np.asarray(tokens, np.int32))
 
 
 def top_k_outputs(teacher, tokens: np.ndarray, k: int, temperature: float, batch: int = 64) -> tuple:

@@ -46,10 +46,15 @@ def teacher_fingerprint(teacher_dir) -> str:
     return digest.hexdigest()
 
 
+def array_fingerprint(array: np.ndarray) -> str:
+    """SHA-256 of an array's shape and bytes (its dtype as given, C order)."""
+    array = np.ascontiguousarray(array)
+    return hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()
+
+
 def data_fingerprint(images: np.ndarray) -> str:
     """SHA-256 of the normalised training images as the batches are cut from them (order included)."""
-    images = np.ascontiguousarray(images, np.float32)
-    return hashlib.sha256(str(images.shape).encode() + images.tobytes()).hexdigest()
+    return array_fingerprint(np.asarray(images, np.float32))
 
 
 def write(teacher, teacher_dir, images: np.ndarray, out, *, features=(), top_k=None, dtype="float32",
