@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from jdistill.cli_games import add_process_options, start_processes
+from jdistill.cli_games import STEPS_PER_CALL_HELP, add_process_options, start_processes
 from jdistill.cli_options import OneLineParser
 from jdistill.train import distributed, groups
 
@@ -41,6 +41,7 @@ class Options:
     args: argparse.Namespace
     dataset: Any = None
     holdout_fraction: float = 0.0  # of the training set, held out under --validate
+    steps_per_call: int = 1  # rounds per jitted call (fit's)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +147,7 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
         f"{experiment.holdout_fraction:.3g})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--steps-per-call", type=int, default=1, metavar="K", help=STEPS_PER_CALL_HELP)
     add_process_options(parser)
     if experiment.add_options:
         experiment.add_options(parser)
@@ -160,6 +162,8 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
         )
     if not 0 < args.holdout < 1:
         raise ValueError(f"--holdout must be a fraction in (0, 1), got {args.holdout:g}")
+    if args.steps_per_call < 1:
+        raise ValueError(f"--steps-per-call must be a positive integer, got {args.steps_per_call}")
     return Options(
         out=pathlib.Path(args.out).absolute(),
         data_dir=args.data_dir,
@@ -169,6 +173,7 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
         quiet=args.quiet,
         args=args,
         holdout_fraction=args.holdout,
+        steps_per_call=args.steps_per_call,
     )
 
 
@@ -209,6 +214,7 @@ def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
             dataset=options.dataset,
             progress=not options.quiet,
             label=run.name,
+            steps_per_call=options.steps_per_call,
         )
         if run.row is not None:
             measured = experiment.measure(options.out / run.name, options) if experiment.measure else {}

@@ -1,5 +1,6 @@
 """The experiment runner on a two-run experiment: results.json carries each run's configuration,
---validate holds out --holdout of the training set, bad options are one line."""
+--validate holds out --holdout of the training set, --steps-per-call reaches fit, bad options are one
+line."""
 
 import json
 
@@ -40,6 +41,7 @@ def test_results_carry_each_runs_configuration_and_validate_holds_out_the_given_
         (["--holdout", "1.5"], "--holdout must be a fraction in (0, 1), got 1.5"),
         (["--seeds", "0", "0"], "--seeds: a count of at least 1 or distinct seeds >= 0, got 0 0"),
         (["--seed", "3"], "error: unrecognized arguments: --seed 3"),
+        (["--steps-per-call", "0"], "--steps-per-call must be a positive integer, got 0"),
     ],
 )
 def test_bad_options_are_one_line(argv, line, tmp_path, capsys):
@@ -47,6 +49,22 @@ def test_bad_options_are_one_line(argv, line, tmp_path, capsys):
         main(EXPERIMENT, ["--out", str(tmp_path / "out"), *argv])
     message = str(exit_info.value.code) if exit_info.value.code != 2 else capsys.readouterr().err
     assert line in message and message.strip().count("\n") == 0
+
+
+def test_steps_per_call_reaches_fit_and_changes_no_result(tmp_path, monkeypatch):
+    """Three rounds per jitted call (a lax.scan) against one: the same test loss after the epoch."""
+    import jdistill.train
+
+    asked, fit = [], jdistill.train.fit
+    monkeypatch.setattr(
+        jdistill.train, "fit", lambda *a, **k: asked.append(k["steps_per_call"]) or fit(*a, **k)
+    )
+    one = main(EXPERIMENT, ["--out", str(tmp_path / "one"), "--seeds", "1", "--quiet"])
+    three = main(
+        EXPERIMENT, ["--out", str(tmp_path / "three"), "--seeds", "1", "--quiet", "--steps-per-call", "3"]
+    )
+    assert asked == [1, 3]
+    assert three["mlp32"][0]["test/loss"] == pytest.approx(one["mlp32"][0]["test/loss"], rel=1e-5)
 
 
 def test_before_runs_ahead_of_its_run_every_time_and_its_error_is_one_line(tmp_path, capsys):

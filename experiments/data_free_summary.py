@@ -1,0 +1,49 @@
+"""The tables of several ``data_free_mnist.py`` output folders in one Markdown page (for
+``data_free_gpu.sh``): each folder's ``table.md`` when its command finished, else, per data-free run
+so far, its last evaluation (iteration, test accuracy, best accuracy so far and where, the class
+entropy of the teacher on generated samples) read from its ``metrics.jsonl``.
+
+    python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
+"""
+
+import json
+import pathlib
+import sys
+
+
+def run_line(run_dir: pathlib.Path) -> str:
+    """One data-free run's last evaluation, from its metrics (a table row)."""
+    path = run_dir / "metrics.jsonl"
+    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    evaluated = [r for r in records if "test/accuracy" in r]
+    if not evaluated:
+        return f"| {run_dir.name} | no evaluation yet | | | |"
+    last, best = evaluated[-1], max(evaluated, key=lambda r: r["test/accuracy"])
+    entropy = last.get("generated/class_entropy", float("nan"))
+    return (f"| {run_dir.name} | {last['step']} | {100 * last['test/accuracy']:.2f} | "
+            f"{100 * best['test/accuracy']:.2f} at {best['step']} | {entropy:.2f} |")  # fmt: skip
+
+
+def folder_summary(folder: pathlib.Path) -> str:
+    table = folder / "table.md"
+    if table.exists():
+        return f"## {folder.name} (finished)\n\n{table.read_text()}"
+    runs = sorted(p for p in folder.glob("*_seed*") if p.is_dir())
+    head = (
+        "| run | last iteration | test accuracy (%) | best (%) at iteration | class entropy |\n"
+        + "|---" * 5
+        + "|"
+    )
+    lines = "\n".join(run_line(r) for r in runs) or "(no data-free run started)"
+    return f"## {folder.name} (stopped before its end)\n\n{head}\n{lines}\n"
+
+
+def main(out: str) -> None:
+    folders = sorted(p for p in pathlib.Path(out).iterdir() if p.is_dir())
+    print("\n".join(folder_summary(f) for f in folders) or f"no output folder under {out}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python experiments/data_free_summary.py OUT")
+    main(sys.argv[1])
