@@ -15,7 +15,8 @@ al. 2019) and ZSKT (Micaelli & Storkey 2019), student and generator initialised 
         # evaluated every 20. Measured on 2 idle CPU cores: teacher 29 s, 0.47 s per iteration, so
         # 16 min per seed (seed 0: 98.30 % at the last iteration, 97.7 % by iteration 400);
         # --methods dfad dafl zskt adds DAFL (3,000 iterations, 16-18 min per seed; 92.26 +- 3.62 %)
-        # (with its own teacher) and ZSKT (300 iterations, under 2 min per seed; 97.30 +- 0.26 %)
+        # (with its own teacher) and ZSKT (300 iterations, under 2 min per seed; 97.30 +- 0.26 %);
+        # DAFL seed 0 given 6,000 iterations collapsed into one class by iteration 2,500 (README)
     python experiments/data_free_mnist.py --data-dir ../shared/data/mnist --out runs/data_free_paper \\
         --config paper --seeds 0 1 2
         # the papers' sizes (width 64, batch 512, DFAD 2,000 iterations, DAFL 24,000): GPU work
@@ -37,6 +38,7 @@ import sys
 import numpy as np
 
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
+from jdistill.adversarial.inspection import collapse_iteration
 from jdistill.experiment import Experiment, Run, deprecated_option, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir
@@ -187,12 +189,13 @@ def runs(options):
 
 
 def measure(run_dir, options) -> dict:
-    """A data-free run's ``[iteration, test accuracy]`` at every evaluation."""
+    """A data-free run's ``[iteration, test accuracy]`` at every evaluation, and the iteration by
+    which its generator collapsed into one class (None if it never did)."""
     if "_seed" not in run_dir.name:
         return {}
     metrics = RunDir(run_dir).metrics()
     curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
-    return {"curve": curve}
+    return {"curve": curve, "collapsed_at": collapse_iteration(metrics)}
 
 
 def describe(config: RunConfig) -> str:
@@ -240,6 +243,10 @@ def table(results, options):
         generated = (f"class entropy {final['class_entropy']:.2f}, teacher |logit| "
                      f"{final['teacher_abs_logit']:.2f}, max |pixel| "
                      f"{final['max_abs_pixel']:.2f}")  # fmt: skip
+        collapsed = [f"seed {r['config']['seed']} by iteration {r['collapsed_at']}" for r in runs
+                     if r.get("collapsed_at")]  # fmt: skip
+        if collapsed:
+            generated += f"; collapsed into one class: {', '.join(collapsed)}"
         accuracy = mean_std([r["test/accuracy"] for r in runs])
         rows.append([f"{what} (n={len(runs)}; {generated})", accuracy, PAPER[method],
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f}"])  # fmt: skip
@@ -250,7 +257,8 @@ def table(results, options):
         "Test accuracy (%) on the 10,000 real test images, final iteration; mean +- std over seeds.\n"
         "On generated samples at the end (mean over seeds): class entropy of the teacher's predictions "
         "over log 10 (1 = balanced), the teacher's mean |logit|, the largest |pixel| (standardised; "
-        "real MNIST: at most 2.82).\n\n"
+        "real MNIST: at most 2.82). A run whose class entropy fell to 0.05 or less at an epoch's end is "
+        "named as collapsed into one class (the DAFL reference code does this on MNIST now and then).\n\n"
         + markdown_table(["student", "accuracy (%)", "paper", "train seconds"], rows)
         + curves
     )

@@ -1,7 +1,8 @@
 """The tables of several ``data_free_mnist.py`` output folders in one Markdown page (for
 ``data_free_gpu.sh``): each folder's ``table.md`` when its command finished, else, per data-free run
 so far, its last evaluation (iteration, test accuracy, best accuracy so far and where, the class
-entropy of the teacher on generated samples) read from its ``metrics.jsonl``.
+entropy of the teacher on generated samples, the iteration by which the generator collapsed into
+one class if it did) read from its ``metrics.jsonl``.
 
     python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
 """
@@ -10,6 +11,8 @@ import json
 import pathlib
 import sys
 
+from jdistill.adversarial.inspection import collapse_iteration
+
 
 def run_line(run_dir: pathlib.Path) -> str:
     """One data-free run's last evaluation, from its metrics (a table row)."""
@@ -17,11 +20,13 @@ def run_line(run_dir: pathlib.Path) -> str:
     records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
     evaluated = [r for r in records if "test/accuracy" in r]
     if not evaluated:
-        return f"| {run_dir.name} | no evaluation yet | | | |"
+        return f"| {run_dir.name} | no evaluation yet | | | | |"
     last, best = evaluated[-1], max(evaluated, key=lambda r: r["test/accuracy"])
     entropy = last.get("generated/class_entropy", float("nan"))
-    return (f"| {run_dir.name} | {last['step']} | {100 * last['test/accuracy']:.2f} | "
-            f"{100 * best['test/accuracy']:.2f} at {best['step']} | {entropy:.2f} |")  # fmt: skip
+    collapsed = collapse_iteration(records) or "no"
+    cells = (run_dir.name, last["step"], f"{100 * last['test/accuracy']:.2f}",
+             f"{100 * best['test/accuracy']:.2f} at {best['step']}", f"{entropy:.2f}", collapsed)  # fmt: skip
+    return f"| {' | '.join(map(str, cells))} |"
 
 
 def folder_summary(folder: pathlib.Path) -> str:

@@ -18,6 +18,7 @@ import runpy
 import shutil
 import sys
 import warnings
+from types import SimpleNamespace
 
 import chex
 import jax
@@ -482,6 +483,33 @@ def test_generated_statistics_match_a_hand_computation(teacher_dir, digits):
     np.testing.assert_allclose(stats["class_entropy"], -(p * np.log(p)).sum() / np.log(10), rtol=1e-12)
     np.testing.assert_allclose(stats["teacher_abs_logit"], np.abs(logits).mean(), rtol=1e-5)
     assert stats["max_abs_pixel"] == 7.5
+
+
+def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_dir, digits, capsys):
+    """A generator whose last convolution is zero makes one image (tanh(0), then standardised: 0
+    everywhere), so the teacher puts every sample in one class: the epoch hook names the collapse
+    in one line, once, and :func:`collapse_iteration` finds the first record that shows it."""
+    game = df.build(config(teacher_dir, method="dafl"), digits)
+    generator = game.players["generator"]
+    zero = lambda path, leaf: jnp.zeros_like(leaf) if "conv_out" in jax.tree_util.keystr(path) else leaf
+    players = {**game.players, "generator": generator.replace(
+        params=jax.tree_util.tree_map_with_path(zero, generator.params))}  # fmt: skip
+    run = SimpleNamespace(path=pathlib.Path("dafl_seed3"))
+    healthy = game.hooks.epoch(game.players, 1, run)
+    records = [{"step": 2, **healthy}]
+    for epoch in (3, 4):
+        records.append({"step": 2 * epoch, **game.hooks.epoch(players, epoch, run)})
+    (line,) = capsys.readouterr().err.splitlines()
+    assert records[1]["generated/class_entropy"] == 0.0 and records[1]["generated/max_abs_pixel"] == 0.0
+    (one_class,) = np.flatnonzero(records[1]["generated/class_counts"])
+    assert line == (f"dafl_seed3: the generator collapsed by iteration 6: the teacher puts 40 of 40 "
+                    f"generated samples in class {one_class} (class entropy 0.00)")  # fmt: skip
+    assert healthy["generated/class_entropy"] > inspection.COLLAPSED
+    assert inspection.collapse_iteration(records) == 6
+    assert inspection.collapse_iteration(records[:1]) is None
+    assert (
+        inspection.collapse_iteration([{"step": 2, "train/loss": 1.0}]) is None
+    )  # no statistics: no verdict
 
 
 # ---------------------------------------------------------------- the experiment

@@ -25,11 +25,18 @@ def write_metrics(run_dir: pathlib.Path, records: list[dict]) -> None:
 def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
     (tmp_path / "dfad").mkdir()
     (tmp_path / "dfad" / "table.md").write_text("| the finished table |\n")
-    write_metrics(tmp_path / "dafl_seed0" / "dafl_seed0", [
+    write_metrics(
+        tmp_path / "dafl_seed0" / "dafl_seed0",
+        [
+            {"epoch": 1, "step": 120, "test/accuracy": 0.5, "generated/class_entropy": 0.8},
+            {"epoch": 2, "step": 240, "train/loss": 1.0},  # a record without an evaluation
+            {"epoch": 3, "step": 360, "test/accuracy": 0.9, "generated/class_entropy": 0.95},
+            {"epoch": 4, "step": 480, "test/accuracy": 0.875, "generated/class_entropy": 0.97},
+        ],
+    )
+    write_metrics(tmp_path / "dafl_seed0" / "dafl_seed2", [
         {"epoch": 1, "step": 120, "test/accuracy": 0.5, "generated/class_entropy": 0.8},
-        {"epoch": 2, "step": 240, "train/loss": 1.0},  # a record without an evaluation
-        {"epoch": 3, "step": 360, "test/accuracy": 0.9, "generated/class_entropy": 0.95},
-        {"epoch": 4, "step": 480, "test/accuracy": 0.875, "generated/class_entropy": 0.97},
+        {"epoch": 2, "step": 240, "test/accuracy": 0.4, "generated/class_entropy": 0.0},
     ])  # fmt: skip
     (tmp_path / "dafl_seed0" / "dafl_seed1").mkdir()  # started, not yet evaluated
     (tmp_path / "dafl_seed0" / "teacher_dafl").mkdir()  # not a data-free run
@@ -38,8 +45,9 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
 
     assert finished == "## dfad (finished)\n\n| the finished table |\n"
     assert "## dafl_seed0 (stopped before its end)" in stopped
-    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 |" in stopped
-    assert "| dafl_seed1 | no evaluation yet | | | |" in stopped
+    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 | no |" in stopped
+    assert "| dafl_seed1 | no evaluation yet | | | | |" in stopped
+    assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | 0.00 | 240 |" in stopped
     assert "teacher_dafl" not in stopped
 
 

@@ -3,6 +3,7 @@ normalised entropy (where mode collapse shows), the teacher's mean absolute logi
 absolute pixel on them (where a generator that exploits the teacher shows), their plots, and the
 hooks that write them during a run."""
 
+import sys
 from collections.abc import Callable
 
 import jax
@@ -59,6 +60,17 @@ def histogram_entropy(counts) -> float:
     return float(-(p * np.log(p)).sum() / np.log(len(counts))) + 0.0  # + 0.0: no "-0.0" for one class
 
 
+COLLAPSED = 0.05  # a class entropy at or below this: (nearly) every generated sample in one class
+
+
+def collapse_iteration(metrics: list[dict]) -> int | None:
+    """The first iteration (``step``) of a data-free run's ``metrics.jsonl`` records at which the
+    teacher's class histogram on generated samples has a normalised entropy of at most
+    :data:`COLLAPSED` (mode collapse), or None."""
+    entropy = "generated/class_entropy"
+    return next((m["step"] for m in metrics if m.get(entropy, 1.0) <= COLLAPSED), None)
+
+
 def _pyplot():
     import matplotlib
 
@@ -109,7 +121,8 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
     sample grids every ``samples_every`` iterations and at the end; every epoch, the
     :func:`make_generated_statistics` of ``histogram_samples`` generated samples (as
     ``generated/*``), and the class histogram at the end. Their noise is drawn from keys of their
-    own, so they never change the training's random numbers."""
+    own, so they never change the training's random numbers. The first epoch whose samples have
+    collapsed into one class (:data:`COLLAPSED`) is named in one line on standard error."""
     sample, grid_sample = (
         make_sampler(config.batch_size, config.noise_dim),
         make_sampler(64, config.noise_dim),
@@ -125,10 +138,22 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
         if distributed.is_primary():
             save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
 
+    collapsed = []  # the epoch of the first collapse this process saw
+
     def epoch(players, epoch, run):
         key = jax.random.fold_in(histogram_key, epoch - 1)
         images = sample(players["generator"], key, config.histogram_samples)
-        return {f"generated/{k}": v for k, v in statistics(images).items()}
+        found = statistics(images)
+        if found["class_entropy"] <= COLLAPSED and not collapsed and distributed.is_primary():
+            collapsed.append(epoch)
+            counts, iteration = found["class_counts"], epoch * config.iterations_per_epoch
+            print(
+                f"{run.path.name}: the generator collapsed by iteration {iteration}: "
+                f"the teacher puts {max(counts)} of {sum(counts)} generated samples in class "
+                f"{int(np.argmax(counts))} (class entropy {found['class_entropy']:.2f})",
+                file=sys.stderr,
+            )
+        return {f"generated/{k}": v for k, v in found.items()}
 
     def end(players, run):
         grid(
