@@ -38,7 +38,7 @@ import sys
 import numpy as np
 
 from jdistill.adversarial.data_free import DATA_FREE_METHODS, DataFreeConfig, paper_teacher, teacher_dataset
-from jdistill.adversarial.inspection import collapse_iteration
+from jdistill.adversarial.inspection import COLLAPSED, collapse_iteration
 from jdistill.experiment import Experiment, Run, deprecated_option, main, paper_numbers
 from jdistill.report import markdown_table, mean_std, plot_learning_curves
 from jdistill.train import RunConfig, RunDir
@@ -257,8 +257,9 @@ def table(results, options):
         "Test accuracy (%) on the 10,000 real test images, final iteration; mean +- std over seeds.\n"
         "On generated samples at the end (mean over seeds): class entropy of the teacher's predictions "
         "over log 10 (1 = balanced), the teacher's mean |logit|, the largest |pixel| (standardised; "
-        "real MNIST: at most 2.82). A run whose class entropy fell to 0.05 or less at an epoch's end is "
-        "named as collapsed into one class (the DAFL reference code does this on MNIST now and then).\n\n"
+        f"real MNIST: at most 2.82). A run whose class entropy fell to {COLLAPSED} or less at an epoch's "
+        "end is named as collapsed into one class (the DAFL reference code does this on MNIST now and "
+        "then).\n\n"
         + markdown_table(["student", "accuracy (%)", "paper", "train seconds"], rows)
         + curves
     )

@@ -7,20 +7,23 @@ one class if it did) read from its ``metrics.jsonl``.
     python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
 """
 
-import json
 import pathlib
 import sys
 
 from jdistill.adversarial.inspection import collapse_iteration
+from jdistill.train import RunDir
+
+COLUMNS = ("run", "last iteration", "test accuracy (%)", "best (%) at iteration", "class entropy",
+           "collapsed by iteration")  # fmt: skip
 
 
 def run_line(run_dir: pathlib.Path) -> str:
-    """One data-free run's last evaluation, from its metrics (a table row)."""
-    path = run_dir / "metrics.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    """One data-free run's last evaluation, from its metrics (a table row); a last line cut off by
+    the time limit is dropped with a warning, as :meth:`RunDir.metrics` does."""
+    records = RunDir(run_dir).metrics()
     evaluated = [r for r in records if "test/accuracy" in r]
     if not evaluated:
-        return f"| {run_dir.name} | no evaluation yet | | | | |"
+        return f"| {run_dir.name} | no evaluation yet |" + " |" * (len(COLUMNS) - 2)
     last, best = evaluated[-1], max(evaluated, key=lambda r: r["test/accuracy"])
     entropy = last.get("generated/class_entropy", float("nan"))
     collapsed = collapse_iteration(records) or "no"
@@ -34,11 +37,7 @@ def folder_summary(folder: pathlib.Path) -> str:
     if table.exists():
         return f"## {folder.name} (finished)\n\n{table.read_text()}"
     runs = sorted(p for p in folder.glob("*_seed*") if p.is_dir())
-    head = (
-        "| run | last iteration | test accuracy (%) | best (%) at iteration | class entropy |\n"
-        + "|---" * 5
-        + "|"
-    )
+    head = f"| {' | '.join(COLUMNS)} |\n" + "|---" * len(COLUMNS) + "|"
     lines = "\n".join(run_line(r) for r in runs) or "(no data-free run started)"
     return f"## {folder.name} (stopped before its end)\n\n{head}\n{lines}\n"
 

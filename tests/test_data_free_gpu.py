@@ -45,6 +45,8 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
 
     assert finished == "## dfad (finished)\n\n| the finished table |\n"
     assert "## dafl_seed0 (stopped before its end)" in stopped
+    header, rule = stopped.splitlines()[2:4]
+    assert header.endswith("| class entropy | collapsed by iteration |") and rule == "|---" * 6 + "|"
     assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 | no |" in stopped
     assert "| dafl_seed1 | no evaluation yet | | | | |" in stopped
     assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | 0.00 | 240 |" in stopped
