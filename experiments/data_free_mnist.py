@@ -146,6 +146,10 @@ def add_options(parser):
         help="initialisation of the data-free students and generators (the teachers': PyTorch's)",
     )
     parser.add_argument("--iterations", type=int, help="override every data-free run's iterations")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="on a generator's collapse into one class, go back to the run's last checkpoint "
+                             "with new noise, at most this many times per run (the DAFL authors' remedy; "
+                             "default 0: the collapse is only named)")  # fmt: skip
     parser.add_argument("--generator-width", type=int, help="override every data-free run's generator width")
     parser.add_argument("--student-schedule", choices=("constant", "cosine"),
                         help="override every data-free run's student learning-rate schedule")  # fmt: skip
@@ -184,18 +188,22 @@ def runs(options):
         fields = {**s.data_free[method], **{k: v for k, v in given.items() if v}}
         for seed in options.seeds:
             config = DataFreeConfig(str(options.out / teacher_of[method]), method, data_dir=options.data_dir,
-                                    image_size=s.image_size, init=a.init, seed=seed, **fields)  # fmt: skip
+                                    image_size=s.image_size, init=a.init, seed=seed,
+                                    collapse_restarts=a.restarts, **fields)  # fmt: skip
             yield Run(f"{method}_seed{seed}", config, method)
 
 
 def measure(run_dir, options) -> dict:
-    """A data-free run's ``[iteration, test accuracy]`` at every evaluation, and the iteration by
-    which its generator collapsed into one class (None if it never did)."""
+    """A data-free run's ``[iteration, test accuracy]`` at every evaluation, the iteration by
+    which its generator collapsed into one class (None if it never did, or if every collapse was
+    undone by a restart) and its restarts: ``[collapsed at, back to]`` iterations."""
     if "_seed" not in run_dir.name:
         return {}
-    metrics = RunDir(run_dir).metrics()
+    run = RunDir(run_dir)
+    metrics = run.metrics()
     curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
-    return {"curve": curve, "collapsed_at": collapse_iteration(metrics)}
+    restarts = [[r["step"], r["back_to_step"]] for r in run.restarts()]
+    return {"curve": curve, "collapsed_at": collapse_iteration(metrics), "restarts": restarts}
 
 
 def describe(config: RunConfig) -> str:
@@ -247,6 +255,10 @@ def table(results, options):
                      if r.get("collapsed_at")]  # fmt: skip
         if collapsed:
             generated += f"; collapsed into one class: {', '.join(collapsed)}"
+        restarted = [f"seed {r['config']['seed']} at {', '.join(f'{at} (back to {back})' for at, back in r['restarts'])}"
+                     for r in runs if r.get("restarts")]  # fmt: skip
+        if restarted:
+            generated += f"; restarted after a collapse: {'; '.join(restarted)}"
         accuracy = mean_std([r["test/accuracy"] for r in runs])
         rows.append([f"{what} (n={len(runs)}; {generated})", accuracy, PAPER[method],
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f}"])  # fmt: skip
@@ -259,7 +271,8 @@ def table(results, options):
         "over log 10 (1 = balanced), the teacher's mean |logit|, the largest |pixel| (standardised; "
         f"real MNIST: at most 2.82). A run whose class entropy fell to {COLLAPSED} or less at an epoch's "
         "end is named as collapsed into one class (the DAFL reference code does this on MNIST now and "
-        "then).\n\n"
+        "then); with --restarts, such a run went back to its last checkpoint and played on with new "
+        "noise (named with the iteration of the collapse and the one it went back to).\n\n"
         + markdown_table(["student", "accuracy (%)", "paper", "train seconds"], rows)
         + curves
     )

@@ -2,7 +2,8 @@
 ``data_free_gpu.sh``): each folder's ``table.md`` when its command finished, else, per data-free run
 so far, its last evaluation (iteration, test accuracy, best accuracy so far and where, the class
 entropy of the teacher on generated samples, the iteration by which the generator collapsed into
-one class if it did) read from its ``metrics.jsonl``.
+one class if it did, and its restarts after a collapse: ``--restarts``) read from its
+``metrics.jsonl`` and ``restarts.jsonl``.
 
     python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
 """
@@ -14,21 +15,23 @@ from jdistill.adversarial.inspection import collapse_iteration
 from jdistill.train import RunDir
 
 COLUMNS = ("run", "last iteration", "test accuracy (%)", "best (%) at iteration", "class entropy",
-           "collapsed by iteration")  # fmt: skip
+           "collapsed by iteration", "restarts (collapsed at -> back to)")  # fmt: skip
 
 
 def run_line(run_dir: pathlib.Path) -> str:
     """One data-free run's last evaluation, from its metrics (a table row); a last line cut off by
     the time limit is dropped with a warning, as :meth:`RunDir.metrics` does."""
-    records = RunDir(run_dir).metrics()
+    run = RunDir(run_dir)
+    records = run.metrics()
     evaluated = [r for r in records if "test/accuracy" in r]
     if not evaluated:
         return f"| {run_dir.name} | no evaluation yet |" + " |" * (len(COLUMNS) - 2)
     last, best = evaluated[-1], max(evaluated, key=lambda r: r["test/accuracy"])
     entropy = last.get("generated/class_entropy", float("nan"))
     collapsed = collapse_iteration(records) or "no"
+    restarts = ", ".join(f"{r['step']} -> {r['back_to_step']}" for r in run.restarts()) or "none"
     cells = (run_dir.name, last["step"], f"{100 * last['test/accuracy']:.2f}",
-             f"{100 * best['test/accuracy']:.2f} at {best['step']}", f"{entropy:.2f}", collapsed)  # fmt: skip
+             f"{100 * best['test/accuracy']:.2f} at {best['step']}", f"{entropy:.2f}", collapsed, restarts)  # fmt: skip
     return f"| {' | '.join(map(str, cells))} |"
 
 

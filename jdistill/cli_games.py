@@ -161,6 +161,8 @@ DATA_FREE_HELP = {
     "activation_feature": "DAFL: the teacher's feature whose activation the generator raises",
     "samples_every": "iterations between sample grids (samples/iter_*.png)",
     "histogram_samples": "generated samples in each class histogram",
+    "collapse_restarts": "on a collapse into one class, go back to the last checkpoint with new noise, at most "
+    "this many times (the DAFL authors' remedy; default 0: only name it)",
     "checkpoint_every": "epochs between checkpoints",
 }
 

@@ -127,6 +127,13 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
         help=f"seeds per row: N for seeds 0..N-1, several for those seeds (default {experiment.seeds})",
     )
     parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="with a count N (--seeds N): seeds K..K+N-1, e.g. --seeds 1 --first-seed 2 for seed 2 alone",
+    )
+    parser.add_argument(
         "--smoke",
         action="store_true",
         help=f"the first {experiment.smoke_examples[0]} training and {experiment.smoke_examples[1]} test "
@@ -155,7 +162,14 @@ def parser_for(experiment: Experiment) -> argparse.ArgumentParser:
 
 
 def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
-    seeds = tuple(range(args.seeds[0])) if len(args.seeds) == 1 else tuple(args.seeds)
+    if args.first_seed and len(args.seeds) > 1:
+        raise ValueError("--first-seed goes with a count of seeds (--seeds N), not with a list of them")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be at least 0, got {args.first_seed}")
+    count = args.seeds[0]
+    seeds = (
+        tuple(range(args.first_seed, args.first_seed + count)) if len(args.seeds) == 1 else tuple(args.seeds)
+    )
     if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
         raise ValueError(
             f"--seeds: a count of at least 1 or distinct seeds >= 0, got {' '.join(map(str, args.seeds))}"

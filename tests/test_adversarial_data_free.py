@@ -34,7 +34,7 @@ from jdistill.adversarial import inspection
 from jdistill.adversarial.data_free import DataFreeConfig
 from jdistill.data import load_digits
 from jdistill.models.generator import Generator
-from jdistill.train import RunConfig, RunDir, View, fit, groups, load_teacher, make_mesh
+from jdistill.train import RunConfig, RunDir, View, fit, fit_cohort, groups, load_teacher, make_mesh
 from jdistill.train.game import round_key
 from jdistill.train.parallel import replicated
 from jdistill.train.rounds import make_rounds, play_move, round_batch
@@ -510,6 +510,86 @@ def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_di
     assert (
         inspection.collapse_iteration([{"step": 2, "train/loss": 1.0}]) is None
     )  # no statistics: no verdict
+    # with collapse_restarts, the collapsed record asks for a restart (fit goes back), a healthy one not
+    restarting = df.build(config(teacher_dir, method="dafl", collapse_restarts=2), digits).hooks
+    assert (restarting.restarts, game.hooks.restarts) == (2, 0)
+    assert restarting.restart(records[1]) == (
+        f"the generator collapsed into class {one_class} (class entropy 0.00)"
+    )
+    assert restarting.restart(records[0]) is None and restarting.restart({"step": 2}) is None
+
+
+def metrics_without_timing(run_dir):
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in RunDir(run_dir).metrics()]
+
+
+def test_a_restart_goes_back_to_the_last_checkpoint_with_new_noise_and_resumes_exactly(
+    teacher_dir, digits, tmp_path, capsys
+):
+    """A run whose restart hook asks at epoch 3 goes back to its checkpoint of epoch 2 and plays on
+    with other noise: epochs 1-2 are those of a run that never restarts, epoch 3 is not, the
+    metrics hold each epoch once and restarts.jsonl says what happened. A run stopped after the
+    restart and resumed ends with the same metrics: the restart count is in its checkpoints. One
+    asked for at epoch 1, before any checkpoint, goes back to the start."""
+
+    def played(name, restart_at=None, stop_at=None):
+        game = df.build(config(teacher_dir, method="dafl", iterations=8, samples_every=100, collapse_restarts=1),
+                        digits)  # fmt: skip
+        asked = lambda record: "asked by the test" if record["epoch"] == restart_at else None
+        statistics = game.hooks.epoch
+
+        def epoch_hook(players, epoch, run):
+            if epoch == stop_at:
+                raise KeyboardInterrupt
+            return statistics(players, epoch, run)
+
+        game = dataclasses.replace(
+            game, hooks=dataclasses.replace(game.hooks, restart=asked, epoch=epoch_hook)
+        )
+        fit(game, tmp_path / name, progress=False)
+        return metrics_without_timing(tmp_path / name), RunDir(tmp_path / name).restarts()
+
+    plain, _ = played("plain")
+    restarted, restarts = played("restarted", restart_at=3)
+    assert [m["epoch"] for m in restarted] == [1, 2, 3, 4]
+    assert restarted[:2] == plain[:2]
+    assert restarted[2]["train/student/loss"] != plain[2]["train/student/loss"]
+    assert restarts == [
+        {
+            "restart": 1,
+            "epoch": 3,
+            "step": 6,
+            "back_to_epoch": 2,
+            "back_to_step": 4,
+            "reason": "asked by the test",
+        }
+    ]
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "restarted: asked by the test at step 6; restart 1 of 1: back to its checkpoint of step 4, with new randomness"
+    )
+
+    with pytest.raises(KeyboardInterrupt):
+        played("resumed", restart_at=3, stop_at=4)
+    assert [m["epoch"] for m in RunDir(tmp_path / "resumed").metrics()] == [1, 2, 3]
+    assert played("resumed", restart_at=3) == (restarted, restarts)
+
+    from_start, restarts = played("from_start", restart_at=1)
+    assert [m["epoch"] for m in from_start] == [1, 2, 3, 4] and restarts[0]["back_to_epoch"] == 0
+    assert from_start[0]["train/student/loss"] != plain[0]["train/student/loss"]
+    assert "back to its start" in capsys.readouterr().err
+
+
+def test_restarts_are_refused_for_runs_trained_together(teacher_dir, digits, tmp_path):
+    games = [
+        df.build(config(teacher_dir, method="dafl", seed=s, collapse_restarts=1), digits) for s in (0, 1)
+    ]
+    with pytest.raises(
+        ValueError, match="^restarting a run from its checkpoint .* not for runs trained together"
+    ):
+        fit_cohort(games, [tmp_path / "a", tmp_path / "b"], progress=False)
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match="collapse_restarts must be at least 0, got -1"):
+        config(teacher_dir, method="dafl", collapse_restarts=-1)
 
 
 # ---------------------------------------------------------------- the experiment
@@ -523,10 +603,11 @@ def mnist_like_dir(tmp_path_factory):
 @pytest.mark.slow
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):
     """experiments/data_free_mnist.py --smoke trains its teacher and students and writes the
-    table, the accuracy plot and each run's class histogram; --seeds lists seeds."""
+    table, the accuracy plot and each run's class histogram; --seeds lists seeds; --restarts
+    reaches the data-free runs."""
     out = tmp_path / "experiment"
     argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke",
-            "--methods", "dfad", "--seeds", "3", "4", "--quiet"]  # fmt: skip
+            "--methods", "dfad", "--seeds", "3", "4", "--quiet", "--restarts", "2"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
     table = (out / "table.md").read_text()
@@ -553,6 +634,10 @@ def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monk
     assert json.loads((out / "teacher_dfad" / "summary.json").read_text())["input_shape"] == [32, 32, 1]
     assert results["dfad"][0]["config"]["init"] == "torch"
     assert results["dfad"][0]["config"]["seed"] == 3
+    assert results["dfad"][0]["config"]["collapse_restarts"] == 2  # --restarts
+    assert results["dfad"][0]["restarts"] == [
+        [r["step"], r["back_to_step"]] for r in RunDir(out / "dfad_seed3").restarts()
+    ]
 
 
 def test_the_experiments_options_from_before_the_runner_still_work_with_a_warning(capsys):

@@ -38,6 +38,9 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
         {"epoch": 1, "step": 120, "test/accuracy": 0.5, "generated/class_entropy": 0.8},
         {"epoch": 2, "step": 240, "test/accuracy": 0.4, "generated/class_entropy": 0.0},
     ])  # fmt: skip
+    (tmp_path / "dafl_seed0" / "dafl_seed2" / "restarts.jsonl").write_text(
+        json.dumps({"restart": 1, "epoch": 2, "step": 240, "back_to_epoch": 1, "back_to_step": 120}) + "\n"
+    )  # collapsed at 240, went back to 120 (--restarts), collapsed again: the restarts are used up
     (tmp_path / "dafl_seed0" / "dafl_seed1").mkdir()  # started, not yet evaluated
     (tmp_path / "dafl_seed0" / "teacher_dafl").mkdir()  # not a data-free run
 
@@ -46,11 +49,21 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
     assert finished == "## dfad (finished)\n\n| the finished table |\n"
     assert "## dafl_seed0 (stopped before its end)" in stopped
     header, rule = stopped.splitlines()[2:4]
-    assert header.endswith("| class entropy | collapsed by iteration |") and rule == "|---" * 6 + "|"
-    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 | no |" in stopped
-    assert "| dafl_seed1 | no evaluation yet | | | | |" in stopped
-    assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | 0.00 | 240 |" in stopped
+    assert header.endswith("| class entropy | collapsed by iteration | restarts (collapsed at -> back to) |")
+    assert rule == "|---" * 7 + "|"
+    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 | no | none |" in stopped
+    assert "| dafl_seed1 | no evaluation yet | | | | | |" in stopped
+    assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | 0.00 | 240 | 240 -> 120 |" in stopped
     assert "teacher_dafl" not in stopped
+
+
+def test_gpu_script_refuses_an_unknown_part_before_it_starts_any(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "PARTS": "dfad dafl"}
+    result = subprocess.run(["bash", str(EXPERIMENTS / "data_free_gpu.sh"), "mnist", str(tmp_path / "out")],
+                            capture_output=True, text=True, env=env)  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr == "data_free_gpu.sh: unknown part 'dafl' in PARTS (dfad, zskt or dafl_seedK)\n"
+    assert not list((tmp_path / "out").iterdir())
 
 
 def test_summary_command_names_its_usage(tmp_path):
@@ -61,16 +74,16 @@ def test_summary_command_names_its_usage(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_script_runs_the_four_parts_and_summarises_them(tmp_path):
-    """The script in --smoke mode on the CPU: four finished folders, a summary of each, an archive
-    without checkpoints."""
+def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
+    """The script in --smoke mode on the CPU: five finished folders (each DAFL seed alone, with
+    restarts), a summary of each, an archive without checkpoints."""
     (tmp_path / "mnist").mkdir()
     data, out = write_mnist_like(tmp_path / "mnist"), tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable}
     command = ["bash", str(EXPERIMENTS / "data_free_gpu.sh"), str(data), str(out), "600", "--smoke"]
     result = subprocess.run([*command, "--steps-per-call", "1"], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr
-    parts = ("dafl_seed0", "dafl_seed12", "dfad", "zskt")
+    parts = ("dafl_seed0", "dafl_seed1", "dafl_seed2", "dfad", "zskt")
     text = (out / "summary.md").read_text()
     headings = [
         line for line in text.splitlines() if line.endswith(("(finished)", "(stopped before its end)"))
@@ -81,5 +94,11 @@ def test_gpu_script_runs_the_four_parts_and_summarises_them(tmp_path):
     with tarfile.open(out / "results.tar.gz") as archive:
         names = archive.getnames()
     assert {n.split("/")[0] for n in names} == set(parts)
-    assert "dafl_seed0/dafl_seed0/metrics.jsonl" in names
+    assert "dafl_seed0/dafl_seed0/metrics.jsonl" in names and "dafl_seed2/dafl_seed2/metrics.jsonl" in names
+    assert (
+        json.loads((out / "dafl_seed2" / "dafl_seed2" / "config.json").read_text())["config"][
+            "collapse_restarts"
+        ]
+        == 3
+    )
     assert not [n for n in names if "/checkpoints" in n or "/samples/" in n]

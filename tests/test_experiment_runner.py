@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from jdistill.experiment import Experiment, Run, main
+from jdistill.experiment import Experiment, Run, main, options_from, parser_for
 from jdistill.train import RunConfig, RunDir
 
 
@@ -36,12 +36,24 @@ def test_results_carry_each_runs_configuration_and_validate_holds_out_the_given_
 
 
 @pytest.mark.parametrize(
+    "argv, seeds",
+    [([], (0, 1)), (["--seeds", "3"], (0, 1, 2)), (["--seeds", "4", "2"], (4, 2)),
+     (["--seeds", "1", "--first-seed", "2"], (2,)), (["--seeds", "2", "--first-seed", "5"], (5, 6))],
+)  # fmt: skip
+def test_seeds_are_a_count_from_the_first_seed_or_a_list(argv, seeds):
+    args = parser_for(EXPERIMENT).parse_args(["--out", "o", *argv])
+    assert options_from(EXPERIMENT, args).seeds == seeds
+
+
+@pytest.mark.parametrize(
     "argv, line",
     [
         (["--holdout", "1.5"], "--holdout must be a fraction in (0, 1), got 1.5"),
         (["--seeds", "0", "0"], "--seeds: a count of at least 1 or distinct seeds >= 0, got 0 0"),
         (["--seed", "3"], "error: unrecognized arguments: --seed 3"),
         (["--steps-per-call", "0"], "--steps-per-call must be a positive integer, got 0"),
+        (["--seeds", "1", "2", "--first-seed", "3"], "--first-seed goes with a count of seeds (--seeds N)"),
+        (["--first-seed", "-1"], "--first-seed must be at least 0, got -1"),
     ],
 )
 def test_bad_options_are_one_line(argv, line, tmp_path, capsys):

@@ -147,6 +147,9 @@ class DataFreeConfig(groups.Grouped):
     samples_every: int = 500  # iterations between sample grids
     checkpoint_every: int = 1  # epochs
     histogram_samples: int = 2048
+    # On a collapse into one class (inspection.COLLAPSED), back to the last checkpoint with new noise,
+    # at most this many times (the DAFL authors' remedy); 0: the collapse is only named.
+    collapse_restarts: int = 0
 
     @classmethod
     def default_groups(cls, values) -> dict[str, OptimizerConfig]:
@@ -179,6 +182,8 @@ class DataFreeConfig(groups.Grouped):
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.collapse_restarts < 0:
+            raise ValueError(f"collapse_restarts must be at least 0, got {self.collapse_restarts}")
         if self.iterations % self.iterations_per_epoch:
             raise ValueError(
                 f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "

@@ -122,7 +122,9 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
     :func:`make_generated_statistics` of ``histogram_samples`` generated samples (as
     ``generated/*``), and the class histogram at the end. Their noise is drawn from keys of their
     own, so they never change the training's random numbers. The first epoch whose samples have
-    collapsed into one class (:data:`COLLAPSED`) is named in one line on standard error."""
+    collapsed into one class (:data:`COLLAPSED`) is named in one line on standard error; with
+    ``collapse_restarts``, a collapse sends the run back to its last checkpoint, to play on with new
+    noise (:class:`~jdistill.train.game.Hooks`), at most that many times."""
     sample, grid_sample = (
         make_sampler(config.batch_size, config.noise_dim),
         make_sampler(64, config.noise_dim),
@@ -167,4 +169,12 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
             counts = run.metrics()[-1]["generated/class_counts"]
             save_histogram(counts, run.path / "class_histogram.png", title=config.method)
 
-    return Hooks(every=config.samples_every, round=grid, epoch=epoch, end=end)
+    def restart(record):
+        entropy = record.get("generated/class_entropy")
+        if entropy is None or entropy > COLLAPSED:
+            return None
+        one_class = int(np.argmax(record["generated/class_counts"]))
+        return f"the generator collapsed into class {one_class} (class entropy {entropy:.2f})"
+
+    return Hooks(every=config.samples_every, round=grid, epoch=epoch, end=end, restart=restart,
+                 restarts=config.collapse_restarts)  # fmt: skip

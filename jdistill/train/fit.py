@@ -77,6 +77,13 @@ def fit_cohort(
         )
         mesh = parallel.make_mesh(devices)
         parallel.check_batch_size(cohort.lead.source.batch_size, mesh)
+        if cohort.lead.hooks.restarts and (
+            len(cohort.games) > 1 or getattr(cohort.lead.source, "streamed", False)
+        ):
+            raise ValueError(
+                "restarting a run from its checkpoint (restarts) works for one run on an in-memory "
+                "data set, not for runs trained together or a streamed data set"
+            )
         with contextlib.ExitStack() as held:
 
             def claim() -> list[bool]:
@@ -131,19 +138,24 @@ def _play(
     data, hparams, seeds = parallel.place((data, cohort.hparams(), cohort.seeds()), replicated)
 
     streamed = getattr(game.source, "streamed", False)
-    managers, start, restored = _restore(cohort, runs, replicated, streamed)
+    restarts_allowed = game.hooks.restarts if game.hooks.restart else 0
+    managers, start, restored, restart = _restore(cohort, runs, replicated, streamed, restarts_allowed > 0)
+    # the start, kept for a restart before the first checkpoint (training donates the players' buffers)
+    fresh = _copy(restored[0]) if restarts_allowed and start == 0 else None
     players = parallel.place(cohort.stack(restored), replicated)
     stream = game.source.stream(game.data_seed_or_seed, start) if streamed else None
     if primary:
         for run in runs:
             run.keep_metrics_until(start)
+            run.keep_restarts_until(restart)
 
     owners = {}
     compiled = functools.cache(
-        lambda phase, count: make_rounds(
-            game, phase, count, mesh, cached=frozen is not None, owners=owners, members=cohort.axes
+        lambda phase, count, restart: make_rounds(
+            game, phase, count, mesh, cached=frozen is not None, owners=owners, members=cohort.axes,
+            restart=restart,
         )
-    )
+    )  # fmt: skip
     per_epoch = game.source.steps_per_epoch
     unit = (game.source.batch_size if game.unit == "img" else 1) * len(runs)
     label = label or game.label
@@ -161,7 +173,8 @@ def _play(
     )
     with contextlib.ExitStack() as writers:
         events = [writers.enter_context(EventWriter(run.path, start, write=primary)) for run in runs]
-        for epoch in range(start, game.epochs):
+        epoch = start
+        while epoch < game.epochs:
             started = time.perf_counter()
             phase_index, phase = game.phase_at(epoch)
             if phase_index and epoch == game.first_epoch(phase_index):
@@ -172,7 +185,7 @@ def _play(
             for begin, count in _calls(first, per_epoch, steps_per_call, game.hooks.every):
                 if stream is not None:  # this process's part of the call's batches, made global
                     data = parallel.from_processes(stream.take(count), mesh, axis=1)
-                players, metrics = compiled(phase_index, count)(
+                players, metrics = compiled(phase_index, count, restart)(
                     players, teachers, data, order, first, begin, hparams, seeds
                 )
                 results.append(metrics)
@@ -203,12 +216,33 @@ def _play(
                     print(epoch_line(labels[i], game.epochs, record), file=sys.stderr, flush=True)
                 if test and i == 0:
                     bar.set_postfix(epoch=epoch + 1, **{k: f"{v:.4f}" for k, v in list(test.items())[:1]})
+            reason = game.hooks.restart(record) if restart < restarts_allowed else None
+            if reason:  # one run (fit_cohort refuses restarts for several): back to its last checkpoint
+                restart += 1
+                epoch = managers[0].latest_step() or 0
+                if epoch:  # the structure from shapes: the game's own arrays were donated to training
+                    like = {**game.players_in_phase(game.phase_at(epoch - 1)[0]), RESTARTS: np.int32(0)}
+                    like = jax.tree.map(
+                        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=replicated), like
+                    )
+                    state = dict(checkpoint.restore(managers[0], like, epoch))
+                    del state[RESTARTS]
+                else:
+                    state = _copy(fresh)
+                players = parallel.place(cohort.stack([state]), replicated)
+                if primary:
+                    _log_restart(runs[0], restart, restarts_allowed, record, epoch, reason, per_epoch)
+                bar.update((epoch - record["epoch"]) * per_epoch * unit)
+                continue
             if (epoch + 1) % game.checkpoint_every == 0 or last:
                 for i in members:
                     state = cohort.member(players, i)
                     if stream is not None:  # at an epoch's end: the stream's next batch opens epoch + 1
                         state = {**state, STREAM: _stream_position(stream.get_state())}
+                    if restarts_allowed:
+                        state = {**state, RESTARTS: np.asarray(restart, np.int32)}
                     checkpoint.save(managers[i], epoch + 1, state)
+            epoch += 1
     bar.close()
     if stream is not None:
         stream.close()
@@ -221,6 +255,22 @@ def _play(
 
 
 STREAM = "_stream"  # the checkpoint's entry of a streamed run's input position, beside the players
+RESTARTS = "_restarts"  # the checkpoint's entry of a run's restarts so far, where it may restart
+
+
+def _copy(tree):
+    return jax.tree.map(lambda a: a.copy() if isinstance(a, jax.Array) else a, tree)
+
+
+def _log_restart(run: RunDir, restart: int, allowed: int, record: dict, back: int, reason: str,
+                 per_epoch: int) -> None:  # fmt: skip
+    """Name a restart on standard error and in ``restarts.jsonl``; drop the metrics after ``back``."""
+    run.keep_metrics_until(back)
+    run.append_restart({"restart": restart, "epoch": record["epoch"], "step": record["step"],
+                        "back_to_epoch": back, "back_to_step": back * per_epoch, "reason": reason})  # fmt: skip
+    where = f"its checkpoint of step {back * per_epoch}" if back else "its start"
+    print(f"{run.path.name}: {reason} at step {record['step']}; restart {restart} of {allowed}: back to {where}, "
+          "with new randomness", file=sys.stderr, flush=True)  # fmt: skip
 
 
 def _stream_position(state: dict) -> dict:
@@ -228,22 +278,27 @@ def _stream_position(state: dict) -> dict:
     return {"epoch": np.asarray(state["epoch"], np.int32), "round": np.asarray(state["round"], np.int32)}
 
 
-def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool):
-    """``(managers, epoch, players of each run)``: each run's players at the last epoch that every
-    run has a readable checkpoint of (0: fresh). A run that checkpointed later epochs (a cohort
-    stopped while saving) drops them, as they will be trained again. A streamed run's checkpoints
-    also hold the input stream's position, which must be the start of the epoch after them."""
+def _like_at(game: Game, replicated, streamed: bool, restarts: bool):
+    """``like(epoch)``: the structure of the game's checkpoint of ``epoch`` (its value at step 0)."""
 
-    def like_at(game):
-        def like(epoch):
-            players = parallel.place(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated)
-            if not streamed:
-                return players
-            return {**players, STREAM: parallel.place(_stream_position({"epoch": 0, "round": 0}), replicated)}
+    def like(epoch):
+        state = dict(parallel.place(game.players_in_phase(game.phase_at(max(epoch - 1, 0))[0]), replicated))
+        if streamed:
+            state[STREAM] = parallel.place(_stream_position({"epoch": 0, "round": 0}), replicated)
+        if restarts:
+            state[RESTARTS] = parallel.place(np.asarray(0, np.int32), replicated)
+        return state
 
-        return like
+    return like
 
-    like_at = [like_at(g) for g in cohort.games]
+
+def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool, restarts: bool):
+    """``(managers, epoch, players of each run, restarts)``: each run's players at the last epoch
+    that every run has a readable checkpoint of (0: fresh). A run that checkpointed later epochs (a
+    cohort stopped while saving) drops them, as they will be trained again. A streamed run's
+    checkpoints also hold the input stream's position, which must be the start of the epoch after
+    them; a run that may restart (one run), its restarts so far."""
+    like_at = [_like_at(g, replicated, streamed, restarts) for g in cohort.games]
     latest = [checkpoint.restore_latest_readable(run.path, like) for run, like in zip(runs, like_at)]
     managers = [mngr for mngr, _, _ in latest]
     start = min(epoch for _, epoch, _ in latest)
@@ -261,8 +316,10 @@ def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool):
                     f"the checkpoint of epoch {start} in {mngr.directory} holds the input stream at "
                     f"{position}, not at the start of epoch {start + 1}: it cannot resume exactly"
                 )
+        state = dict(state)
+        made = int(state.pop(RESTARTS)) if restarts else 0
         players.append(state)
-    return managers, start, players
+    return managers, start, players, made
 
 
 def _calls(first: int, per_epoch: int, steps_per_call: int, every: int) -> list[tuple[int, int]]:

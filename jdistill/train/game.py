@@ -13,7 +13,9 @@ Randomness: every number drawn in round ``r`` of a run seeded ``s`` comes from
 game's ``data_seed``, by default ``s``): ``fold_in(fold_in(key(d), r), BATCH)`` (augmentation,
 generator noise; a fresh batch of move ``m``, repeat ``j`` folds in ``m + 1`` and ``j`` as well),
 and the data order of epoch ``e`` is a permutation drawn from ``fold_in(key(d), e)``. A resumed
-run draws the same numbers as an uninterrupted one.
+run draws the same numbers as an uninterrupted one. After its ``k``-th restart
+(:attr:`Hooks.restart`) a run's round keys, both ``fold_in(key(s), r)`` and ``fold_in(key(d), r)``,
+are folded with :data:`RESTART` and then ``k``: new noise and new augmentations, the same data order.
 """
 
 import dataclasses
@@ -27,11 +29,12 @@ from flax import nnx
 from jdistill.train.optim import Optimizer
 from jdistill.train.player import Frozen, Player, Stacked, rest_of
 
-MODEL, BATCH, LOSS = 0, 1, 2
+MODEL, BATCH, LOSS, RESTART = 0, 1, 2, 3
 
 
-def round_key(seed, round_index) -> jax.Array:
-    return jax.random.fold_in(jax.random.key(seed), round_index)
+def round_key(seed, round_index, restart: int = 0) -> jax.Array:
+    key = jax.random.fold_in(jax.random.key(seed), round_index)
+    return jax.random.fold_in(jax.random.fold_in(key, RESTART), restart) if restart else key
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,12 +70,21 @@ class Phase:
 class Hooks:
     """What a form adds to the loop, each given the :class:`~jdistill.train.RunDir`:
     ``round(players, rounds_done, run)`` every ``every`` rounds, ``epoch(players, epoch, run) ->
-    extra metrics`` after each epoch (1-based), ``end(players, run)`` when training ends."""
+    extra metrics`` after each epoch (1-based), ``end(players, run)`` when training ends.
+
+    ``restart(record) -> reason or None``, asked after each epoch's metrics record (before its
+    checkpoint) while fewer than ``restarts`` restarts were made: a reason sends the run back to its
+    last checkpoint (or its start), to play on with new randomness (:func:`round_key`), e.g. a
+    data-free generator that collapsed into one class (the DAFL authors' remedy). The metrics after
+    that checkpoint are dropped, the restart is logged in the run directory's ``restarts.jsonl``
+    and its count is saved in the checkpoints, so that a resumed run stays exact."""
 
     every: int = 0
     round: Callable | None = None
     epoch: Callable | None = None
     end: Callable | None = None
+    restart: Callable[[dict], str | None] | None = None
+    restarts: int = 0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -41,14 +41,25 @@ def _mean(results: list[dict]) -> dict:
     return {k: sum(r[k] for r in results) / len(results) for k in results[0]}
 
 
-def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool, owners: dict, members=None):
+def make_rounds(
+    game: Game,
+    phase_index: int,
+    count: int,
+    mesh,
+    *,
+    cached: bool,
+    owners: dict,
+    members=None,
+    restart: int = 0,
+):
     """``rounds(players, teachers, data, order, epoch_first_round, first_round, hparams, seeds=None)
     -> (players, metrics {name: [count]})``, jitted, for ``count`` rounds of phase ``phase_index``;
     ``data``: the source's arrays, or for a streamed source the call's raw batches ``[count, batch,
     ...]``.
     ``cached``: the frozen outputs are in ``data["frozen"]`` (one row per training example).
     ``owners`` is filled with ``{metric name: player}`` while tracing. ``seeds``: ``{"seed",
-    "data_seed"}`` as arrays (default: the game's).
+    "data_seed"}`` as arrays (default: the game's). ``restart``: the run's restarts so far, folded
+    into its round keys (:func:`~jdistill.train.game.round_key`).
 
     ``members`` (a :class:`~jdistill.train.cohort.Cohort`'s ``axes``): the rounds of several runs
     at once, ``vmap`` over the players, the hyperparameters and the seeds (the data order with the
@@ -61,8 +72,8 @@ def make_rounds(game: Game, phase_index: int, count: int, mesh, *, cached: bool,
     constrain = lambda tree: jax.lax.with_sharding_constraint(tree, sharded)
 
     def one_round(players, teachers, data, order, epoch_first_round, r, hparams, seeds):
-        rkey = round_key(seeds["seed"], r)
-        data_key = round_key(seeds["data_seed"], r)
+        rkey = round_key(seeds["seed"], r, restart)
+        data_key = round_key(seeds["data_seed"], r, restart)
         indices = None if order is None else order[r - epoch_first_round]
         batch = source.batch(data, indices, jax.random.fold_in(data_key, BATCH))
         if game.frozen_outputs is not None:

@@ -1,6 +1,7 @@
 """A run directory: ``config.json`` (configuration, library version, checkpoint format and
 provenance), ``metrics.jsonl`` (one line per epoch), ``summary.json`` (written when the run
-finishes), ``checkpoints/``, ``lock`` while a process trains in it (:mod:`jdistill.train.lock`) and
+finishes), ``checkpoints/``, ``restarts.jsonl`` (one line per restart, if the form restarts a run
+from its checkpoint: :class:`~jdistill.train.game.Hooks`), ``lock`` while a process trains in it (:mod:`jdistill.train.lock`) and
 ``unreadable_checkpoints/`` if a damaged checkpoint was set aside.
 
 Checkpoint formats: 1 (jdistill 0.1: one ``TrainState``) and 2 (a dictionary of players). A
@@ -34,6 +35,10 @@ class RunDir:
     @property
     def summary_file(self) -> pathlib.Path:
         return self.path / "summary.json"
+
+    @property
+    def restarts_file(self) -> pathlib.Path:
+        return self.path / "restarts.jsonl"
 
     def check_place(self) -> None:
         """A one-line error if ``--out`` names something other than a directory."""
@@ -145,6 +150,24 @@ class RunDir:
         """Drop metric lines after ``epoch`` (written after the checkpoint a resumed run starts from)."""
         kept = [m for m in self.metrics() if m["epoch"] <= epoch]
         _write_atomically(self.metrics_file, "".join(json.dumps(m) + "\n" for m in kept))
+
+    def restarts(self) -> list[dict]:
+        """The lines of ``restarts.jsonl``: each restart's number, the epoch and step that asked
+        for it, the epoch and step it went back to, and why."""
+        if not self.restarts_file.exists():
+            return []
+        return [json.loads(line) for line in self.restarts_file.read_text().splitlines() if line.strip()]
+
+    def append_restart(self, entry: dict) -> None:
+        with self.restarts_file.open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def keep_restarts_until(self, count: int) -> None:
+        """Drop the restarts after the first ``count`` (logged after the checkpoint a resumed run
+        starts from: it will make them again)."""
+        if self.restarts_file.exists():
+            kept = [r for r in self.restarts() if r["restart"] <= count]
+            _write_atomically(self.restarts_file, "".join(json.dumps(r) + "\n" for r in kept))
 
     def append_epoch(
         self,
