@@ -3,7 +3,11 @@
 # DAFL 24,000, ZSKT 2,000), 3 seeds each, on one GPU within one time limit: issue 14's GPU targets
 # (DFAD and DAFL >= 98 % at the final iteration, ZSKT not declining). Five processes share the GPU
 # (DFAD, ZSKT, and each DAFL seed alone), each an `experiments/data_free_mnist.py --config paper`
-# command with its own --out, so a process that runs out of time stops only its own runs. DAFL runs
+# command with its own --out, so a process that runs out of time stops only its own runs. First one
+# process trains the teachers (DFAD's recipe, which ZSKT shares, and DAFL's) and the student alone
+# into OUT/teachers; each process reads them back through links, so every seed of a method learns
+# from one teacher (on a GPU two trainings of a teacher differ: XLA does not fix the order of its
+# sums). DAFL runs
 # with --restarts 3 (DAFL_RESTARTS): a generator that collapses into one class goes back to its last
 # checkpoint (every 1,200 iterations) with new noise, the DAFL authors' remedy; 2 of 3 seeds collapsed
 # without it (README). PARTS chooses the processes (default all five: dfad zskt dafl_seed0 dafl_seed1
@@ -47,6 +51,21 @@ for name in $parts; do
     [[ $name =~ ^(dfad|zskt|dafl_seed[0-9]+)$ ]] ||
         { echo "data_free_gpu.sh: unknown part '$name' in PARTS (dfad, zskt or dafl_seedK)" >&2; exit 2; }
 done
+methods=()
+[[ " $parts " =~ \ (dfad|zskt)\  ]] && methods+=(dfad)
+[[ " $parts " == *" dafl_seed"* ]] && methods+=(dafl)
+timeout -s INT -k 30 "$limit" "$python" "$here/data_free_mnist.py" --data-dir "$data" --out "$out/teachers" \
+    --config paper --quiet --steps-per-call 10 --teachers-only --methods "${methods[@]}" "$@" >"$out/teachers.log" 2>&1 ||
+    { echo "data_free_gpu.sh: training the teachers failed; see $out/teachers.log" >&2; exit 1; }
+for name in $parts; do  # the teacher each process names, and the student alone, as links to OUT/teachers
+    mkdir -p "$out/$name"
+    case $name in
+        dfad) ln -sfn ../teachers/teacher_dfad "$out/$name/teacher_dfad" ;;
+        zskt) ln -sfn ../teachers/teacher_dfad "$out/$name/teacher_zskt" ;;
+        *) ln -sfn ../teachers/teacher_dafl "$out/$name/teacher_dafl" ;;
+    esac
+    ln -sfn ../teachers/student "$out/$name/student"
+done
 for name in $parts; do
     case $name in
         dfad | zskt) part "$name" --methods "$name" --seeds 3 "$@" & ;;
@@ -59,5 +78,5 @@ wait
 "$python" "$here/data_free_summary.py" "$out" >"$out/summary.md"
 cat "$out/summary.md"
 tar -czf "$out/results.tar.gz" -C "$out" --exclude=checkpoints --exclude=samples --exclude=tensorboard \
-    $parts 2>/dev/null
+    teachers $parts 2>/dev/null
 exit 0

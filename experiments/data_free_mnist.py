@@ -146,6 +146,9 @@ def add_options(parser):
         help="initialisation of the data-free students and generators (the teachers': PyTorch's)",
     )
     parser.add_argument("--iterations", type=int, help="override every data-free run's iterations")
+    parser.add_argument("--teachers-only", action="store_true",
+                        help="train the teachers and the real-data baselines, no data-free run "
+                             "(data_free_gpu.sh trains them once for all its processes)")  # fmt: skip
     parser.add_argument("--restarts", type=int, default=0,
                         help="on a generator's collapse into one class, go back to the run's last checkpoint "
                              "with new noise, at most this many times per run (the DAFL authors' remedy; "
@@ -182,6 +185,8 @@ def runs(options):
     yield Run("student", real, "student")
     kd_teacher = str(options.out / next(iter(teacher)))
     yield Run("kd", real.replace(teacher=kd_teacher, methods=("ce", "kd")), "kd")
+    if a.teachers_only:
+        return
     given = {k: getattr(a, k) for k in ("iterations", "generator_width", "student_schedule")}
     teacher_of = {method: name for name, (_, methods) in teacher.items() for method in methods}
     for method in a.methods:
@@ -282,8 +287,9 @@ def plots(results, options):
     groups = {
         m.upper(): [options.out / r["run"] for r in results[m]] for m in DATA_FREE_METHODS if m in results
     }
-    title = "data-free students (LeNet-5-half), MNIST test"
-    plot_learning_curves(groups, options.out / "accuracy.png", title=title)
+    if groups:  # none with --teachers-only
+        title = "data-free students (LeNet-5-half), MNIST test"
+        plot_learning_curves(groups, options.out / "accuracy.png", title=title)
 
 
 def data(dataset, options):

@@ -75,8 +75,9 @@ def test_summary_command_names_its_usage(tmp_path):
 
 @pytest.mark.slow
 def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
-    """The script in --smoke mode on the CPU: five finished folders (each DAFL seed alone, with
-    restarts), a summary of each, an archive without checkpoints."""
+    """The script in --smoke mode on the CPU: the shared teachers, then five finished folders (each
+    DAFL seed alone, with restarts) that read them back, a summary of each, an archive without
+    checkpoints."""
     (tmp_path / "mnist").mkdir()
     data, out = write_mnist_like(tmp_path / "mnist"), tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable}
@@ -88,12 +89,28 @@ def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
     headings = [
         line for line in text.splitlines() if line.endswith(("(finished)", "(stopped before its end)"))
     ]
-    assert headings == [f"## {p} (finished)" for p in parts]
+    assert headings == [f"## {p} (finished)" for p in sorted((*parts, "teachers"))]
     for part in parts:
         assert (out / f"{part}.log").read_text().splitlines()[-1].startswith(f"{part}: exit 0 after ")
+    # one teacher per recipe and one student alone, trained once, read back by every process
+    shared = out / "teachers"
+    assert sorted(p.name for p in shared.iterdir() if p.is_dir()) == [
+        "kd",
+        "student",
+        "teacher_dafl",
+        "teacher_dfad",
+    ]
+    teacher_of = {"dfad": "teacher_dfad", "zskt": "teacher_zskt", "dafl_seed1": "teacher_dafl"}
+    for part, link in teacher_of.items():
+        assert (out / part / link).is_symlink() and (out / part / "student").is_symlink()
+        config = json.loads(next((out / part).glob("*_seed*/config.json")).read_text())["config"]
+        assert (
+            pathlib.Path(config["teacher"]).resolve()
+            == (shared / ("teacher_dafl" if "dafl" in part else "teacher_dfad")).resolve()
+        )
     with tarfile.open(out / "results.tar.gz") as archive:
         names = archive.getnames()
-    assert {n.split("/")[0] for n in names} == set(parts)
+    assert {n.split("/")[0] for n in names} == {*parts, "teachers"}
     assert "dafl_seed0/dafl_seed0/metrics.jsonl" in names and "dafl_seed2/dafl_seed2/metrics.jsonl" in names
     assert (
         json.loads((out / "dafl_seed2" / "dafl_seed2" / "config.json").read_text())["config"][
