@@ -166,10 +166,8 @@ def options_from(experiment: Experiment, args: argparse.Namespace) -> Options:
         raise ValueError("--first-seed goes with a count of seeds (--seeds N), not with a list of them")
     if args.first_seed < 0:
         raise ValueError(f"--first-seed must be at least 0, got {args.first_seed}")
-    count = args.seeds[0]
-    seeds = (
-        tuple(range(args.first_seed, args.first_seed + count)) if len(args.seeds) == 1 else tuple(args.seeds)
-    )
+    first, count = args.first_seed, args.seeds[0]
+    seeds = tuple(range(first, first + count)) if len(args.seeds) == 1 else tuple(args.seeds)
     if not seeds or min(seeds) < 0 or len(set(seeds)) < len(seeds):
         raise ValueError(
             f"--seeds: a count of at least 1 or distinct seeds >= 0, got {' '.join(map(str, args.seeds))}"

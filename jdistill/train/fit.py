@@ -242,6 +242,7 @@ def _play(
                     if restarts_allowed:
                         state = {**state, RESTARTS: np.asarray(restart, np.int32)}
                     checkpoint.save(managers[i], epoch + 1, state)
+                fresh = None  # a restart now goes back to a checkpoint, never to the start
             epoch += 1
     bar.close()
     if stream is not None:
@@ -308,15 +309,14 @@ def _restore(cohort: Cohort, runs: list[RunDir], replicated, streamed: bool, res
             state = checkpoint.restore(mngr, like(start), start) if start else like(0)
             for later in [e for e in mngr.all_steps() if e > start]:
                 mngr.delete(later)
+        state = dict(state)
         if streamed:
-            state = dict(state)
             position = {k: int(v) for k, v in state.pop(STREAM).items()}
             if start and position != {"epoch": start, "round": 0}:
                 raise ValueError(
                     f"the checkpoint of epoch {start} in {mngr.directory} holds the input stream at "
                     f"{position}, not at the start of epoch {start + 1}: it cannot resume exactly"
                 )
-        state = dict(state)
         made = int(state.pop(RESTARTS)) if restarts else 0
         players.append(state)
     return managers, start, players, made

@@ -59,7 +59,8 @@ def make_rounds(
     ``cached``: the frozen outputs are in ``data["frozen"]`` (one row per training example).
     ``owners`` is filled with ``{metric name: player}`` while tracing. ``seeds``: ``{"seed",
     "data_seed"}`` as arrays (default: the game's). ``restart``: the run's restarts so far, folded
-    into its round keys (:func:`~jdistill.train.game.round_key`).
+    into its round keys (:func:`~jdistill.train.game.round_key`); static, so each restart compiles
+    the rounds once more (at most ``Hooks.restarts`` times in a run).
 
     ``members`` (a :class:`~jdistill.train.cohort.Cohort`'s ``axes``): the rounds of several runs
     at once, ``vmap`` over the players, the hyperparameters and the seeds (the data order with the
