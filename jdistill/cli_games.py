@@ -159,6 +159,10 @@ DATA_FREE_HELP = {
     "at_weight": "ZSKT: weight of attention transfer",
     "at_features": "ZSKT: comma-separated features of teacher and student whose attention maps are matched",
     "activation_feature": "DAFL: the teacher's feature whose activation the generator raises",
+    "one_hot_weight": "DAFL: weight of the teacher's cross-entropy against its own argmax",
+    "information_entropy_weight": "DAFL: weight of the class-balance term, natural log (default 5 / ln 10 = "
+    "2.17, the reference's 5 with log10)",
+    "activation_weight": "DAFL: weight of the teacher's feature activation term",
     "samples_every": "iterations between sample grids (samples/iter_*.png)",
     "histogram_samples": "generated samples in each class histogram",
     "collapse_restarts": "on a collapse into one class, go back to the last checkpoint with new noise, at most "

@@ -266,6 +266,27 @@ def test_dafl_generator_gradient_flows_through_the_teacher(games):
     assert not any(np.any(leaf) for leaf in jax.tree.leaves(to_student))
 
 
+def test_dafl_weights_scale_each_term_of_the_generator_objective(teacher_dir, digits, games):
+    """``one_hot_weight``, ``information_entropy_weight`` and ``activation_weight`` multiply their
+    terms (the defaults: the reference's 1, 5 in log10 units, 0.1), and the objective is their sum."""
+    game = games["dafl"]
+    view = View(dict(game.players), "generator", game.players["generator"].params, dict(game.teachers),
+                round_batch(game), dict(game.hparams), round_key(game.seed, 0), jnp.int32(0), 0,
+                jnp.float32(0))  # fmt: skip
+    weights = {"one_hot_weight": 2.0, "information_entropy_weight": 10.0, "activation_weight": 0.5}
+    default_config, weighted_config = (
+        config(teacher_dir, method="dafl"),
+        config(teacher_dir, method="dafl", **weights),
+    )
+    _, default = df.generator_loss(default_config, view)
+    loss, weighted = df.generator_loss(weighted_config, view)
+    scale = {"one_hot": 2.0, "information_entropy": 10.0 / (5.0 / np.log(10.0)), "activation": 5.0}
+    for term, factor in scale.items():
+        np.testing.assert_allclose(weighted[term], factor * default[term], rtol=1e-5)
+    np.testing.assert_allclose(loss, sum(weighted[t] for t in scale), rtol=1e-6)
+    assert default_config.information_entropy_weight == pytest.approx(5.0 / np.log(10.0))
+
+
 def test_dfad_generator_plays_the_negative_of_the_students_objective(moved):
     """On the same players and noise (a student without dropout or BatchNorm), DFAD's generator
     loss is the negative of the student's."""
@@ -459,12 +480,13 @@ def test_run_writes_grids_histograms_and_metrics(cli_run):
         assert 0.0 <= m["generated/class_entropy"] <= 1.0
         assert 0.0 < m["generated/teacher_abs_logit"] < np.inf
         assert 1.0 <= m["generated/max_abs_pixel"] < np.inf
+        assert 0.0 <= m["generated/tanh_saturation"] <= 1.0
         assert {"train/student/kl", "train/student/at", "train/generator/kl", "test/accuracy"} <= set(m)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["iter_000001.png", "iter_000002.png"]
     for png in ("samples/iter_000001.png", "samples/iter_000002.png", "samples.png", "class_histogram.png"):
         assert (out / png).read_bytes()[:8] == PNG
     assert summary["test/accuracy"] == lines[-1]["test/accuracy"]
-    for key in ("class_counts", "teacher_abs_logit", "max_abs_pixel"):
+    for key in ("class_counts", "teacher_abs_logit", "max_abs_pixel", "tanh_saturation"):
         assert summary[f"generated/{key}"] == lines[-1][f"generated/{key}"]
 
 
@@ -485,6 +507,42 @@ def test_generated_statistics_match_a_hand_computation(teacher_dir, digits):
     assert stats["max_abs_pixel"] == 7.5
 
 
+def test_the_sampler_counts_saturated_tanh_outputs_against_numpy(games):
+    """The sampler's images are the generator's, and its saturation is the fraction of the tanh
+    outputs before the last BatchNorm beyond 0.99 in absolute value, computed here in numpy from
+    the pre-activations (the last convolution made 30 times steeper, so that some saturate); one
+    of bias 3 and no kernel saturates every pixel
+    (tanh(3) = 0.995) into one constant image."""
+    fresh = games["dafl"].players["generator"]
+    steep = lambda path, leaf: 30 * leaf if "conv_out" in jax.tree_util.keystr(path) else leaf
+    generator = fresh.replace(params=jax.tree_util.tree_map_with_path(steep, fresh.params))
+    module = generator.module()
+    sample = inspection.make_sampler(8, module.noise_dim)
+    key = jax.random.key(5)
+    images, saturation = sample(generator, key, 12)  # two batches of 8, the last 4 samples dropped
+    z = jax.random.normal(key, (2, 8, module.noise_dim))
+    chex.assert_trees_all_close(images, np.concatenate([module(zi) for zi in z])[:12], atol=1e-5)
+    convolved = []
+    for zi in z:  # the generator's layers by hand up to the last convolution
+        h = module.linear(zi).reshape(8, module.start, module.start, -1)
+        h = jnp.repeat(jnp.repeat(module.bn0(h), 2, 1), 2, 2)
+        h = jax.nn.leaky_relu(module.bn1(module.conv1(h)), 0.2)
+        h = jax.nn.leaky_relu(module.bn2(module.conv2(jnp.repeat(jnp.repeat(h, 2, 1), 2, 2))), 0.2)
+        convolved.append(np.asarray(module.conv_out(h), np.float64))
+    expected = np.mean(np.abs(np.tanh(np.concatenate(convolved)[:12])) > 0.99)
+    assert 0.0 < expected < 1.0 and saturation == pytest.approx(expected, abs=1e-3)
+
+    def constant(path, leaf):
+        name = jax.tree_util.keystr(path)
+        if "conv_out" not in name:
+            return leaf
+        return jnp.full_like(leaf, 3.0) if "bias" in name else jnp.zeros_like(leaf)
+
+    saturated = generator.replace(params=jax.tree_util.tree_map_with_path(constant, generator.params))
+    images, saturation = sample(saturated, key, 12)
+    assert saturation == 1.0 and np.ptp(images) == 0.0 and np.max(np.abs(images)) < 1e-3  # rounding of 0
+
+
 def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_dir, digits, capsys):
     """A generator whose last convolution is zero makes one image (tanh(0), then standardised: 0
     everywhere), so the teacher puts every sample in one class: the epoch hook names the collapse
@@ -502,8 +560,10 @@ def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_di
     (line,) = capsys.readouterr().err.splitlines()
     assert records[1]["generated/class_entropy"] == 0.0 and records[1]["generated/max_abs_pixel"] == 0.0
     (one_class,) = np.flatnonzero(records[1]["generated/class_counts"])
+    assert records[1]["generated/tanh_saturation"] == 0.0  # tanh(0)
     assert line == (f"dafl_seed3: the generator collapsed by iteration 6: the teacher puts 40 of 40 "
-                    f"generated samples in class {one_class} (class entropy 0.00)")  # fmt: skip
+                    f"generated samples in class {one_class} (class entropy 0.00; largest |pixel| 0.00, "
+                    f"tanh saturated on 0.0 % of pixels)")  # fmt: skip
     assert healthy["generated/class_entropy"] > inspection.COLLAPSED
     assert inspection.collapse_iteration(records) == 6
     assert inspection.collapse_iteration(records[:1]) is None

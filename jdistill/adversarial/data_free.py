@@ -144,6 +144,11 @@ class DataFreeConfig(groups.Grouped):
     at_weight: float = 250.0  # ZSKT's attention transfer
     at_features: tuple[str, ...] = ("conv1", "conv2")
     activation_feature: str = "fc1"  # DAFL's teacher features (LeNet-5's 120-d layer)
+    # DAFL's generator objective (losses.dafl_generator), the reference code's --oh, --ie, --a on MNIST;
+    # the class-balance weight is in natural-log units (the reference's 5 with log10 = 5 / ln 10).
+    one_hot_weight: float = 1.0
+    information_entropy_weight: float = DAFL_INFORMATION_ENTROPY_WEIGHT
+    activation_weight: float = 0.1
     samples_every: int = 500  # iterations between sample grids
     checkpoint_every: int = 1  # epochs
     histogram_samples: int = 2048
@@ -251,10 +256,11 @@ def generator_loss(config: DataFreeConfig, view):
         terms = {"kl": jnp.mean(losses.zskt_generator(s_logits, t_logits))}
     else:
         terms = {
-            "one_hot": jnp.mean(losses.dafl_one_hot(t_logits)),
-            "information_entropy": DAFL_INFORMATION_ENTROPY_WEIGHT
+            "one_hot": config.one_hot_weight * jnp.mean(losses.dafl_one_hot(t_logits)),
+            "information_entropy": config.information_entropy_weight
             * losses.dafl_information_entropy(t_logits),
-            "activation": 0.1 * losses.dafl_activation(t_feats[config.activation_feature]),
+            "activation": config.activation_weight
+            * losses.dafl_activation(t_feats[config.activation_feature]),
         }
     loss = sum(terms.values())
     return loss, {"loss": loss, **terms}

@@ -16,14 +16,25 @@ from jdistill.train.game import Hooks
 from jdistill.train.player import Frozen, Player
 
 
-def make_sampler(batch_size: int, noise_dim: int) -> Callable:
-    """``sample(generator, key, num) -> images``: ``num`` generated images (numpy), in batches of
-    ``batch_size`` with the batch statistics the generator trains with; compiled once."""
-    generate = jax.jit(lambda generator, z: generator.module()(z))
+SATURATED = 0.99  # |tanh| above this passes at most 2 % of the gradient (1 - tanh^2)
 
-    def sample(generator: Player, key, num: int) -> np.ndarray:
+
+def make_sampler(batch_size: int, noise_dim: int) -> Callable:
+    """``sample(generator, key, num) -> (images, saturation)``: ``num`` generated images (numpy), in
+    batches of ``batch_size`` with the batch statistics the generator trains with, and the fraction
+    of their pixels whose tanh output (:meth:`~jdistill.models.generator.Generator.tanh_output`,
+    before the last BatchNorm) exceeds :data:`SATURATED` in absolute value; compiled once."""
+
+    @jax.jit
+    def generate(generator, z):
+        module = generator.module()
+        before = module.tanh_output(z)
+        return module.bn_out(before), jnp.abs(before) > SATURATED
+
+    def sample(generator: Player, key, num: int) -> tuple[np.ndarray, float]:
         zs = jax.random.normal(key, (-(-num // batch_size), batch_size, noise_dim))
-        return np.concatenate([np.asarray(generate(generator, z)) for z in zs])[:num]
+        images, saturated = zip(*(map(np.asarray, generate(generator, z)) for z in zs))
+        return np.concatenate(images)[:num], float(np.mean(np.concatenate(saturated)[:num]))
 
     return sample
 
@@ -136,7 +147,7 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
         if path is None:
             (run.path / "samples").mkdir(exist_ok=True)
             path = run.path / "samples" / f"iter_{iteration:06d}.png"
-        images = grid_sample(players["generator"], grid_key, 64)  # on every process: the mesh spans them
+        images, _ = grid_sample(players["generator"], grid_key, 64)  # on every process: the mesh spans them
         if distributed.is_primary():
             save_grid(images, path, dataset, title=title or f"{config.method}, iteration {iteration}")
 
@@ -144,15 +155,16 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
 
     def epoch(players, epoch, run):
         key = jax.random.fold_in(histogram_key, epoch - 1)
-        images = sample(players["generator"], key, config.histogram_samples)
-        found = statistics(images)
+        images, saturation = sample(players["generator"], key, config.histogram_samples)
+        found = {**statistics(images), "tanh_saturation": saturation}
         if found["class_entropy"] <= COLLAPSED and not collapsed and distributed.is_primary():
             collapsed.append(epoch)
             counts, iteration = found["class_counts"], epoch * config.iterations_per_epoch
             print(
                 f"{run.path.name}: the generator collapsed by iteration {iteration}: "
                 f"the teacher puts {max(counts)} of {sum(counts)} generated samples in class "
-                f"{int(np.argmax(counts))} (class entropy {found['class_entropy']:.2f})",
+                f"{int(np.argmax(counts))} (class entropy {found['class_entropy']:.2f}; largest |pixel| "
+                f"{found['max_abs_pixel']:.2f}, tanh saturated on {100 * saturation:.1f} % of pixels)",
                 file=sys.stderr,
             )
         return {f"generated/{k}": v for k, v in found.items()}

@@ -56,10 +56,15 @@ class Generator(nnx.Module):
         self.bn_out = nnx.BatchNorm(channels, epsilon=1e-5, use_scale=False, use_bias=False, **bn)
 
     def __call__(self, z: jax.Array) -> jax.Array:
+        return self.bn_out(self.tanh_output(z))
+
+    def tanh_output(self, z: jax.Array) -> jax.Array:
+        """The images before the last BatchNorm, in [-1, 1]. Where ``|tanh| -> 1`` the unit passes
+        almost no gradient (``1 - tanh^2``); all of them saturated alike is one constant image."""
         if z.ndim != 2 or z.shape[1] != self.noise_dim:
             raise ValueError(f"Generator: noise must be [batch, {self.noise_dim}], got {z.shape}")
         h = self.linear(z).reshape(z.shape[0], self.start, self.start, -1)
         h = _upsample(self.bn0(h))
         h = jax.nn.leaky_relu(self.bn1(self.conv1(h)), 0.2)
         h = jax.nn.leaky_relu(self.bn2(self.conv2(_upsample(h))), 0.2)
-        return self.bn_out(jnp.tanh(self.conv_out(h)))
+        return jnp.tanh(self.conv_out(h))
