@@ -15,7 +15,6 @@ from jdistill.train import distributed
 from jdistill.train.game import Hooks
 from jdistill.train.player import Frozen, Player
 
-
 SATURATED = 0.99  # |tanh| above this passes at most 2 % of the gradient (1 - tanh^2)
 
 
