@@ -252,10 +252,11 @@ def table(results, options):
         )
         # Runs of jdistill before these statistics were logged show nan.
         final = {k: np.mean([r.get(f"generated/{k}", np.nan) for r in runs])
-                 for k in ("class_entropy", "teacher_abs_logit", "max_abs_pixel", "tanh_saturation")}  # fmt: skip
+                 for k in ("class_entropy", "teacher_abs_logit", "max_abs_pixel", "tanh_saturation", "tanh_std")}  # fmt: skip
         generated = (f"class entropy {final['class_entropy']:.2f}, teacher |logit| "
                      f"{final['teacher_abs_logit']:.2f}, max |pixel| "
-                     f"{final['max_abs_pixel']:.2f}, tanh saturated {final['tanh_saturation']:.2f}")  # fmt: skip
+                     f"{final['max_abs_pixel']:.2f}, tanh saturated {final['tanh_saturation']:.2f}, "
+                     f"tanh spread {final['tanh_std']:.2f}")  # fmt: skip
         collapsed = [f"seed {r['config']['seed']} by iteration {r['collapsed_at']}" for r in runs
                      if r.get("collapsed_at")]  # fmt: skip
         if collapsed:

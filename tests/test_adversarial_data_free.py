@@ -480,13 +480,13 @@ def test_run_writes_grids_histograms_and_metrics(cli_run):
         assert 0.0 <= m["generated/class_entropy"] <= 1.0
         assert 0.0 < m["generated/teacher_abs_logit"] < np.inf
         assert 1.0 <= m["generated/max_abs_pixel"] < np.inf
-        assert 0.0 <= m["generated/tanh_saturation"] <= 1.0
+        assert 0.0 <= m["generated/tanh_saturation"] <= 1.0 and 0.0 < m["generated/tanh_std"] <= 1.0
         assert {"train/student/kl", "train/student/at", "train/generator/kl", "test/accuracy"} <= set(m)
     assert sorted(p.name for p in (out / "samples").iterdir()) == ["iter_000001.png", "iter_000002.png"]
     for png in ("samples/iter_000001.png", "samples/iter_000002.png", "samples.png", "class_histogram.png"):
         assert (out / png).read_bytes()[:8] == PNG
     assert summary["test/accuracy"] == lines[-1]["test/accuracy"]
-    for key in ("class_counts", "teacher_abs_logit", "max_abs_pixel", "tanh_saturation"):
+    for key in ("class_counts", "teacher_abs_logit", "max_abs_pixel", "tanh_saturation", "tanh_std"):
         assert summary[f"generated/{key}"] == lines[-1][f"generated/{key}"]
 
 
@@ -510,16 +510,16 @@ def test_generated_statistics_match_a_hand_computation(teacher_dir, digits):
 def test_the_sampler_counts_saturated_tanh_outputs_against_numpy(games):
     """The sampler's images are the generator's, and its saturation is the fraction of the tanh
     outputs before the last BatchNorm beyond 0.99 in absolute value, computed here in numpy from
-    the pre-activations (the last convolution made 30 times steeper, so that some saturate); one
-    of bias 3 and no kernel saturates every pixel
-    (tanh(3) = 0.995) into one constant image."""
+    the pre-activations (the last convolution made 30 times steeper, so that some saturate), and
+    their spread the standard deviation over each batch; a last convolution of bias 3 and no kernel
+    saturates every pixel (tanh(3) = 0.995) into one constant image, of spread 0 (to rounding)."""
     fresh = games["dafl"].players["generator"]
     steep = lambda path, leaf: 30 * leaf if "conv_out" in jax.tree_util.keystr(path) else leaf
     generator = fresh.replace(params=jax.tree_util.tree_map_with_path(steep, fresh.params))
     module = generator.module()
     sample = inspection.make_sampler(8, module.noise_dim)
     key = jax.random.key(5)
-    images, saturation = sample(generator, key, 12)  # two batches of 8, the last 4 samples dropped
+    images, tanh = sample(generator, key, 12)  # two batches of 8, the last 4 samples dropped
     z = jax.random.normal(key, (2, 8, module.noise_dim))
     chex.assert_trees_all_close(images, np.concatenate([module(zi) for zi in z])[:12], atol=1e-5)
     convolved = []
@@ -529,8 +529,11 @@ def test_the_sampler_counts_saturated_tanh_outputs_against_numpy(games):
         h = jax.nn.leaky_relu(module.bn1(module.conv1(h)), 0.2)
         h = jax.nn.leaky_relu(module.bn2(module.conv2(jnp.repeat(jnp.repeat(h, 2, 1), 2, 2))), 0.2)
         convolved.append(np.asarray(module.conv_out(h), np.float64))
-    expected = np.mean(np.abs(np.tanh(np.concatenate(convolved)[:12])) > 0.99)
-    assert 0.0 < expected < 1.0 and saturation == pytest.approx(expected, abs=1e-3)
+    u = np.tanh(np.stack(convolved))  # [batch, 8, H, W, C]
+    expected = np.mean(np.abs(u.reshape(16, *u.shape[2:])[:12]) > 0.99)
+    assert 0.0 < expected < 1.0 and tanh["tanh_saturation"] == pytest.approx(expected, abs=1e-3)
+    spread = np.mean([np.sqrt(np.mean((b - b.mean(axis=(0, 1, 2))) ** 2, axis=(0, 1, 2))) for b in u])
+    assert tanh["tanh_std"] == pytest.approx(spread, rel=1e-4)
 
     def constant(path, leaf):
         name = jax.tree_util.keystr(path)
@@ -539,8 +542,13 @@ def test_the_sampler_counts_saturated_tanh_outputs_against_numpy(games):
         return jnp.full_like(leaf, 3.0) if "bias" in name else jnp.zeros_like(leaf)
 
     saturated = generator.replace(params=jax.tree_util.tree_map_with_path(constant, generator.params))
-    images, saturation = sample(saturated, key, 12)
-    assert saturation == 1.0 and np.ptp(images) == 0.0 and np.max(np.abs(images)) < 1e-3  # rounding of 0
+    images, tanh = sample(saturated, key, 12)
+    assert (
+        tanh["tanh_saturation"] == 1.0
+        and tanh["tanh_std"] < 1e-5
+        and np.ptp(images) == 0.0
+        and np.max(np.abs(images)) < 1e-3
+    )  # rounding of 0
 
 
 def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_dir, digits, capsys):
@@ -560,10 +568,10 @@ def test_a_collapsed_generator_is_named_once_and_found_in_the_metrics(teacher_di
     (line,) = capsys.readouterr().err.splitlines()
     assert records[1]["generated/class_entropy"] == 0.0 and records[1]["generated/max_abs_pixel"] == 0.0
     (one_class,) = np.flatnonzero(records[1]["generated/class_counts"])
-    assert records[1]["generated/tanh_saturation"] == 0.0  # tanh(0)
+    assert records[1]["generated/tanh_saturation"] == records[1]["generated/tanh_std"] == 0.0  # tanh(0)
     assert line == (f"dafl_seed3: the generator collapsed by iteration 6: the teacher puts 40 of 40 "
                     f"generated samples in class {one_class} (class entropy 0.00; largest |pixel| 0.00, "
-                    f"tanh saturated on 0.0 % of pixels)")  # fmt: skip
+                    f"tanh saturated on 0.0 % of pixels, its spread 0)")  # fmt: skip
     assert healthy["generated/class_entropy"] > inspection.COLLAPSED
     assert inspection.collapse_iteration(records) == 6
     assert inspection.collapse_iteration(records[:1]) is None

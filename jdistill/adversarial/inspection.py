@@ -19,21 +19,26 @@ SATURATED = 0.99  # |tanh| above this passes at most 2 % of the gradient (1 - ta
 
 
 def make_sampler(batch_size: int, noise_dim: int) -> Callable:
-    """``sample(generator, key, num) -> (images, saturation)``: ``num`` generated images (numpy), in
-    batches of ``batch_size`` with the batch statistics the generator trains with, and the fraction
-    of their pixels whose tanh output (:meth:`~jdistill.models.generator.Generator.tanh_output`,
-    before the last BatchNorm) exceeds :data:`SATURATED` in absolute value; compiled once."""
+    """``sample(generator, key, num) -> (images, tanh)``: ``num`` generated images (numpy), in
+    batches of ``batch_size`` with the batch statistics the generator trains with, and two figures
+    of their tanh outputs ``u`` (:meth:`~jdistill.models.generator.Generator.tanh_output`, before
+    the last BatchNorm): ``tanh_saturation``, the fraction of the images' pixels with ``|u| >``
+    :data:`SATURATED`, and ``tanh_std``, the standard deviation of ``u`` over each batch's samples
+    and pixels (what the last BatchNorm divides by; 0 when every image is the same), averaged over
+    batches and channels. Compiled once."""
 
     @jax.jit
     def generate(generator, z):
         module = generator.module()
         before = module.tanh_output(z)
-        return module.bn_out(before), jnp.abs(before) > SATURATED
+        return module.bn_out(before), jnp.abs(before) > SATURATED, jnp.mean(jnp.std(before, axis=(0, 1, 2)))
 
-    def sample(generator: Player, key, num: int) -> tuple[np.ndarray, float]:
+    def sample(generator: Player, key, num: int) -> tuple[np.ndarray, dict]:
         zs = jax.random.normal(key, (-(-num // batch_size), batch_size, noise_dim))
-        images, saturated = zip(*(map(np.asarray, generate(generator, z)) for z in zs))
-        return np.concatenate(images)[:num], float(np.mean(np.concatenate(saturated)[:num]))
+        images, saturated, spread = zip(*(map(np.asarray, generate(generator, z)) for z in zs))
+        tanh = {"tanh_saturation": float(np.mean(np.concatenate(saturated)[:num])),
+                "tanh_std": float(np.mean(spread))}  # fmt: skip
+        return np.concatenate(images)[:num], tanh
 
     return sample
 
@@ -154,8 +159,8 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
 
     def epoch(players, epoch, run):
         key = jax.random.fold_in(histogram_key, epoch - 1)
-        images, saturation = sample(players["generator"], key, config.histogram_samples)
-        found = {**statistics(images), "tanh_saturation": saturation}
+        images, tanh = sample(players["generator"], key, config.histogram_samples)
+        found = {**statistics(images), **tanh}
         if found["class_entropy"] <= COLLAPSED and not collapsed and distributed.is_primary():
             collapsed.append(epoch)
             counts, iteration = found["class_counts"], epoch * config.iterations_per_epoch
@@ -163,7 +168,8 @@ def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
                 f"{run.path.name}: the generator collapsed by iteration {iteration}: "
                 f"the teacher puts {max(counts)} of {sum(counts)} generated samples in class "
                 f"{int(np.argmax(counts))} (class entropy {found['class_entropy']:.2f}; largest |pixel| "
-                f"{found['max_abs_pixel']:.2f}, tanh saturated on {100 * saturation:.1f} % of pixels)",
+                f"{found['max_abs_pixel']:.2f}, tanh saturated on {100 * tanh['tanh_saturation']:.1f} % of pixels, "
+                f"its spread {tanh['tanh_std']:.2g})",
                 file=sys.stderr,
             )
         return {f"generated/{k}": v for k, v in found.items()}
