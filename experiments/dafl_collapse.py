@@ -1,0 +1,207 @@
+"""How DAFL's generator collapses, and whether a changed setting stops it: one DAFL run (LeNet-5 ->
+LeNet-5-half on MNIST, ``data_free_mnist.py``'s configuration) up to its checkpoint of epoch
+``--branch-at``, then branches from that checkpoint, each playing ``--branch-epochs`` more epochs:
+one unchanged, one per ``--set FIELD=VALUE`` (a :class:`DataFreeConfig` field; the rest as the
+run's). A branch plays the very rounds the unchanged run would (same round keys, same noise), so
+it differs from it only by its setting.
+
+    python experiments/dafl_collapse.py --data-dir ../shared/data/mnist --out runs/dafl_collapse \\
+        --branch-at 48 --branch-epochs 4 --set information_entropy_weight=10 \\
+        --set one_hot_weight=5 --set generator_learning_rate=0.02
+        # the CPU configuration's seed 0 collapses at iteration 2,500 (epoch 50); the README's table
+
+Writes ``table.md`` (the run's generated-image statistics every ``--every`` epochs up to the
+branch point, then every branch's at each of its epochs, and where each collapsed) and
+``trajectory.png``; runs ``teacher_dafl`` (unless ``--teacher``), ``base`` and one directory per
+branch, each resumable (a branch directory records in ``branched_from.json`` the run, the epoch and
+the fields it changed). Collapse: the teacher's class histogram on generated samples has an
+entropy of at most 0.05 (:data:`jdistill.adversarial.inspection.COLLAPSED`).
+"""
+
+import argparse
+import json
+import pathlib
+import shutil
+import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).parent))
+
+from data_free_mnist import CONFIGS  # noqa: E402
+
+from jdistill.adversarial.data_free import DataFreeConfig, paper_teacher, teacher_dataset  # noqa: E402
+from jdistill.adversarial.inspection import COLLAPSED, collapse_iteration  # noqa: E402
+from jdistill.data import load_dataset  # noqa: E402
+from jdistill.report import markdown_table  # noqa: E402
+from jdistill.train import RunDir, fit  # noqa: E402
+
+SHOWN = ("test/accuracy", "generated/class_entropy", "generated/tanh_std", "generated/tanh_saturation",
+         "generated/max_abs_pixel", "generated/teacher_abs_logit", "train/generator/one_hot",
+         "train/generator/information_entropy")  # fmt: skip
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data-dir", required=True, help="MNIST's IDX files")
+    parser.add_argument("--out", required=True, help="folder of the runs and the table")
+    parser.add_argument(
+        "--config", choices=sorted(CONFIGS), default="cpu", help="data_free_mnist.py's setting"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--teacher", help="a finished DAFL teacher's run directory (default: train one)")
+    parser.add_argument("--branch-at", type=int, required=True, help="the epoch whose checkpoint branches")
+    parser.add_argument("--branch-epochs", type=int, default=4, help="epochs each branch plays")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                        help="one branch with this DataFreeConfig field changed (repeat for more branches)")  # fmt: skip
+    parser.add_argument("--every", type=int, default=5, help="epochs between the run's rows in table.md")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    if args.branch_at < 1 or args.branch_epochs < 1 or args.every < 1:
+        parser.error("--branch-at, --branch-epochs and --every must be at least 1")
+    try:
+        args.changes = {name: changes(text) for name, text in ((branch_name(s), s) for s in args.set)}
+    except ValueError as error:
+        parser.error(str(error))
+    return args
+
+
+def branch_name(text: str) -> str:
+    return text.replace("/", "_")
+
+
+FIXED = ("method", "teacher", "seed", "iterations", "iterations_per_epoch")  # what makes the rounds the run's
+
+
+def changes(text: str) -> dict:
+    """``"FIELD=VALUE"`` -> ``{FIELD: VALUE}``, the value read as JSON (a number, true/false) or else
+    kept as text; the fields that make a branch's rounds the run's own (:data:`FIXED`) are refused."""
+    field, sep, value = text.partition("=")
+    if not sep or not field:
+        raise ValueError(f"--set takes FIELD=VALUE, got {text!r}")
+    if field in FIXED:
+        raise ValueError(
+            f"--set cannot change {field}: a branch plays the run's own rounds from its checkpoint"
+        )
+    try:
+        return {field: json.loads(value)}
+    except json.JSONDecodeError:
+        return {field: value}
+
+
+def config_of(args, teacher: str, epochs: int, **changed) -> DataFreeConfig:
+    fields = {**CONFIGS[args.config].data_free["dafl"], **changed}
+    per_epoch = fields.get("iterations_per_epoch", 50)
+    fields["iterations"] = epochs * per_epoch
+    return DataFreeConfig(teacher, "dafl", data_dir=args.data_dir, image_size=CONFIGS[args.config].image_size,
+                          init="torch", seed=args.seed, **fields)  # fmt: skip
+
+
+def branch(base: pathlib.Path, target: pathlib.Path, epoch: int, changed: dict) -> None:
+    """Start ``target`` as ``base`` up to its checkpoint of ``epoch``: that checkpoint and the
+    metrics lines up to it (nothing if ``target`` already exists: it resumes as any run)."""
+    if target.exists():
+        return
+    source = base / "checkpoints" / str(epoch)
+    if not source.exists():
+        raise ValueError(f"{base} has no checkpoint of epoch {epoch}")
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging / "checkpoints" / str(epoch))
+    lines = [line for line in RunDir(base).metrics() if line["epoch"] <= epoch]
+    (staging / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    record = {"run": str(base.resolve()), "epoch": epoch, "changed": changed}
+    (staging / "branched_from.json").write_text(json.dumps(record, indent=2) + "\n")
+    staging.rename(target)
+
+
+def value(record: dict, key: str) -> str:
+    v = record.get(key)
+    if v is None:
+        return ""
+    return f"{100 * v:.2f}" if key == "test/accuracy" else f"{v:.3f}"
+
+
+def report(out: pathlib.Path, args, names: list[str]) -> str:
+    base = RunDir(out / "base").metrics()
+    head = ["run", "epoch", "iteration", *(k.split("/")[-1] for k in SHOWN)]
+    rows = [["base", r["epoch"], r["step"], *(value(r, k) for k in SHOWN)]
+            for r in base if r["epoch"] % args.every == 0 or r["epoch"] == args.branch_at]  # fmt: skip
+    verdicts = []
+    for name in names:
+        metrics = RunDir(out / name).metrics()
+        rows += [[name, r["epoch"], r["step"], *(value(r, k) for k in SHOWN)]
+                 for r in metrics if r["epoch"] > args.branch_at]  # fmt: skip
+        at = collapse_iteration([r for r in metrics if r["epoch"] > args.branch_at])
+        verdicts.append(f"- {name}: " + (f"collapsed by iteration {at}" if at else "did not collapse"))
+    return (
+        f"# DAFL's collapse, branched at epoch {args.branch_at} ({args.config} configuration, seed {args.seed})\n\n"
+        f"Generated-image statistics on the teacher (collapse: class entropy <= {COLLAPSED}); "
+        f"`tanh_std` is the spread of the generator's tanh outputs that its last BatchNorm divides by; "
+        f"`one_hot` and `information_entropy` are the generator's weighted terms, means over the epoch.\n\n"
+        + markdown_table(head, rows)
+        + "\n"
+        + "\n".join(verdicts)
+        + "\n"
+    )
+
+
+def plot(out: pathlib.Path, names: list[str], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    for name in ["base", *names]:
+        metrics = RunDir(out / name).metrics()
+        steps = [r["step"] for r in metrics]
+        for ax, key in zip(axes, ("test/accuracy", "generated/tanh_std")):
+            ax.plot(
+                steps,
+                [r.get(key, float("nan")) for r in metrics],
+                label=name,
+                lw=1.2 if name == "base" else 1,
+            )
+    axes[0].set_ylabel("student test accuracy")
+    axes[1].set_ylabel("spread of the tanh outputs")
+    axes[1].set_xlabel("iteration")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("DAFL on MNIST: the run and its branches", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    out = pathlib.Path(args.out)
+    progress = not args.quiet
+    teacher = args.teacher or str(out / "teacher_dafl")
+    try:  # every branch's configuration before any training: a bad field is named at once
+        configs = {name: config_of(args, teacher, args.branch_at + args.branch_epochs, **changed)
+                   for name, changed in {"same": {}, **args.changes}.items()}  # fmt: skip
+    except (TypeError, ValueError) as error:
+        sys.exit(f"dafl_collapse.py: {error}")
+    dataset = teacher_dataset(load_dataset("mnist", args.data_dir), CONFIGS[args.config].image_size)
+    if args.teacher is None:
+        epochs = CONFIGS[args.config].teacher_epochs
+        recipe = paper_teacher("dafl", data_dir=args.data_dir, **({"epochs": epochs} if epochs else {}))
+        fit(recipe, teacher, dataset=dataset, progress=progress, label="teacher_dafl")
+    fit(
+        config_of(args, teacher, args.branch_at),
+        out / "base",
+        dataset=dataset,
+        progress=progress,
+        label="base",
+    )
+    for name, config in configs.items():
+        changed = {} if name == "same" else args.changes[name]
+        branch(out / "base", out / name, args.branch_at, changed)
+        fit(config, out / name, dataset=dataset, progress=progress, label=name)
+    names = list(configs)
+    (out / "table.md").write_text(report(out, args, names))
+    plot(out, names, out / "trajectory.png")
+    print((out / "table.md").read_text())
+
+
+if __name__ == "__main__":
+    main()
