@@ -24,6 +24,9 @@ import pathlib
 import shutil
 import sys
 
+import jax.numpy as jnp
+import numpy as np
+
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
 from data_free_mnist import CONFIGS  # noqa: E402
@@ -32,7 +35,7 @@ from jdistill.adversarial.data_free import DataFreeConfig, paper_teacher, teache
 from jdistill.adversarial.inspection import COLLAPSED, collapse_iteration  # noqa: E402
 from jdistill.data import load_dataset  # noqa: E402
 from jdistill.report import markdown_table  # noqa: E402
-from jdistill.train import RunDir, fit  # noqa: E402
+from jdistill.train import RunDir, fit, load_teacher  # noqa: E402
 
 SHOWN = ("test/accuracy", "generated/class_entropy", "generated/tanh_std", "generated/tanh_saturation",
          "generated/max_abs_pixel", "generated/teacher_abs_logit", "train/generator/one_hot",
@@ -120,7 +123,16 @@ def value(record: dict, key: str) -> str:
     return f"{100 * v:.2f}" if key == "test/accuracy" else f"{v:.3f}"
 
 
-def report(out: pathlib.Path, args, names: list[str]) -> str:
+def blank_image(teacher: str, dataset) -> tuple[int, float]:
+    """The teacher's class and mean ``|logit|`` on the blank image, 0 at every standardised pixel
+    (each at the training set's mean): what a generator whose tanh outputs are all alike makes,
+    since its last BatchNorm maps them to 0."""
+    model = load_teacher(teacher, dataset).frozen.module().model
+    logits = np.asarray(model(jnp.zeros((1, *dataset.input_shape)), train=False)[0][0])
+    return int(np.argmax(logits)), float(np.mean(np.abs(logits)))
+
+
+def report(out: pathlib.Path, args, names: list[str], blank: tuple[int, float]) -> str:
     base = RunDir(out / "base").metrics()
     head = ["run", "epoch", "iteration", *(k.split("/")[-1] for k in SHOWN)]
     rows = [["base", r["epoch"], r["step"], *(value(r, k) for k in SHOWN)]
@@ -140,7 +152,8 @@ def report(out: pathlib.Path, args, names: list[str]) -> str:
         + markdown_table(head, rows)
         + "\n"
         + "\n".join(verdicts)
-        + "\n"
+        + f"\n\nThe teacher on the blank image (every pixel at the training set's mean, 0 once standardised), "
+        f"which a generator whose tanh outputs are all alike makes: class {blank[0]}, mean |logit| {blank[1]:.2f}.\n"
     )
 
 
@@ -198,7 +211,7 @@ def main(argv=None) -> None:
         branch(out / "base", out / name, args.branch_at, changed)
         fit(config, out / name, dataset=dataset, progress=progress, label=name)
     names = list(configs)
-    (out / "table.md").write_text(report(out, args, names))
+    (out / "table.md").write_text(report(out, args, names, blank_image(teacher, dataset)))
     plot(out, names, out / "trajectory.png")
     print((out / "table.md").read_text())
 

@@ -72,4 +72,5 @@ def test_branches_play_the_runs_own_rounds(tmp_path, capsys):
     table = (out / "table.md").read_text()
     assert "| base | 2 | 4 |" in table and "| same | 3 | 6 |" in table
     assert "- same: " in table and "- information_entropy_weight=43.43: " in table
+    assert "The teacher on the blank image (every pixel at the training set's mean" in table
     assert (out / "trajectory.png").read_bytes()[:4] == b"\x89PNG"
