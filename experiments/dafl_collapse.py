@@ -26,6 +26,7 @@ import sys
 
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 sys.path.insert(0, str(pathlib.Path(__file__).parent))
 
@@ -35,7 +36,7 @@ from jdistill.adversarial.data_free import DataFreeConfig, paper_teacher, teache
 from jdistill.adversarial.inspection import COLLAPSED, collapse_iteration  # noqa: E402
 from jdistill.data import load_dataset  # noqa: E402
 from jdistill.report import markdown_table  # noqa: E402
-from jdistill.train import RunDir, fit, load_teacher  # noqa: E402
+from jdistill.train import RunDir, checkpoint, fit, load_teacher  # noqa: E402
 
 SHOWN = ("test/accuracy", "generated/class_entropy", "generated/tanh_std", "generated/tanh_saturation",
          "generated/max_abs_pixel", "generated/teacher_abs_logit", "train/generator/one_hot",
@@ -98,17 +99,25 @@ def config_of(args, teacher: str, epochs: int, **changed) -> DataFreeConfig:
                           init="torch", seed=args.seed, **fields)  # fmt: skip
 
 
-def branch(base: pathlib.Path, target: pathlib.Path, epoch: int, changed: dict) -> None:
+def branch(
+    base: pathlib.Path, target: pathlib.Path, epoch: int, config: DataFreeConfig, dataset, changed: dict
+) -> None:
     """Start ``target`` as ``base`` up to its checkpoint of ``epoch``: that checkpoint and the
-    metrics lines up to it (nothing if ``target`` already exists: it resumes as any run)."""
+    metrics lines up to it (nothing if ``target`` already exists: it resumes as any run). The
+    optimizer states keep each player's base learning rate (``optax.inject_hyperparams``), so the
+    checkpoint is restored and saved again with ``config``'s rates: a changed rate takes effect."""
     if target.exists():
         return
-    source = base / "checkpoints" / str(epoch)
-    if not source.exists():
+    if not (base / "checkpoints" / str(epoch)).exists():
         raise ValueError(f"{base} has no checkpoint of epoch {epoch}")
+    fresh = dict(config.build(dataset).players)
+    state = checkpoint.restore(checkpoint.manager(base), fresh, epoch)
+    rate = lambda player: optax.tree_utils.tree_get(player.opt_state, "learning_rate")  # noqa: E731
+    state = {name: player.replace(opt_state=optax.tree_utils.tree_set(player.opt_state, learning_rate=rate(fresh[name])))
+             for name, player in state.items()}  # fmt: skip
     staging = target.with_name(target.name + ".tmp")
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging / "checkpoints" / str(epoch))
+    checkpoint.save(checkpoint.manager(staging), epoch, state)
     lines = [line for line in RunDir(base).metrics() if line["epoch"] <= epoch]
     (staging / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     record = {"run": str(base.resolve()), "epoch": epoch, "changed": changed}
@@ -208,7 +217,7 @@ def main(argv=None) -> None:
     )
     for name, config in configs.items():
         changed = {} if name == "same" else args.changes[name]
-        branch(out / "base", out / name, args.branch_at, changed)
+        branch(out / "base", out / name, args.branch_at, config, dataset, changed)
         fit(config, out / name, dataset=dataset, progress=progress, label=name)
     names = list(configs)
     (out / "table.md").write_text(report(out, args, names, blank_image(teacher, dataset)))

@@ -47,12 +47,13 @@ def test_an_unknown_field_is_named_before_any_training(tmp_path, capsys):
 def test_branches_play_the_runs_own_rounds(tmp_path, capsys):
     """The unchanged branch from epoch 2's checkpoint equals, line for line, a run of 3 epochs never
     branched; a branch with a 20 times larger class-balance weight shares the run's first 2 epochs
-    and logs another value of that term in its third; table.md names each branch's verdict."""
+    and logs another value of that term in its third; a branch with another generator rate trains at
+    that rate (the checkpoint's optimizer state holds it); table.md names each branch's verdict."""
     (tmp_path / "mnist").mkdir()
     data, out = write_mnist_like(tmp_path / "mnist"), tmp_path / "out"
     common = ["--data-dir", str(data), "--config", "smoke", "--seed", "1", "--quiet"]
     collapse["main"]([*common, "--out", str(out), "--branch-at", "2", "--branch-epochs", "1",
-                      "--set", "information_entropy_weight=43.43"])  # fmt: skip
+                      "--set", "information_entropy_weight=43.43", "--set", "generator_learning_rate=0.5"])  # fmt: skip
     straight = tmp_path / "straight"
     collapse["main"]([*common, "--out", str(straight), "--teacher", str(out / "teacher_dafl"), "--branch-at", "3",
                       "--branch-epochs", "1"])  # fmt: skip
@@ -67,6 +68,11 @@ def test_branches_play_the_runs_own_rounds(tmp_path, capsys):
     assert list(map(drop, stronger[:2])) == list(map(drop, same[:2]))
     term = "train/generator/information_entropy"
     assert stronger[2][term] != same[2][term]
+    # the optimizer state holds the rate: the branch's checkpoint carries its own
+    faster = RunDir(out / "generator_learning_rate=0.5").metrics()
+    assert list(map(drop, faster[:2])) == list(map(drop, same[:2]))
+    rate = "train/generator/learning_rate"
+    assert same[2][rate] == pytest.approx(0.2) and faster[2][rate] == pytest.approx(0.5)
     assert json.loads((out / "information_entropy_weight=43.43" / "branched_from.json").read_text()) == {
         "run": str((out / "base").resolve()), "epoch": 2, "changed": {"information_entropy_weight": 43.43}}  # fmt: skip
     table = (out / "table.md").read_text()
