@@ -134,8 +134,8 @@ def save_histogram(counts, path, *, title: str = "") -> None:
 def hooks(config, dataset: Dataset, teacher: Frozen) -> Hooks:
     """A data-free run's hooks (``config``: a :class:`~jdistill.adversarial.data_free.DataFreeConfig`):
     sample grids every ``samples_every`` iterations and at the end; every epoch, the
-    :func:`make_generated_statistics` of ``histogram_samples`` generated samples (as
-    ``generated/*``), and the class histogram at the end. Their noise is drawn from keys of their
+    :func:`make_generated_statistics` of ``histogram_samples`` generated samples and the tanh
+    figures of :func:`make_sampler` (as ``generated/*``), and the class histogram at the end. Their noise is drawn from keys of their
     own, so they never change the training's random numbers. The first epoch whose samples have
     collapsed into one class (:data:`COLLAPSED`) is named in one line on standard error; with
     ``collapse_restarts``, a collapse sends the run back to its last checkpoint, to play on with new
