@@ -1,6 +1,7 @@
 """What a data-free generator makes: samples, the teacher's class histogram on them and its
 normalised entropy (where mode collapse shows), the teacher's mean absolute logit and the largest
-absolute pixel on them (where a generator that exploits the teacher shows), their plots, and the
+absolute pixel on them (where a generator that exploits the teacher shows), the saturation and
+spread of the generator's tanh outputs (where images that become one show), their plots, and the
 hooks that write them during a run."""
 
 import sys
