@@ -63,7 +63,7 @@ def parse_args(argv=None):
     if args.branch_at < 1 or args.branch_epochs < 1 or args.every < 1:
         parser.error("--branch-at, --branch-epochs and --every must be at least 1")
     try:
-        args.changes = {name: changes(text) for name, text in ((branch_name(s), s) for s in args.set)}
+        args.changes = {branch_name(text): changes(text) for text in args.set}
     except ValueError as error:
         parser.error(str(error))
     return args
@@ -199,9 +199,10 @@ def main(argv=None) -> None:
     out = pathlib.Path(args.out)
     progress = not args.quiet
     teacher = args.teacher or str(out / "teacher_dafl")
+    branches = {"same": {}, **args.changes}
     try:  # every branch's configuration before any training: a bad field is named at once
         configs = {name: config_of(args, teacher, args.branch_at + args.branch_epochs, **changed)
-                   for name, changed in {"same": {}, **args.changes}.items()}  # fmt: skip
+                   for name, changed in branches.items()}  # fmt: skip
     except (TypeError, ValueError) as error:
         sys.exit(f"dafl_collapse.py: {error}")
     dataset = teacher_dataset(load_dataset("mnist", args.data_dir), CONFIGS[args.config].image_size)
@@ -216,14 +217,13 @@ def main(argv=None) -> None:
         progress=progress,
         label="base",
     )
-    for name, config in configs.items():
-        changed = {} if name == "same" else args.changes[name]
-        branch(out / "base", out / name, args.branch_at, config, dataset, changed)
-        fit(config, out / name, dataset=dataset, progress=progress, label=name)
-    names = list(configs)
-    (out / "table.md").write_text(report(out, args, names, blank_image(teacher, dataset)))
-    plot(out, names, out / "trajectory.png")
-    print((out / "table.md").read_text())
+    for name, changed in branches.items():
+        branch(out / "base", out / name, args.branch_at, configs[name], dataset, changed)
+        fit(configs[name], out / name, dataset=dataset, progress=progress, label=name)
+    table = report(out, args, list(branches), blank_image(teacher, dataset))
+    (out / "table.md").write_text(table)
+    plot(out, list(branches), out / "trajectory.png")
+    print(table)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,8 @@ def make_sampler(batch_size: int, noise_dim: int) -> Callable:
     def generate(generator, z):
         module = generator.module()
         before = module.tanh_output(z)
-        return module.bn_out(before), jnp.abs(before) > SATURATED, jnp.mean(jnp.std(before, axis=(0, 1, 2)))
+        saturated = jnp.mean(jnp.abs(before) > SATURATED, axis=(1, 2, 3))  # per sample
+        return module.bn_out(before), saturated, jnp.mean(jnp.std(before, axis=(0, 1, 2)))
 
     def sample(generator: Player, key, num: int) -> tuple[np.ndarray, dict]:
         zs = jax.random.normal(key, (-(-num // batch_size), batch_size, noise_dim))
