@@ -156,6 +156,10 @@ def add_options(parser):
     parser.add_argument("--generator-width", type=int, help="override every data-free run's generator width")
     parser.add_argument("--student-schedule", choices=("constant", "cosine"),
                         help="override every data-free run's student learning-rate schedule")  # fmt: skip
+    parser.add_argument("--student-ema", type=float, metavar="DECAY",
+                        help="keep the debiased moving average of every data-free student's parameters "
+                             "with this decay (e.g. 0.999) and report its test accuracy beside the "
+                             "student's own; training is unchanged")  # fmt: skip
     deprecated_option(parser, "--no-progress", "--quiet", quiet=True)
 
 
@@ -188,6 +192,7 @@ def runs(options):
     if a.teachers_only:
         return
     given = {k: getattr(a, k) for k in ("iterations", "generator_width", "student_schedule")}
+    given["student_ema_decay"] = a.student_ema
     teacher_of = {method: name for name, (_, methods) in teacher.items() for method in methods}
     for method in a.methods:
         fields = {**s.data_free[method], **{k: v for k, v in given.items() if v}}
@@ -198,17 +203,28 @@ def runs(options):
             yield Run(f"{method}_seed{seed}", config, method)
 
 
+EMA = "test/ema/accuracy"  # the student's parameter average (--student-ema)
+
+
 def measure(run_dir, options) -> dict:
-    """A data-free run's ``[iteration, test accuracy]`` at every evaluation, the iteration by
-    which its generator collapsed into one class (None if it never did, or if every collapse was
-    undone by a restart) and its restarts: ``[collapsed at, back to]`` iterations."""
+    """A data-free run's ``[iteration, test accuracy]`` at every evaluation (``ema_curve``: of its
+    student's parameter average, with ``--student-ema``), the iteration by which its generator
+    collapsed into one class (None if it never did, or if every collapse was undone by a restart)
+    and its restarts: ``[collapsed at, back to]`` iterations."""
     if "_seed" not in run_dir.name:
         return {}
     run = RunDir(run_dir)
     metrics = run.metrics()
-    curve = [[m["step"], m["test/accuracy"]] for m in metrics if "test/accuracy" in m]
+    curve = lambda key: [[m["step"], m[key]] for m in metrics if key in m]
     restarts = [[r["step"], r["back_to_step"]] for r in run.restarts()]
-    return {"curve": curve, "collapsed_at": collapse_iteration(metrics), "restarts": restarts}
+    measured = {
+        "curve": curve("test/accuracy"),
+        "collapsed_at": collapse_iteration(metrics),
+        "restarts": restarts,
+    }
+    if any(EMA in m for m in metrics):
+        measured["ema_curve"] = curve(EMA)
+    return measured
 
 
 def describe(config: RunConfig) -> str:
@@ -223,14 +239,19 @@ def describe(config: RunConfig) -> str:
 
 
 def curve_table(runs: list[dict], rows: int = 20) -> str:
-    """Test accuracy (%) of each seed and their mean +- std at (at most ``rows``) evaluations."""
+    """Test accuracy (%) of each seed and their mean +- std at (at most ``rows``) evaluations, and
+    the mean +- std of the students' parameter averages where they were kept."""
     iterations = [i for i, _ in runs[0]["curve"]]
     every = max(1, len(iterations) // rows)
     shown = sorted({*iterations[every - 1 :: every], iterations[-1]})
     accuracy = [dict(map(tuple, r["curve"])) for r in runs]
     lines = [[i, *(f"{100 * a[i]:.2f}" for a in accuracy), mean_std([a[i] for a in accuracy])] for i in shown]
-    seeds = [f"seed {r['config']['seed']}" for r in runs]
-    return markdown_table(["iteration", *seeds, "mean +- std"], lines)
+    header = ["iteration", *(f"seed {r['config']['seed']}" for r in runs), "mean +- std"]
+    if all("ema_curve" in r for r in runs):
+        averaged = [dict(map(tuple, r["ema_curve"])) for r in runs]
+        lines = [[*line, mean_std([a[i] for a in averaged])] for line, i in zip(lines, shown)]
+        header.append("parameter average: mean +- std")
+    return markdown_table(header, lines)
 
 
 def table(results, options):
@@ -268,6 +289,10 @@ def table(results, options):
         accuracy = mean_std([r["test/accuracy"] for r in runs])
         rows.append([f"{what} (n={len(runs)}; {generated})", accuracy, PAPER[method],
                      f"{np.mean([r['train_seconds'] for r in runs]):.0f}"])  # fmt: skip
+        if all(EMA in r for r in runs):
+            decay = c["student_ema_decay"]
+            rows.append([f"{method.upper()}: the same students' parameter average (EMA {decay:g}, debiased; "
+                         "not the paper's method)", mean_std([r[EMA] for r in runs]), "", ""])  # fmt: skip
         curves += f"\n## {method.upper()}: test accuracy (%) by iteration\n\n" + curve_table(runs)
     return (
         f"# Data-free distillation on MNIST, LeNet-5 -> LeNet-5-half "

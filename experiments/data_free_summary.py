@@ -1,6 +1,7 @@
 """The tables of several ``data_free_mnist.py`` output folders in one Markdown page (for
 ``data_free_gpu.sh``): each folder's ``table.md`` when its command finished, else, per data-free run
-so far, its last evaluation (iteration, test accuracy, best accuracy so far and where, the class
+so far, its last evaluation (iteration, test accuracy, best accuracy so far and where, the test
+accuracy of the student's parameter average when it keeps one (``--student-ema``), the class
 entropy of the teacher on generated samples, the iteration by which the generator collapsed into
 one class if it did, and its restarts after a collapse: ``--restarts``) read from its
 ``metrics.jsonl`` and ``restarts.jsonl``.
@@ -14,8 +15,8 @@ import sys
 from jdistill.adversarial.inspection import collapse_iteration
 from jdistill.train import RunDir
 
-COLUMNS = ("run", "last iteration", "test accuracy (%)", "best (%) at iteration", "class entropy",
-           "collapsed by iteration", "restarts (collapsed at -> back to)")  # fmt: skip
+COLUMNS = ("run", "last iteration", "test accuracy (%)", "best (%) at iteration", "parameter average (%)",
+           "class entropy", "collapsed by iteration", "restarts (collapsed at -> back to)")  # fmt: skip
 
 
 def run_line(run_dir: pathlib.Path) -> str:
@@ -30,8 +31,10 @@ def run_line(run_dir: pathlib.Path) -> str:
     entropy = last.get("generated/class_entropy", float("nan"))
     collapsed = collapse_iteration(records) or "no"
     restarts = ", ".join(f"{r['step']} -> {r['back_to_step']}" for r in run.restarts()) or "none"
+    average = f"{100 * last['test/ema/accuracy']:.2f}" if "test/ema/accuracy" in last else "-"
     cells = (run_dir.name, last["step"], f"{100 * last['test/accuracy']:.2f}",
-             f"{100 * best['test/accuracy']:.2f} at {best['step']}", f"{entropy:.2f}", collapsed, restarts)  # fmt: skip
+             f"{100 * best['test/accuracy']:.2f} at {best['step']}", average, f"{entropy:.2f}", collapsed,
+             restarts)  # fmt: skip
     return f"| {' | '.join(map(str, cells))} |"
 
 

@@ -672,10 +672,11 @@ def mnist_like_dir(tmp_path_factory):
 def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monkeypatch, capsys):
     """experiments/data_free_mnist.py --smoke trains its teacher and students and writes the
     table, the accuracy plot and each run's class histogram; --seeds lists seeds; --restarts
-    reaches the data-free runs."""
+    reaches the data-free runs; --student-ema adds the students' parameter average in its own row."""
     out = tmp_path / "experiment"
     argv = [str(SCRIPT), "--data-dir", str(mnist_like_dir), "--out", str(out), "--smoke",
-            "--methods", "dfad", "--seeds", "3", "4", "--quiet", "--restarts", "2"]  # fmt: skip
+            "--methods", "dfad", "--seeds", "3", "4", "--quiet", "--restarts", "2",
+            "--student-ema", "0.9"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", argv)
     runpy.run_path(str(SCRIPT), run_name="__main__")
     table = (out / "table.md").read_text()
@@ -689,13 +690,18 @@ def test_the_experiment_writes_its_table_and_plot(mnist_like_dir, tmp_path, monk
     ):
         assert row in table
     assert "## DFAD: test accuracy (%) by iteration" in table
-    assert "| iteration | seed 3 | mean +- std |" in table
+    assert "| iteration | seed 3 | mean +- std | parameter average: mean +- std |" in table
+    assert (
+        "| DFAD: the same students' parameter average (EMA 0.9, debiased; not the paper's method) |" in table
+    )
     assert (out / "accuracy.png").read_bytes()[:8] == PNG
     assert (out / "dfad_seed3" / "class_histogram.png").exists()
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["teacher_dfad", "student", "kd", "dfad"]
     assert [s["run"] for s in results["dfad"]] == ["dfad_seed3"]
     assert [i for i, _ in results["dfad"][0]["curve"]] == [2, 4]
+    assert [i for i, _ in results["dfad"][0]["ema_curve"]] == [2, 4]
+    assert results["dfad"][0]["config"]["student_ema_decay"] == 0.9
     assert 0 <= results["dfad"][0]["generated/class_entropy"] <= 1
     teacher = df.paper_teacher("dfad", data_dir=str(mnist_like_dir), epochs=1)  # the smoke run's 1 epoch
     assert RunDir(out / "teacher_dfad").config() == teacher

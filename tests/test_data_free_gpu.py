@@ -31,7 +31,13 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
             {"epoch": 1, "step": 120, "test/accuracy": 0.5, "generated/class_entropy": 0.8},
             {"epoch": 2, "step": 240, "train/loss": 1.0},  # a record without an evaluation
             {"epoch": 3, "step": 360, "test/accuracy": 0.9, "generated/class_entropy": 0.95},
-            {"epoch": 4, "step": 480, "test/accuracy": 0.875, "generated/class_entropy": 0.97},
+            {
+                "epoch": 4,
+                "step": 480,
+                "test/accuracy": 0.875,
+                "generated/class_entropy": 0.97,
+                "test/ema/accuracy": 0.925,
+            },
         ],
     )
     write_metrics(tmp_path / "dafl_seed0" / "dafl_seed2", [
@@ -49,11 +55,13 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
     assert finished == "## dfad (finished)\n\n| the finished table |\n"
     assert "## dafl_seed0 (stopped before its end)" in stopped
     header, rule = stopped.splitlines()[2:4]
-    assert header.endswith("| class entropy | collapsed by iteration | restarts (collapsed at -> back to) |")
-    assert rule == "|---" * 7 + "|"
-    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 0.97 | no | none |" in stopped
-    assert "| dafl_seed1 | no evaluation yet | | | | | |" in stopped
-    assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | 0.00 | 240 | 240 -> 120 |" in stopped
+    assert header.endswith(
+        "| parameter average (%) | class entropy | collapsed by iteration | restarts (collapsed at -> back to) |"
+    )
+    assert rule == "|---" * 8 + "|"
+    assert "| dafl_seed0 | 480 | 87.50 | 90.00 at 360 | 92.50 | 0.97 | no | none |" in stopped
+    assert "| dafl_seed1 | no evaluation yet | | | | | | |" in stopped
+    assert "| dafl_seed2 | 240 | 40.00 | 50.00 at 120 | - | 0.00 | 240 | 240 -> 120 |" in stopped
     assert "teacher_dafl" not in stopped
 
 
@@ -112,10 +120,7 @@ def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
         names = archive.getnames()
     assert {n.split("/")[0] for n in names} == {*parts, "teachers"}
     assert "dafl_seed0/dafl_seed0/metrics.jsonl" in names and "dafl_seed2/dafl_seed2/metrics.jsonl" in names
-    assert (
-        json.loads((out / "dafl_seed2" / "dafl_seed2" / "config.json").read_text())["config"][
-            "collapse_restarts"
-        ]
-        == 3
-    )
+    dafl = json.loads((out / "dafl_seed2" / "dafl_seed2" / "config.json").read_text())["config"]
+    assert dafl["collapse_restarts"] == 3 and dafl["student_optimizer"]["ema_decay"] == 0.999
+    assert "parameter average" in (out / "dafl_seed2" / "table.md").read_text()
     assert not [n for n in names if "/checkpoints" in n or "/samples/" in n]

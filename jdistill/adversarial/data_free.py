@@ -189,6 +189,11 @@ class DataFreeConfig(groups.Grouped):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.collapse_restarts < 0:
             raise ValueError(f"collapse_restarts must be at least 0, got {self.collapse_restarts}")
+        if self.generator_optimizer.ema_decay is not None:
+            raise ValueError(
+                "generator_ema_decay: only the student is evaluated, so an average of the generator "
+                "would never be used; average the student (student_ema_decay)"
+            )
         if self.iterations % self.iterations_per_epoch:
             raise ValueError(
                 f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "

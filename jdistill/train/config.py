@@ -145,7 +145,9 @@ class OptimizerConfig:
     linear warm-up over ``warmup_epochs``. ``initial_momentum`` ramps SGD's momentum up to
     ``momentum`` over ``momentum_ramp_epochs``; ``dampening`` scales each gradient by ``1 - momentum``
     (Hinton et al. 2012). ``clip_norm`` clips the gradient's global norm; ``max_norm`` caps each
-    unit's incoming weight norm after every update (Srivastava et al. 2014)."""
+    unit's incoming weight norm after every update (Srivastava et al. 2014). ``ema_decay`` keeps the
+    debiased exponential moving average of the parameters, evaluated beside them (``ema/``
+    metrics); it does not change the training."""
 
     name: str = option(
         "sgd",
@@ -174,6 +176,11 @@ class OptimizerConfig:
     clip_norm: float | None = option(None, help="clip the gradient to this global norm before each update")
     max_norm: float | None = option(
         None, help="cap the L2 norm of each unit's incoming weights after every update (max-norm)"
+    )
+    ema_decay: float | None = option(
+        None,
+        help="keep an exponential moving average of the parameters with this decay (e.g. 0.999), "
+        "debiased, and evaluate it too (metrics ema/...); training is unchanged",
     )
 
     def __post_init__(self):
@@ -204,6 +211,8 @@ class OptimizerConfig:
         for name in ("max_norm", "clip_norm"):
             if getattr(self, name) is not None and getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0 (or None for no constraint), got {getattr(self, name)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) (or None for no average), got {self.ema_decay}")
 
     def check_epochs(self, epochs: int) -> None:
         """Refuse milestones or a warm-up that do not fit in a run of ``epochs``."""
@@ -245,6 +254,7 @@ class OptimizerConfig:
             momentum_schedule=momentum,
             dampening=self.dampening,
             b1=self.b1,
+            ema_decay=self.ema_decay,
             **options,
         )
 

@@ -14,7 +14,8 @@ multiplier of the player's own step:
 
 Optional global-norm gradient clipping comes first; ``trains`` (a predicate of a parameter's
 path) freezes the other parameters through ``optax.multi_transform`` (their update is zero);
-``max_norm`` projects each unit's incoming weights after the update (Srivastava et al. 2014).
+``max_norm`` projects each unit's incoming weights after the update (Srivastava et al. 2014);
+``ema_decay`` keeps an average of the parameters beside them (:func:`averaged`).
 """
 
 import dataclasses
@@ -39,7 +40,9 @@ class Optimizer:
     ``weight_decay``, ``clip_norm`` (global gradient norm), ``max_norm`` (per-unit weight norm after
     each update), ``trains`` (which parameter paths update; default all). ``momentum_schedule``
     (SGD), a function of the step, replaces the constant ``momentum``; ``dampening`` (SGD) scales
-    the gradient by ``1 - momentum`` before the trace."""
+    the gradient by ``1 - momentum`` before the trace. ``ema_decay`` (in (0, 1)) keeps the
+    exponential moving average of the parameters after every update (:func:`averaged`), which the
+    player carries beside its parameters and evaluations read as well."""
 
     name: str = "sgd"
     learning_rate: float = 0.05
@@ -53,6 +56,7 @@ class Optimizer:
     trains: Callable[[tuple[str, ...]], bool] | None = None
     momentum_schedule: Schedule | None = None
     dampening: bool = False
+    ema_decay: float | None = None
 
     def __post_init__(self):
         if self.name not in ("sgd", "adam"):
@@ -63,6 +67,8 @@ class Optimizer:
         for field in ("clip_norm", "max_norm"):
             if getattr(self, field) is not None and getattr(self, field) <= 0:
                 raise ValueError(f"{field} must be > 0 (or None), got {getattr(self, field)}")
+        if self.ema_decay is not None and not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in (0, 1) (or None), got {self.ema_decay}")
 
     def transformation(self) -> optax.GradientTransformation:
         def chain(learning_rate, momentum=self.momentum):
@@ -130,6 +136,17 @@ def momentum_ramp(start: float, end: float, ramp_steps: int) -> Schedule:
     """Momentum rising linearly from ``start`` to ``end`` over ``ramp_steps``, then ``end``
     (Hinton et al. 2012: 0.5 to 0.99 over the first 500 epochs)."""
     return optax.linear_schedule(start, end, max(ramp_steps, 1))
+
+
+def averaged(average, params, decay: float, count: jax.Array):
+    """The exponential moving average of the parameters after update ``count`` (1-based), debiased:
+    ``a_t = a_{t-1} + w_t (theta_t - a_{t-1})`` with ``w_t = (1 - d) / (1 - d^t)``, which equals
+    ``(1 - d) sum_{i<=t} d^(t-i) theta_i / (1 - d^t)``: the zero-started average divided by its bias,
+    as Adam debiases its moments (Kingma & Ba 2015), so that ``a_1 = theta_1`` and no weight is left
+    on the initialisation. Polyak & Juditsky 1992; for adversarial games, Yazici et al. 2019."""
+    decay = jnp.float32(decay)
+    weight = (1 - decay) / (1 - decay ** jnp.asarray(count, jnp.float32))
+    return jax.tree.map(lambda a, p: a + (weight * (p - a)).astype(a.dtype), average, params)
 
 
 def max_norm(params, limit: float | jax.Array):

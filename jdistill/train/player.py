@@ -42,7 +42,9 @@ def rest_of(module: nnx.Module):
 class Player:
     """``params`` (trained), ``rest`` (other variables), ``opt_state`` and ``step`` (updates since
     the optimizer was made; the schedule's step); static: ``graphdef``, ``optimizer`` and
-    ``stacked`` (K > 0 for K stacked peers, 0 for one module)."""
+    ``stacked`` (K > 0 for K stacked peers, 0 for one module). ``average``: the debiased moving
+    average of ``params`` when the optimizer has an ``ema_decay`` (:func:`optim.averaged`; it
+    starts again with the optimizer), else None."""
 
     params: Any
     rest: Any
@@ -51,6 +53,7 @@ class Player:
     graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False)
     optimizer: optim.Optimizer = flax.struct.field(pytree_node=False)
     stacked: int = flax.struct.field(pytree_node=False, default=0)
+    average: Any = None
 
     @classmethod
     def create(cls, module: nnx.Module, optimizer: optim.Optimizer) -> "Player":
@@ -74,10 +77,14 @@ class Player:
         return player.with_optimizer(optimizer)
 
     def with_optimizer(self, optimizer: optim.Optimizer) -> "Player":
-        """This player with a fresh state of ``optimizer`` (step 0)."""
+        """This player with a fresh state of ``optimizer`` (step 0; the average, if any, at the
+        parameters)."""
         init = optimizer.transformation().init
         opt_state = jax.vmap(init)(self.params) if self.stacked else init(self.params)
-        return self.replace(optimizer=optimizer, opt_state=opt_state, step=jnp.zeros((), jnp.int32))
+        average = None if optimizer.ema_decay is None else jax.tree.map(jnp.copy, self.params)
+        return self.replace(
+            optimizer=optimizer, opt_state=opt_state, step=jnp.zeros((), jnp.int32), average=average
+        )
 
     def module(self, params=None) -> nnx.Module:
         """The module, with ``params`` in place of the player's own if given (one module only)."""
@@ -97,7 +104,12 @@ class Player:
         params = optax.apply_updates(self.params, updates)
         if self.optimizer.max_norm is not None:
             params = optim.max_norm(params, self.optimizer.max_norm)
-        player = self.replace(params=params, rest=rest, opt_state=opt_state, step=self.step + 1)
+        average = self.average
+        if self.optimizer.ema_decay is not None:
+            average = optim.averaged(average, params, self.optimizer.ema_decay, self.step + 1)
+        player = self.replace(
+            params=params, rest=rest, opt_state=opt_state, step=self.step + 1, average=average
+        )
         return player, learning_rate
 
 
