@@ -15,7 +15,7 @@ from jdistill.cli import main
 from jdistill.data import load_digits
 from jdistill.train import Optimizer, Player, RunConfig, RunDir, fit, load_teacher, parallel
 from jdistill.train.config import OptimizerConfig
-from jdistill.train.evaluate import ClassifierEvaluator
+from jdistill.train.fit import evaluation
 
 
 @pytest.fixture(scope="module")
@@ -75,27 +75,26 @@ def test_a_new_optimizer_starts_the_average_again_and_none_keeps_no_average():
     assert player.with_optimizer(Optimizer("sgd", 1.0)).average is None
 
 
-def test_the_evaluator_scores_the_average_under_ema(digits):
-    """``ema/accuracy`` and ``ema/loss`` are those of the model with the averaged parameters (here
-    set by hand to the parameters plus noise), beside the player's own."""
-    config = RunConfig(model="mlp32", dataset="digits", epochs=1)
-    game = config.build(digits)
+def test_the_evaluation_scores_the_average_under_ema(digits):
+    """``ema/accuracy``, ``ema/loss`` and ``ema/agreement`` are the game's evaluation with the
+    player at its averaged parameters (here set by hand to the parameters plus noise), beside the
+    player's own metrics."""
+    game = RunConfig(model="mlp32", dataset="digits", epochs=1, ema_decay=0.9).build(digits)
     player = game.players["student"]
     rng = np.random.default_rng(1)
     other = jax.tree.map(lambda p: p + jnp.asarray(rng.normal(size=p.shape), jnp.float32), player.params)
-    player = player.with_optimizer(player.optimizer).replace(average=other)
-    evaluate = ClassifierEvaluator(digits, logits=lambda m, x: m.model(x, train=False)[0])
+    players = {"student": player.replace(average=other)}
     mesh = parallel.make_mesh(jax.devices()[:1])
-    result = evaluate(jax.device_put({"student": player}, parallel.replicated(mesh)), {}, mesh)
-    module = nnx.merge(player.graphdef, other, player.rest)
+    result = evaluation(game, jax.device_put(players, parallel.replicated(mesh)), {}, mesh)
     images = jnp.asarray(digits.normalise(digits.x_test), jnp.float32)
-    logits = np.asarray(module.model(images, train=False)[0])
+    logits = np.asarray(nnx.merge(player.graphdef, other, player.rest).model(images, train=False)[0])
     assert result["ema/accuracy"] == pytest.approx(np.mean(logits.argmax(-1) == digits.y_test), abs=1e-6)
     shifted = logits - logits.max(-1, keepdims=True)
     log_p = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
     ce = -np.mean(log_p[np.arange(len(digits.y_test)), digits.y_test])
     assert result["ema/loss"] == pytest.approx(ce, rel=1e-5)
     assert result["loss"] != pytest.approx(result["ema/loss"], rel=1e-3)
+    assert set(result) == {"accuracy", "loss", "ema/accuracy", "ema/loss"}
 
 
 def test_the_average_leaves_training_unchanged_and_resumes_exactly(digits, tmp_path):
@@ -137,11 +136,20 @@ def test_a_decay_outside_0_1_is_refused_in_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_data_free_generators_average_is_refused_as_never_used(tmp_path):
+def test_an_average_of_a_player_no_evaluation_reads_is_refused_in_one_line(tmp_path):
+    """A data-free generator and the discriminators of adversarial KD and of online distillation are
+    never evaluated: an average of theirs is refused, naming the option."""
     from jdistill.adversarial.data_free import DataFreeConfig
+    from jdistill.adversarial.discriminator import AdversarialKDConfig
+    from jdistill.adversarial.online import OnlineConfig
 
-    with pytest.raises(ValueError, match="generator_ema_decay: only the student is evaluated"):
+    never = "the {} is never evaluated, so an average of its parameters would not be used"
+    with pytest.raises(ValueError, match="^generator_ema_decay: " + never.format("generator") + "$"):
         DataFreeConfig(str(tmp_path / "teacher"), "dafl", generator_ema_decay=0.99)
+    with pytest.raises(ValueError, match="^disc_ema_decay: " + never.format("discriminator") + "$"):
+        AdversarialKDConfig(str(tmp_path / "teacher"), disc_ema_decay=0.99)
+    with pytest.raises(ValueError, match="^disc_ema_decay: " + never.format("discriminator") + "$"):
+        OnlineConfig(disc_ema_decay=0.99)
     assert (
         DataFreeConfig(str(tmp_path / "teacher"), "dafl", student_ema_decay=0.99).student_optimizer.ema_decay
         == 0.99

@@ -37,7 +37,7 @@ from jdistill.models import create_model
 from jdistill.models.generator import Generator
 from jdistill.models.layers import torch_init
 from jdistill.train import groups, optim
-from jdistill.train.config import ModelConfig, OptimizerConfig, RunConfig
+from jdistill.train.config import ModelConfig, OptimizerConfig, RunConfig, refuse_average
 from jdistill.train.distill import load_teacher
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
@@ -189,11 +189,7 @@ class DataFreeConfig(groups.Grouped):
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.collapse_restarts < 0:
             raise ValueError(f"collapse_restarts must be at least 0, got {self.collapse_restarts}")
-        if self.generator_optimizer.ema_decay is not None:
-            raise ValueError(
-                "generator_ema_decay: only the student is evaluated, so an average of the generator "
-                "would never be used; average the student (student_ema_decay)"
-            )
+        refuse_average(self.generator_optimizer, "generator_ema_decay", "generator")
         if self.iterations % self.iterations_per_epoch:
             raise ValueError(
                 f"iterations ({self.iterations}) must be a multiple of iterations_per_epoch "

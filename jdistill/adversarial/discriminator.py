@@ -31,7 +31,7 @@ from jdistill.methods import feature_shapes
 from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import build_discriminator
 from jdistill.train import groups
-from jdistill.train.config import OptimizerConfig
+from jdistill.train.config import OptimizerConfig, refuse_average
 from jdistill.train.distill import load_teacher, teacher_forward
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
@@ -121,6 +121,7 @@ class AdversarialKDConfig(groups.Grouped):
     eval_every: int = 1
 
     def __post_init__(self):
+        refuse_average(self.disc_optimizer, "disc_ema_decay", "discriminator")
         object.__setattr__(self, "disc_widths", tuple(int(w) for w in self.disc_widths))
         for name in ("epochs", "batch_size", "disc_steps", "eval_every"):
             if getattr(self, name) < 1:

@@ -45,7 +45,7 @@ from jdistill.losses.adversarial import (
 from jdistill.models import count_params, create_model
 from jdistill.models.discriminator import VectorDiscriminator
 from jdistill.train import groups
-from jdistill.train.config import OptimizerConfig
+from jdistill.train.config import OptimizerConfig, refuse_average
 from jdistill.train.evaluate import ClassifierEvaluator
 from jdistill.train.fit import deprecated_run
 from jdistill.train.game import LOSS, MODEL, Game, Move, Phase
@@ -93,6 +93,7 @@ class OnlineConfig(groups.Grouped):
     eval_every: int = 1
 
     def __post_init__(self):
+        refuse_average(self.disc_optimizer, "disc_ema_decay", "discriminator")
         if self.num_peers < 2:
             raise ValueError(
                 f"num_peers must be >= 2, got {self.num_peers}; for peers trained alone set "

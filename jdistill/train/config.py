@@ -259,6 +259,15 @@ class OptimizerConfig:
         )
 
 
+def refuse_average(optimizer: OptimizerConfig, flag: str, player: str) -> None:
+    """One line refusing a moving average (``ema_decay``) for ``player``, whose parameters no
+    evaluation reads (a generator, a discriminator)."""
+    if optimizer.ema_decay is not None:
+        raise ValueError(
+            f"{flag}: the {player} is never evaluated, so an average of its parameters would not be used"
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class DistillConfig:
     """What the student learns from: a finished ``teacher`` run directory and the ``methods``; the

@@ -31,8 +31,7 @@ class ClassifierEvaluator:
     ``teacher`` (the name of one of the game's frozen teachers), ``agreement`` (same prediction) of
     ``players[player]`` on the test set. A stacked
     player (K peers) gives ``peer{k}/accuracy``, their means as ``accuracy`` and ``loss``, and the
-    ``ensemble_accuracy`` of their mean probabilities. ``logits(module, images)`` reads a module.
-    The moving average of a player's parameters, if it keeps one, gives the same under ``ema/``."""
+    ``ensemble_accuracy`` of their mean probabilities. ``logits(module, images)`` reads a module."""
 
     __test__ = False  # not a pytest class
 
@@ -125,17 +124,10 @@ class ClassifierEvaluator:
 
     def __call__(self, players, teachers, mesh) -> dict:
         """``players`` and ``teachers`` replicated over ``mesh``, as :func:`~jdistill.train.fit`
-        places them. A player with a moving average of its parameters (``ema_decay``) is evaluated
-        with it as well, under ``ema/`` (with the player's own batch statistics)."""
+        places them."""
         player = players[self.player]
-        out = self._metrics(player, player.params, mesh, teachers)
-        if player.average is not None:
-            out |= {f"ema/{k}": v for k, v in self._metrics(player, player.average, mesh, teachers).items()}
-        return out
-
-    def _metrics(self, player, params, mesh, teachers) -> dict:
         step = self._step(player.graphdef, player.stacked)
-        sums = [step(params, player.rest, batch) for batch in self.test_batches(mesh, teachers)]
+        sums = [step(player.params, player.rest, batch) for batch in self.test_batches(mesh, teachers)]
         total = jax.device_get(jax.tree.map(lambda *v: sum(v), *sums))
         accuracy, loss = total["correct"] / total["count"], total["ce"] / total["count"]
         if not player.stacked:

@@ -205,7 +205,7 @@ def _play(
             for i in members:
                 mine = cohort.member(players, i)
                 extra = game.hooks.epoch(mine, epoch + 1, runs[i]) if game.hooks.epoch else {}
-                test = game.evaluate(mine, teachers, mesh) if evaluate else {}
+                test = evaluation(game, mine, teachers, mesh) if evaluate else {}
                 train = {k: float(v.mean()) for k, v in per_member[i].items()}
                 record = runs[i].append_epoch(
                     epoch + 1, first + per_epoch, seconds, train, test, game.eval_prefix, stage=phase.name,
@@ -277,6 +277,18 @@ def _log_restart(run: RunDir, restart: int, allowed: int, record: dict, back: in
 def _stream_position(state: dict) -> dict:
     """A stream's position (:meth:`~jdistill.data.streaming.BatchStream.get_state`) as arrays."""
     return {"epoch": np.asarray(state["epoch"], np.int32), "round": np.asarray(state["round"], np.int32)}
+
+
+def evaluation(game: Game, players, teachers, mesh) -> dict:
+    """``game.evaluate`` of ``players``, then again with each player that keeps a moving average of
+    its parameters (``ema_decay``) evaluated at that average (with its own other variables, such as
+    batch statistics), under ``ema/``."""
+    metrics = game.evaluate(players, teachers, mesh)
+    averaged = {name: p.replace(params=p.average) for name, p in players.items() if p.average is not None}
+    if averaged:
+        at_average = game.evaluate({**players, **averaged}, teachers, mesh)
+        metrics |= {f"ema/{k}": v for k, v in at_average.items()}
+    return metrics
 
 
 def _like_at(game: Game, replicated, streamed: bool, restarts: bool):
