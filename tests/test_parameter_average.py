@@ -167,3 +167,24 @@ def test_a_teacher_trained_with_an_average_loads_its_own_parameters(digits, tmp_
     assert accuracy == pytest.approx(
         json.loads((tmp_path / "t" / "summary.json").read_text())["test/accuracy"], abs=1e-6
     )
+
+
+def test_the_average_is_the_same_with_several_rounds_per_call(digits, tmp_path):
+    """Rounds scanned three to a jitted call carry the average as one at a time do."""
+    config = RunConfig(
+        model="mlp32", dataset="digits", epochs=2, batch_size=64, learning_rate=0.1, ema_decay=0.9
+    )
+    records = []
+    for k in (1, 3):
+        fit(
+            config,
+            tmp_path / str(k),
+            dataset=digits,
+            devices=jax.devices()[:1],
+            progress=False,
+            steps_per_call=k,
+        )
+        records.append(RunDir(tmp_path / str(k)).metrics())
+    for one, three in zip(*records, strict=True):
+        np.testing.assert_allclose(one["test/ema/loss"], three["test/ema/loss"], rtol=1e-5)
+        assert one["test/ema/loss"] != one["test/loss"]
