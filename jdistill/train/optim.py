@@ -146,7 +146,7 @@ def averaged(average, params, decay: float, count: jax.Array):
     on the initialisation. Polyak & Juditsky 1992; for adversarial games, Yazici et al. 2019."""
     decay = jnp.float32(decay)
     weight = (1 - decay) / (1 - decay ** jnp.asarray(count, jnp.float32))
-    return jax.tree.map(lambda a, p: a + (weight * (p - a)).astype(a.dtype), average, params)
+    return optax.incremental_update(params, average, weight)  # w theta_t + (1 - w) a_{t-1}
 
 
 def max_norm(params, limit: float | jax.Array):
