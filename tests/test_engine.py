@@ -391,3 +391,21 @@ def test_an_unfinished_run_of_jdistill_0_1_is_refused_in_one_line_naming_the_ver
         message,
     ), message
     assert (run / "checkpoints" / "1").exists()  # nothing of the user's is touched
+
+
+def test_an_unfinished_run_from_before_the_parameter_average_resumes_exactly(digits, tmp_path):
+    """Checkpoints written before players had an ``average`` field (jdistill at commit bac7d42,
+    2026-11-30: ``train-teacher --model mlp32 --dataset digits --epochs 3 --batch-size 64 --seed 1``,
+    stopped after epoch 2's checkpoint) resume under today's player, and epoch 3 trains to what
+    that version recorded for it, float for float."""
+    fixtures = pathlib.Path(__file__).parent / "fixtures" / "runs_before_average"
+    run = tmp_path / "old"
+    shutil.copytree(fixtures / "unfinished", run)
+    config = RunConfig(model="mlp32", dataset="digits", epochs=3, batch_size=64, seed=1)
+    fit(config, run, dataset=digits, devices=jax.devices()[:1], progress=False)
+    recorded = json.loads((fixtures / "epoch_3_as_recorded.json").read_text())
+    resumed = RunDir(run).metrics()
+    assert [m["epoch"] for m in resumed] == [1, 2, 3]
+    strip = lambda record: {k: v for k, v in record.items() if k != "seconds"}
+    assert strip(resumed[2]) == strip(recorded)
+    assert (run / "checkpoints" / "3").is_dir()

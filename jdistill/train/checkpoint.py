@@ -1,6 +1,7 @@
 """Checkpoints of a run's players with orbax ``CheckpointManager``."""
 
 import contextlib
+import dataclasses
 import pathlib
 import signal
 import threading
@@ -11,6 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jdistill.train import distributed
+from jdistill.train.player import Player
 
 
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -51,12 +53,41 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state) -> None:
 
 def restore(mngr: ocp.CheckpointManager, like, epoch: int | None = None):
     """Restore checkpoint ``epoch`` (default: the latest) into the structure, shapes and
-    shardings of ``like``."""
+    shardings of ``like``; a checkpoint written before one of ``LATER_PLAYER_FIELDS`` existed
+    restores into players that leave it unused."""
     epoch = mngr.latest_step() if epoch is None else epoch
     if epoch is None:
         raise FileNotFoundError(f"no checkpoint in {mngr.directory}")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
-    return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    try:
+        return mngr.restore(epoch, args=ocp.args.StandardRestore(abstract))
+    except ValueError as error:
+        if "tree structures do not match" not in str(error) or not isinstance(abstract, dict):
+            raise
+        older = {k: _fields_before(v) for k, v in abstract.items()}
+        if all(older[k] is abstract[k] for k in abstract):
+            raise
+        try:  # a checkpoint written before the player's later fields (None when unused)
+            restored = mngr.restore(epoch, args=ocp.args.StandardRestore(older))
+        except ValueError:
+            raise error from None
+        return {
+            k: restored[k] if older[k] is abstract[k] else like[k].replace(**restored[k]) for k in abstract
+        }
+
+
+# Fields a player gained after its checkpoints were first written, with the date each came; an
+# unused one is None, and a checkpoint written before it restores without it.
+LATER_PLAYER_FIELDS = ("average",)  # 2026-11-30 (the parameter average, ``ema_decay``)
+
+
+def _fields_before(value):
+    """A player whose later fields are all unused (None) as a dictionary of its other fields, the
+    structure its checkpoint had before them; anything else as it is."""
+    if not isinstance(value, Player) or any(getattr(value, f) is not None for f in LATER_PLAYER_FIELDS):
+        return value
+    names = [f.name for f in dataclasses.fields(value) if f.metadata.get("pytree_node", True)]
+    return {n: getattr(value, n) for n in names if n not in LATER_PLAYER_FIELDS}
 
 
 def restore_latest_readable(run_dir: pathlib.Path, like_at):
