@@ -1,7 +1,7 @@
 """Every training form on the one engine, against its golden record (``tests/golden``: written by the
 five loops the engine replaced, re-recorded only where a change was intended, see
 ``tests/golden/record.py``): on one device, on four, with 16 rounds per call, and resumed after
-losing its last epoch."""
+losing its last epoch; and what its checkpoint holds, against the recorded structure."""
 
 import json
 import shutil
@@ -109,3 +109,20 @@ def test_a_run_that_lost_its_last_epoch_resumes_to_the_same_metrics(form, one_de
     (run / "summary.json").unlink()
     fit(config, run, dataset=dataset, devices=jax.devices()[:1], progress=False)
     assert differences(expected, forms.record_of(run), rtol=0.0) == []
+
+
+@pytest.mark.parametrize("form", forms.FORMS)
+def test_what_a_checkpoint_holds_is_as_recorded(form, one_device):
+    """A checkpoint's structure is a contract with every unfinished run on disk: a change (a player
+    field, an optimizer's state) makes earlier checkpoints unreadable unless ``checkpoint.restore``
+    migrates them, as it does for the fields in ``LATER_PLAYER_FIELDS``. Recorded by the engine
+    (2026-12-01), not by the old loops."""
+    recorded = json.loads((GOLDEN / forms.LAYOUTS).read_text())[form]
+    one_device[1].play_before(form, including=True)
+    now = forms.checkpoint_layout(one_device[0] / form)
+    assert now == recorded, (
+        f"the checkpoint of {form} changed (now, not recorded: {sorted(set(now) - set(recorded))}; "
+        f"recorded, not now: {sorted(set(recorded) - set(now))}): let checkpoint.restore read the "
+        "recorded form, test it with a run written before the change (tests/fixtures), then "
+        "re-record with `python tests/golden/record.py --layouts`"
+    )

@@ -12,6 +12,7 @@ import pathlib
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import nnx
 
 from jdistill.adversarial import data_free, discriminator, online
@@ -69,6 +70,25 @@ def record_of(run_dir) -> dict:
     summary = json.loads((run_dir / "summary.json").read_text())
     drop = lambda d: {k: v for k, v in d.items() if k not in TIMING}
     return {"metrics": [drop(m) for m in lines], "summary": drop(summary)}
+
+
+LAYOUTS = "checkpoint_layouts.json"  # each form's checkpoint_layout, as recorded
+
+
+def checkpoint_layout(run_dir) -> list[str]:
+    """The structure of the run's latest checkpoint as orbax saved it: one line per node, its path
+    and what it holds (an array's shape and dtype, or an empty node: None, {} or [])."""
+    steps = [int(p.name) for p in (pathlib.Path(run_dir) / "checkpoints").iterdir() if p.name.isdigit()]
+    path = (
+        pathlib.Path(run_dir) / "checkpoints" / str(max(steps)) / "default"
+    ).absolute()  # orbax reads no relative path
+    tree = ocp.StandardCheckpointer().metadata(path).item_metadata
+    empty = lambda v: v is None or (isinstance(v, (dict, list, tuple)) and not v)
+    return [
+        f"{jax.tree_util.keystr(where)}: "
+        + (repr(node) if empty(node) else f"{tuple(node.shape)} {np.dtype(node.dtype).name}")
+        for where, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=empty)[0]
+    ]
 
 
 # ------------------------------------------------------------------ the configurations
