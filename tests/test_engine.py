@@ -409,3 +409,18 @@ def test_an_unfinished_run_from_before_the_parameter_average_resumes_exactly(dig
     strip = lambda record: {k: v for k, v in record.items() if k != "seconds"}
     assert strip(resumed[2]) == strip(recorded)
     assert (run / "checkpoints" / "3").is_dir()
+
+
+def test_a_checkpoint_of_another_structure_is_still_refused_with_orbax_s_error(tmp_path):
+    """The retry for checkpoints from before a player's later fields does not hide a real mismatch:
+    the fixture's mlp32 (one hidden layer) restored into a player of mlp1200 (two) raises orbax's
+    own error."""
+    from jdistill.models import create_model
+    from jdistill.train import checkpoint
+
+    run = tmp_path / "old"
+    shutil.copytree(pathlib.Path(__file__).parent / "fixtures" / "runs_before_average" / "unfinished", run)
+    other = create_model("mlp1200", (8, 8, 1), 10, rngs=nnx.Rngs(0))
+    like = {"student": Player.create(other, Optimizer(learning_rate=0.05))}
+    with pytest.raises(ValueError, match="tree structures do not match"):
+        checkpoint.restore(checkpoint.manager(run), like)
