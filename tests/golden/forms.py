@@ -78,11 +78,9 @@ LAYOUTS = "checkpoint_layouts.json"  # each form's checkpoint_layout, as recorde
 def checkpoint_layout(run_dir) -> list[str]:
     """The structure of the run's latest checkpoint as orbax saved it: one line per node, its path
     and what it holds (an array's shape and dtype, or an empty node: None, {} or [])."""
-    steps = [int(p.name) for p in (pathlib.Path(run_dir) / "checkpoints").iterdir() if p.name.isdigit()]
-    path = (
-        pathlib.Path(run_dir) / "checkpoints" / str(max(steps)) / "default"
-    ).absolute()  # orbax reads no relative path
-    tree = ocp.StandardCheckpointer().metadata(path).item_metadata
+    checkpoints = pathlib.Path(run_dir).absolute() / "checkpoints"  # a relative path's metadata is None
+    latest = max(int(p.name) for p in checkpoints.iterdir() if p.name.isdigit())
+    tree = ocp.StandardCheckpointer().metadata(checkpoints / str(latest) / "default").item_metadata
     empty = lambda v: v is None or (isinstance(v, (dict, list, tuple)) and not v)
     return [
         f"{jax.tree_util.keystr(where)}: "
