@@ -115,7 +115,7 @@ def test_a_run_that_lost_its_last_epoch_resumes_to_the_same_metrics(form, one_de
 def test_what_a_checkpoint_holds_is_as_recorded(form, one_device):
     """A checkpoint's structure is a contract with every unfinished run on disk: a change (a player
     field, an optimizer's state) makes earlier checkpoints unreadable unless ``checkpoint.restore``
-    migrates them, as it does for the fields in ``LATER_PLAYER_FIELDS``; a new optax or orbax
+    migrates them, as it does for ``player.LATER_FIELDS``; a new optax or orbax
     version can change it too (a real loss for unfinished runs, or only orbax's way of describing
     the same files). Recorded by the engine (2026-12-01, optax 0.2.8, orbax 0.12.8), not by the old
     loops."""

@@ -12,7 +12,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from jdistill.train import distributed
-from jdistill.train.player import Player
+from jdistill.train.player import LATER_FIELDS, Player
 
 
 def manager(run_dir: pathlib.Path, *, max_to_keep: int = 2) -> ocp.CheckpointManager:
@@ -53,7 +53,7 @@ def save(mngr: ocp.CheckpointManager, epoch: int, state) -> None:
 
 def restore(mngr: ocp.CheckpointManager, like, epoch: int | None = None):
     """Restore checkpoint ``epoch`` (default: the latest) into the structure, shapes and
-    shardings of ``like``; a checkpoint written before one of ``LATER_PLAYER_FIELDS`` existed
+    shardings of ``like``; a checkpoint written before one of ``LATER_FIELDS`` existed
     restores into players that leave it unused."""
     epoch = mngr.latest_step() if epoch is None else epoch
     if epoch is None:
@@ -76,18 +76,13 @@ def restore(mngr: ocp.CheckpointManager, like, epoch: int | None = None):
         }
 
 
-# Fields a player gained after its checkpoints were first written, with the date each came; an
-# unused one is None, and a checkpoint written before it restores without it.
-LATER_PLAYER_FIELDS = ("average",)  # 2026-11-30 (the parameter average, ``ema_decay``)
-
-
 def _fields_before(value):
     """A player whose later fields are all unused (None) as a dictionary of its other fields, the
     structure its checkpoint had before them; anything else as it is."""
-    if not isinstance(value, Player) or any(getattr(value, f) is not None for f in LATER_PLAYER_FIELDS):
+    if not isinstance(value, Player) or any(getattr(value, f) is not None for f in LATER_FIELDS):
         return value
     names = [f.name for f in dataclasses.fields(value) if f.metadata.get("pytree_node", True)]
-    return {n: getattr(value, n) for n in names if n not in LATER_PLAYER_FIELDS}
+    return {n: getattr(value, n) for n in names if n not in LATER_FIELDS}
 
 
 def restore_latest_readable(run_dir: pathlib.Path, like_at):

@@ -38,6 +38,12 @@ def rest_of(module: nnx.Module):
     return nnx.to_pure_dict(nnx.split(module, nnx.Param, ...)[2])
 
 
+# Fields a player gained after its checkpoints were first written, with the date each came: an
+# unused one is None, and a checkpoint written before it restores without it (checkpoint.restore).
+# A new field goes here, or changes what every unfinished run's checkpoint must hold.
+LATER_FIELDS = ("average",)  # 2026-11-30 (the parameter average, ``ema_decay``)
+
+
 @flax.struct.dataclass
 class Player:
     """``params`` (trained), ``rest`` (other variables), ``opt_state`` and ``step`` (updates since
