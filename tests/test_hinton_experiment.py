@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from idx_files import write_mnist_like
 
-from jdistill.train import RunDir
+from jdistill.data.mnist import load_mnist_dir
+from jdistill.train import RunDir, load_teacher
 
 SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "hinton_mnist.py"
 
@@ -174,3 +175,44 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
     assert [s["teacher_saw_held_out"] for s in proxied] == [True, True]
     assert "trained on these images: the rows rank recipes only" in (proxy / "table.md").read_text()
     assert not (proxy / "teacher").exists()
+
+
+@pytest.mark.slow
+def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
+    mnist_like_dir, tmp_path, monkeypatch
+):
+    script = SCRIPT.with_name("hinton_teacher_rate.py")
+    out = tmp_path / "rate"
+    args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--quiet", "--rates", "1", "3",
+            "--inits", "flax", "--compressed", "--students", "1", "--student-epochs", "1"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", [str(script), *args])
+    runpy.run_path(str(script), run_name="__main__")
+    results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["lr1_flax", "lr1_flax_kd", "lr3_flax", "lr3_flax_kd"]
+    held_out = round(1400 / 6)
+    dataset = load_mnist_dir(mnist_like_dir)
+    for rate in (1, 3):
+        teacher = out / f"lr{rate}_flax"
+        config = RunDir(teacher).flat_config()
+        assert config["learning_rate"] == rate and config["init"] == "flax" and config["dampening"]
+        assert config["holdout_fraction"] == pytest.approx(1 / 6) and config["batch_size"] == 100
+        assert config["lr_decay"] == pytest.approx(0.998**3000)  # compressed to its one epoch
+        (summary,) = results[f"lr{rate}_flax"]
+        assert summary["errors"] == round((1 - summary["val/accuracy"]) * held_out)
+        # the dead units again, from the checkpoint's arrays in NumPy (inference: no dropout)
+        params = load_teacher(str(teacher), dataset).variables[0]["model"]["hidden"]
+        h, dead = dataset.x_train.reshape(len(dataset.x_train), -1), []
+        for i in (0, 1):
+            h = np.maximum(h @ np.asarray(params[i]["kernel"]) + np.asarray(params[i]["bias"]), 0)
+            dead.append(float((h.max(0) <= 0).mean()))
+        assert list(summary["dead"]) == ["hidden1", "hidden2"]
+        np.testing.assert_allclose(list(summary["dead"].values()), dead, atol=1e-6)
+        (student,) = results[f"lr{rate}_flax_kd"]
+        student_config = RunDir(out / student["run"]).flat_config()
+        assert student_config["teacher"] == str(teacher.absolute()) and student_config["temperature"] == 20
+        assert student_config["holdout_fraction"] == pytest.approx(1 / 6) and student_config["epochs"] == 1
+    table = (out / "table.md").read_text()
+    assert (
+        len([line for line in table.splitlines() if line.startswith("| ")]) == 3
+    )  # header, a row per teacher
+    assert f"| 1 | flax | {results['lr1_flax'][0]['errors']} |" in table
