@@ -11,9 +11,15 @@ a ReLU unit whose input is negative for every image gets no gradient and stays s
 of the logits. Nothing looks at the test set.
 
     python experiments/hinton_teacher_rate.py --data-dir ../shared/data/mnist --out runs/hinton_teacher_rate
-        # 12 teachers of 1 epoch: about 2.5 min of training on 2 CPU cores
+        # 12 teachers of 1 epoch: about 3 min on 2 CPU cores
+    python experiments/hinton_teacher_rate.py --data-dir ../shared/data/mnist \\
+        --out runs/hinton_teacher_rate_100 --rates 0.5 1 --inits flax --epochs 100 --compressed \\
+        --students 2 --teacher-seed 0
+        # 2 teachers of hinton_mnist.py's compressed recipe (hinton_2012_over), 100 epochs, each with 2
+        # distilled students of 30 epochs (hinton_mnist.py's recipe, T = 20): about 37 min (README)
 
-Runs ``lr{rate}_{init}``; writes ``table.md`` and ``results.json`` to ``--out``.
+Runs ``lr{rate}_{init}`` (the teachers) and ``lr{rate}_{init}_kd/seed{s}`` (their students); writes
+``table.md`` and ``results.json`` to ``--out``.
 """
 
 import dataclasses
@@ -36,15 +42,14 @@ PROBE_IMAGES = 2000  # training images the dead units and logits are measured on
 def runs(options):
     a, data_dir, held_out = options.args, options.data_dir, {"holdout_fraction": hinton.HOLDOUT}
     long = hinton.SCHEDULES["long"]
-    recipe = dict(hinton.hinton_2012_over(a.epochs) if a.compressed else long.teacher_recipe) | {
-        "eval_every": 1
-    }
+    recipe = dict(hinton.hinton_2012_over(a.epochs) if a.compressed else long.teacher_recipe)
+    recipe |= {"eval_every": 1, "seed": a.teacher_seed}
     students = dataclasses.replace(hinton.SCHEDULES["default"], student_epochs=a.student_epochs)
     for rate in a.rates:
         for init in a.inits:
             name = f"lr{rate:g}_{init}"
             teacher = hinton.teacher_config(data_dir, long, a.epochs).replace(
-                **(recipe | {"learning_rate": rate, "init": init, "seed": a.teacher_seed}), **held_out
+                **(recipe | {"learning_rate": rate, "init": init}), **held_out
             )
             yield Run(name, teacher, name)
             for s in range(a.students):
