@@ -81,7 +81,7 @@ def epochs(n: int) -> str:
 def table(results, options) -> str:
     a, rows = options.args, []
     for name, (summary,) in ((n, r) for n, r in results.items() if not n.endswith("_kd")):
-        rate, init = name[2:].split("_")
+        rate, init = f"{summary['config']['learning_rate']:g}", summary["config"]["init"]
         dead = " / ".join(f"{100 * d:.1f}" for d in summary["dead"].values())
         students = [s["errors"] for s in results.get(f"{name}_kd", [])]
         row = [rate, init, summary["errors"], dead, f"{summary['logit_std']:.2f}"]

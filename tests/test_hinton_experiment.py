@@ -211,8 +211,7 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
         student_config = RunDir(out / student["run"]).flat_config()
         assert student_config["teacher"] == str(teacher.absolute()) and student_config["temperature"] == 20
         assert student_config["holdout_fraction"] == pytest.approx(1 / 6) and student_config["epochs"] == 1
-    table = (out / "table.md").read_text()
-    assert (
-        len([line for line in table.splitlines() if line.startswith("| ")]) == 3
-    )  # header, a row per teacher
+    table_rows = [line for line in (out / "table.md").read_text().splitlines() if line.startswith("| ")]
+    assert len(table_rows) == 3  # the header and a row per teacher
+    table = "\n".join(table_rows)
     assert f"| 1 | flax | {results['lr1_flax'][0]['errors']} |" in table
