@@ -22,6 +22,13 @@ os.environ.setdefault(
 os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
 
 
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pyproject's addopts): one worker per core, at most 8, since each worker is a JAX
+    process with its own thread pools and compilation."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return min(cores, 8)
+
+
 def pytest_configure(config):
     """Before any test module imports jax: the fast tier's compiler flag (see the module docstring)."""
     if "slow" not in config.option.markexpr.replace("not slow", ""):
