@@ -109,7 +109,10 @@ def runs(options):
     schedule = SCHEDULES[a.schedule]
     kd = dict(hard_weight=a.hard_weight, lr=a.kd_lr, warmup_epochs=a.kd_warmup_epochs, clip_norm=a.clip_norm,
               jitter=a.transfer_jitter)  # fmt: skip
-    yield Run("teacher", teacher_config(data_dir, schedule, a.teacher_epochs), "teacher")
+    teacher_run = teacher_config(data_dir, schedule, a.teacher_epochs)
+    if a.teacher_lr is not None:
+        teacher_run = teacher_run.replace(learning_rate=a.teacher_lr)
+    yield Run("teacher", teacher_run, "teacher")
     for s in options.seeds:
         yield Run(f"alone/seed{s}", student_config(data_dir, schedule, s, a.student_lr), "alone")
     for t in sorted(set(a.temperatures) | {20.0}):  # the other temperatures: --sweep-seeds seeds
@@ -265,6 +268,8 @@ def add_options(parser) -> None:
     add("--transfer-jitter", type=int, default=0, help="translate the distilled students' transfer images "
         "by up to this many pixels (the teacher's soft targets then come from the translated image)")
     add("--teacher-epochs", type=int, default=None, help="override the schedule's")
+    add("--teacher-lr", type=float, default=None, help="override the teacher recipe's learning rate (1 in "
+        "the default and long schedules; README: 'The teacher's learning rate')")
 
 
 EXPERIMENT = Experiment(doc=__doc__, dataset="mnist", runs=runs, table=table, plots=plots, measure=measure,

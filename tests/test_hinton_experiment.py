@@ -75,10 +75,12 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
 
 
 @pytest.mark.slow
-def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_path, monkeypatch):
+def test_validate_holds_out_training_images_and_teacher_lr_sets_the_teachers_rate(
+    mnist_like_dir, tmp_path, monkeypatch
+):
     out = tmp_path / "val"
     _run(monkeypatch, "--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet",
-         "--validate", "--seeds", "1", "--sweep-seeds", "0")  # fmt: skip
+         "--validate", "--seeds", "1", "--sweep-seeds", "0", "--teacher-lr", "0.5")  # fmt: skip
     results = json.loads((out / "results.json").read_text())
     assert list(results) == ["teacher", "alone", "kd_T20", "kd_T20_no3"]
     assert (
@@ -87,6 +89,7 @@ def test_validate_holds_out_training_images_for_every_run(mnist_like_dir, tmp_pa
     for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
         config = RunDir(out / run).flat_config()
         assert config["holdout_fraction"] == pytest.approx(1 / 6)
+        assert config["learning_rate"] == (0.5 if run == "teacher" else 0.1)  # --teacher-lr: the teacher's
         summary = json.loads((out / run / "summary.json").read_text())
         assert "val/accuracy" in summary and not any(
             k.startswith("test/") for k in summary
