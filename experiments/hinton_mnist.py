@@ -81,11 +81,13 @@ SCHEDULES = {
 
 
 # fmt: off
-def teacher_config(data_dir, schedule: Schedule, epochs: int | None = None) -> RunConfig:
+def teacher_config(data_dir, schedule: Schedule, epochs: int | None = None,
+                   lr: float | None = None) -> RunConfig:
+    """The table's teacher; ``epochs``, ``lr`` None: the schedule's."""
     default = RunConfig(model="mlp1200", dataset="mnist", data_dir=data_dir, learning_rate=0.1, max_shift=2,
                         epochs=epochs or schedule.teacher_epochs, max_norm=4.0,
                         eval_every=schedule.eval_every)
-    return default.replace(**dict(schedule.teacher_recipe))
+    return default.replace(**dict(schedule.teacher_recipe) | ({} if lr is None else {"learning_rate": lr}))
 
 
 def student_config(data_dir, schedule: Schedule, seed: int, lr: float = 0.1) -> RunConfig:
@@ -109,10 +111,7 @@ def runs(options):
     schedule = SCHEDULES[a.schedule]
     kd = dict(hard_weight=a.hard_weight, lr=a.kd_lr, warmup_epochs=a.kd_warmup_epochs, clip_norm=a.clip_norm,
               jitter=a.transfer_jitter)  # fmt: skip
-    teacher_run = teacher_config(data_dir, schedule, a.teacher_epochs)
-    if a.teacher_lr is not None:
-        teacher_run = teacher_run.replace(learning_rate=a.teacher_lr)
-    yield Run("teacher", teacher_run, "teacher")
+    yield Run("teacher", teacher_config(data_dir, schedule, a.teacher_epochs, a.teacher_lr), "teacher")
     for s in options.seeds:
         yield Run(f"alone/seed{s}", student_config(data_dir, schedule, s, a.student_lr), "alone")
     for t in sorted(set(a.temperatures) | {20.0}):  # the other temperatures: --sweep-seeds seeds
