@@ -47,11 +47,11 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
     errors = {row: [s["errors"] for s in summaries] for row, summaries in results.items()}
     table = (out / "table.md").read_text()
     assert table in printed
-    assert table.startswith(f"Test errors out of {num_test} test images")
+    assert table.startswith(f"Errors out of {num_test} test images")
     (teacher,), alone, kd = errors["teacher"], np.mean(errors["alone"]), np.mean(errors["kd_T20"])
     if alone > teacher:
         closed = (alone - kd) / (alone - teacher)
-        assert f"closed by distillation: {100 * closed:.0f} % (paper: 91 %)" in table
+        assert f"closed by distillation: {100 * closed:.0f} % (paper, test set: 91 %)" in table
     else:
         assert "closed by distillation" not in table
 
@@ -79,13 +79,20 @@ def test_validate_holds_out_training_images_and_teacher_lr_sets_the_teachers_rat
     mnist_like_dir, tmp_path, monkeypatch
 ):
     out = tmp_path / "val"
-    _run(monkeypatch, "--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet",
-         "--validate", "--seeds", "1", "--sweep-seeds", "0", "--teacher-lr", "0.5")  # fmt: skip
+    args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--schedule", "smoke", "--quiet",
+            "--validate", "--seeds", "1", "--sweep-seeds", "0", "--teacher-lr", "0.5"]  # fmt: skip
+    _run(monkeypatch, *args, "--no-omitted-threes")  # the main table alone
     results = json.loads((out / "results.json").read_text())
+    assert list(results) == ["teacher", "alone", "kd_T20"] and not (out / "kd_T20_no3").exists()
+    main_table, teacher_summary = (out / "table.md").read_text(), (out / "teacher/summary.json").read_text()
+    assert "| student 784-800-800-10, soft targets T = 20 |" in main_table and "Omitted 3s" not in main_table
+    assert "not comparable with the paper's test errors" in main_table and "| 146 |" not in main_table
+    _run(monkeypatch, *args)  # reads the three runs back and adds the omitted-3s students
+    results = json.loads((out / "results.json").read_text())
+    assert "Omitted 3s" in (out / "table.md").read_text()
+    assert (out / "teacher/summary.json").read_text() == teacher_summary  # not trained again
     assert list(results) == ["teacher", "alone", "kd_T20", "kd_T20_no3"]
-    assert (
-        (out / "table.md").read_text().startswith(f"Test errors out of {round(1400 / 6)} held-out training")
-    )
+    assert (out / "table.md").read_text().startswith(f"Errors out of {round(1400 / 6)} held-out training")
     for run in ("teacher", "alone/seed0", "kd_T20/seed0"):
         config = RunDir(out / run).flat_config()
         assert config["holdout_fraction"] == pytest.approx(1 / 6)
