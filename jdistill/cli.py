@@ -7,7 +7,6 @@ import json
 import pathlib
 import sys
 import time
-import warnings
 
 from jdistill.cli_games import DATA_DIR_HELP, DATASET_HELP, add_run_options, start, start_cohort
 from jdistill.cli_options import (
@@ -15,6 +14,7 @@ from jdistill.cli_options import (
     OneLineParser,
     add_config_options,
     given_values,
+    one_line_warnings,
 )
 
 
@@ -402,14 +402,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    formatwarning = warnings.formatwarning
-    warnings.formatwarning = lambda message, category, *rest, **options: (
-        f"jdistill {args.command}: warning: {message}\n"
-    )
     from jdistill.train.distributed import StoppedOnProcess0
 
     try:
-        args.func(args)
+        with one_line_warnings(f"jdistill {args.command}"):
+            args.func(args)
     # OSError: FileNotFoundError, a read-only directory, ...
     except (ValueError, OSError, FloatingPointError, StoppedOnProcess0) as e:
         sys.exit(f"jdistill {args.command}: error: {e}")
@@ -417,5 +414,3 @@ def main(argv: list[str] | None = None) -> None:
         out = getattr(args, "out", None)
         where = f"; the same command resumes from the last checkpoint in {out}" if out else ""
         sys.exit(f"jdistill {args.command}: interrupted{where}")
-    finally:
-        warnings.formatwarning = formatwarning  # for a caller that imported main

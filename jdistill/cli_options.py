@@ -7,11 +7,13 @@ values from a preset's and the defaults (:func:`given_values`, :func:`print_conf
 """
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 
 from jdistill.train import groups
@@ -62,6 +64,18 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+@contextlib.contextmanager
+def one_line_warnings(prog: str):
+    """Inside the block a warning prints as one line, ``{prog}: warning: {message}``, instead of the
+    file, line and source of the code that raised it."""
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *rest, **options: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = formatwarning  # for a caller that imported the command's main
 
 
 class DeprecatedAlias(argparse.Action):

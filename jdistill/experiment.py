@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jdistill.cli_games import STEPS_PER_CALL_HELP, add_process_options, start_processes
-from jdistill.cli_options import OneLineParser
+from jdistill.cli_options import OneLineParser, one_line_warnings
 from jdistill.train import distributed, groups
 
 
@@ -242,24 +242,26 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
     args = parser_for(experiment).parse_args(argv)
     started = time.perf_counter()
     out = pathlib.Path(args.out).absolute()
-    try:
-        start_processes(args)
-        options = options_from(experiment, args)
-        dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
-        if options.smoke and dataset is not None:
-            dataset = dataset.first(*experiment.smoke_examples)
-        if experiment.data:
-            dataset = experiment.data(dataset, options)
-        options = dataclasses.replace(options, dataset=dataset)
-        options.out.mkdir(parents=True, exist_ok=True)
-        results = play(experiment, options)
-        table = experiment.table(results, options)
-        if experiment.plots and distributed.is_primary():
-            experiment.plots(results, options)
-    except (ValueError, OSError, distributed.StoppedOnProcess0) as e:
-        sys.exit(f"{pathlib.Path(sys.argv[0]).name}: error: {e}")
-    except KeyboardInterrupt:
-        sys.exit(f"interrupted; the same command resumes from the last checkpoints in {out}")
+    prog = pathlib.Path(sys.argv[0]).name
+    with one_line_warnings(prog):
+        try:
+            start_processes(args)
+            options = options_from(experiment, args)
+            dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
+            if options.smoke and dataset is not None:
+                dataset = dataset.first(*experiment.smoke_examples)
+            if experiment.data:
+                dataset = experiment.data(dataset, options)
+            options = dataclasses.replace(options, dataset=dataset)
+            options.out.mkdir(parents=True, exist_ok=True)
+            results = play(experiment, options)
+            table = experiment.table(results, options)
+            if experiment.plots and distributed.is_primary():
+                experiment.plots(results, options)
+        except (ValueError, OSError, distributed.StoppedOnProcess0) as e:
+            sys.exit(f"{prog}: error: {e}")
+        except KeyboardInterrupt:
+            sys.exit(f"interrupted; the same command resumes from the last checkpoints in {out}")
     if not distributed.is_primary():
         return results
     (options.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

@@ -1,8 +1,14 @@
 """The experiment runner on a two-run experiment: results.json carries each run's configuration,
---validate holds out --holdout of the training set, --steps-per-call reaches fit, bad options are one
-line."""
+--validate holds out --holdout of the training set, --steps-per-call reaches fit, bad options and
+warnings are one line."""
 
 import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import warnings
 
 import pytest
 
@@ -104,3 +110,27 @@ def test_before_runs_ahead_of_its_run_every_time_and_its_error_is_one_line(tmp_p
         )
     assert str(exit_info.value.code).endswith("error: the cache cannot be written")
     assert not (tmp_path / "x" / "only").exists()
+
+
+def test_a_warning_is_one_line_naming_the_script(tmp_path, capsys):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    (tmp_path / "out" / "seed0").mkdir(parents=True)
+    lock = {"pid": gone.pid, "host": socket.gethostname(), "started": "2026-12-01T10:00:00"}
+    (tmp_path / "out" / "seed0" / "lock").write_text(json.dumps(lock))
+
+    def show(message, category, filename, lineno, file=None, line=None):  # Python's own, bypassing pytest's
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        main(EXPERIMENT, ["--out", str(tmp_path / "out"), "--seeds", "1", "--quiet"])
+        formatted = warnings.formatwarning("after", UserWarning, "file.py", 7)
+    script = re.escape(os.path.basename(sys.argv[0]))
+    stale = f"^{script}: warning: .*seed0: removing a stale lock \\(process {gone.pid}, which is gone\\)$"
+    lines = capsys.readouterr().err.splitlines()
+    warned = [line for line in lines if ": warning:" in line or "stale lock" in line]
+    assert len(warned) == 1 and re.match(stale, warned[0]), lines
+    assert not any(line.startswith(" ") for line in lines)  # no source line of the code that warned
+    assert formatted.startswith("file.py:7: UserWarning: after")  # Python's format again after main
