@@ -229,11 +229,15 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
 
 def test_the_default_teacher_is_the_2012_recipe_compressed_to_900_epochs_at_half_the_long_rate():
     hinton = runpy.run_path(str(SCRIPT))
-    default, long = (hinton["teacher_config"](None, hinton["SCHEDULES"][name]) for name in ("default", "long"))
+    default, long = (
+        hinton["teacher_config"](None, hinton["SCHEDULES"][name]) for name in ("default", "long")
+    )
     assert (default.loop.epochs, default.optimizer.learning_rate) == (900, 0.5)  # chosen on held-out images
     assert default.optimizer.lr_decay == pytest.approx(0.998 ** (3000 / 900))  # ends where 3,000 epochs end
     assert default.optimizer.momentum_ramp_epochs == 150 and default.loop.batch_size == 100
     assert (long.loop.epochs, long.optimizer.learning_rate, long.optimizer.lr_decay) == (3000, 1.0, 0.998)
     assert long.optimizer.momentum_ramp_epochs == 500
     assert default.optimizer.max_norm == long.optimizer.max_norm == pytest.approx(15**0.5)
-    assert hinton["teacher_config"](None, hinton["SCHEDULES"]["default"], lr=1.0).optimizer.learning_rate == 1.0
+    assert (
+        hinton["teacher_config"](None, hinton["SCHEDULES"]["default"], lr=1.0).optimizer.learning_rate == 1.0
+    )
