@@ -198,12 +198,12 @@ def numbers(results, options):
 def table(results, options) -> str:
     paper, (errors, sweep, _, out_of, closed) = paper_numbers(__file__), numbers(results, options)
     # --validate: the paper's counts (test errors of nets trained on 10,000 more images) do not compare
-    columns = 3 if options.validate else 5
-    rows = [[label, spread(e), len(e), paper[row], f"{np.mean(e) - paper[row]:+.1f}"][:columns]
-            for row, label in ROWS.items() for e in [errors[row]]]  # fmt: skip
+    columns = 4 if options.validate else 6
+    rows = [[label, spread(e), " / ".join(map(str, e)), len(e), paper[row], f"{np.mean(e) - paper[row]:+.1f}"]
+            [:columns] for row, label in ROWS.items() for e in [errors[row]]]  # fmt: skip
     caveat = "; not comparable with the paper's test errors" if options.validate else ""
     text = f"Errors out of {out_of} (mean +- std over seeds){caveat}.\n\n"
-    text += markdown_table(["net", "errors", "seeds", "paper", "difference"][:columns], rows)
+    text += markdown_table(["net", "errors", "per seed", "seeds", "paper", "difference"][:columns], rows)
     if closed is not None:
         text += ("\nGap between the student alone and the teacher closed by distillation: "
                  f"{100 * closed:.0f} % (paper, test set: {paper['gap_closed_percent']} %).\n")  # fmt: skip

@@ -64,6 +64,11 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
         config = RunDir(out / study["run"]).flat_config()
         assert config["exclude_classes"] == [3]
 
+    (kd0, kd1), kd_std = errors["kd_T20"], np.std(errors["kd_T20"])  # per seed, in seed order
+    assert (
+        f"soft targets T = 20 | {kd:.1f} +- {kd_std:.1f} | {kd0} / {kd1} | 2 | 74 | {kd - 74:+.1f} |"
+        in table
+    )
     for paper in ("| 67 |", "| 146 |", "| 74 |", "206 (133 on 3s)", "109 (bias + 3.5)"):
         assert paper in table
     for plot in ("temperature.png", "learning_curves.png"):
