@@ -15,8 +15,8 @@ from its preset. ``crd`` is the default of the CIFAR data sets (``--preset none`
   scaled; lr 1 is used. On held-out images lr 0.5 made better teachers and students with the
   schedule compressed to 100, 300 and 900 epochs (README, "The teacher's learning rate"), so
   ``experiments/hinton_mnist.py`` trains its compressed teacher at 0.5 (on the test set: 73 errors,
-  distilled students 92.0, against 78 and 115.7 at lr 1); the preset keeps 1, the rate its
-  3,000-epoch teacher was measured at.
+  distilled students 92.0, against 78 and 115.7 at lr 1), and so does its 3,000-epoch schedule; the
+  preset keeps 1, the rate the one 3,000-epoch teacher run so far was measured at.
 - ``imagenet-kd``: the ImageNet ResNet-34 -> ResNet-18 KD recipe of mdistiller (Zhao et al. 2022's
   baselines): 100 epochs, batch 512, SGD lr 0.2 x batch/512, momentum 0.9, weight decay 1e-4, x0.1 at
   epochs 30, 60, 90 (scaled with ``--epochs``), KD at T = 1 weighted 0.5 with CE 0.5. Only the

@@ -66,8 +66,7 @@ def test_the_whole_table_runs_and_reports_against_the_paper(mnist_like_dir, tmp_
 
     (kd0, kd1), kd_std = errors["kd_T20"], np.std(errors["kd_T20"])  # per seed, in seed order
     assert (
-        f"soft targets T = 20 | {kd:.1f} +- {kd_std:.1f} | {kd0} / {kd1} | 2 | 74 | {kd - 74:+.1f} |"
-        in table
+        f"soft targets T = 20 | {kd:.1f} +- {kd_std:.1f} | {kd0} / {kd1} | 2 | 74 | {kd - 74:+.1f} |" in table
     )
     for paper in ("| 67 |", "| 146 |", "| 74 |", "206 (133 on 3s)", "109 (bias + 3.5)"):
         assert paper in table
@@ -232,7 +231,7 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
     assert f"| 1 | flax | {results['lr1_flax'][0]['errors']} |" in table
 
 
-def test_the_default_teacher_is_the_2012_recipe_compressed_to_900_epochs_at_half_the_long_rate():
+def test_both_teachers_are_the_2012_recipe_at_half_its_rate_the_default_compressed_to_900_epochs():
     hinton = runpy.run_path(str(SCRIPT))
     default, long = (
         hinton["teacher_config"](None, hinton["SCHEDULES"][name]) for name in ("default", "long")
@@ -240,8 +239,12 @@ def test_the_default_teacher_is_the_2012_recipe_compressed_to_900_epochs_at_half
     assert (default.loop.epochs, default.optimizer.learning_rate) == (900, 0.5)  # chosen on held-out images
     assert default.optimizer.lr_decay == pytest.approx(0.998 ** (3000 / 900))  # ends where 3,000 epochs end
     assert default.optimizer.momentum_ramp_epochs == 150 and default.loop.batch_size == 100
-    assert (long.loop.epochs, long.optimizer.learning_rate, long.optimizer.lr_decay) == (3000, 1.0, 0.998)
-    assert long.optimizer.momentum_ramp_epochs == 500
+    assert (long.loop.epochs, long.optimizer.learning_rate, long.optimizer.lr_decay) == (3000, 0.5, 0.998)
+    assert long.optimizer.momentum_ramp_epochs == 500 and long.loop.batch_size == 100
+    preset = hinton["teacher_config"](
+        None, hinton["SCHEDULES"]["long"], lr=1.0
+    ).optimizer  # the preset's rate
+    assert (preset.learning_rate, preset.lr_decay, preset.momentum_ramp_epochs) == (1.0, 0.998, 500)
     assert default.optimizer.max_norm == long.optimizer.max_norm == pytest.approx(15**0.5)
     assert (
         hinton["teacher_config"](None, hinton["SCHEDULES"]["default"], lr=1.0).optimizer.learning_rate == 1.0
