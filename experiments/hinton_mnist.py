@@ -244,6 +244,7 @@ def plots(results, options) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     errors, sweep, count, out_of, _ = numbers(results, options)
     temps, values = [float(t) for t in sweep], [np.asarray(v, np.float64) for v in sweep.values()]
@@ -269,7 +270,11 @@ def plots(results, options) -> None:
         errs = np.array([[(1 - evaluated(m)) * count for m in c] for c in curves])
         ax.plot(epochs, errs.mean(0), label=f"{label.split(' (')[0]} (n={len(curves)})")
         ax.fill_between(epochs, errs.min(0), errs.max(0), alpha=0.2)
-    ax.set(xscale="log", yscale="log", xlabel="epoch", ylabel=f"errors out of {out_of}")
+    ax.set(xscale="log", yscale="log", xlabel="epoch", ylabel=f"errors out of {out_of}",
+           title="Hinton et al. 2015 on MNIST: errors along training")  # fmt: skip
+    ax.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 1.2, 1.5, 2.0, 3.0, 5.0, 7.0)))  # labelled ticks
+    ax.yaxis.set_major_formatter(ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
