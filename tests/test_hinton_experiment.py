@@ -241,9 +241,8 @@ def test_both_teachers_are_the_2012_recipe_at_half_its_rate_the_default_compress
     assert default.optimizer.momentum_ramp_epochs == 150 and default.loop.batch_size == 100
     assert (long.loop.epochs, long.optimizer.learning_rate, long.optimizer.lr_decay) == (3000, 0.5, 0.998)
     assert long.optimizer.momentum_ramp_epochs == 500 and long.loop.batch_size == 100
-    preset = hinton["teacher_config"](
-        None, hinton["SCHEDULES"]["long"], lr=1.0
-    ).optimizer  # the preset's rate
+    # --teacher-lr 1: the hinton2012 preset's rate, the rest of the long recipe unchanged
+    preset = hinton["teacher_config"](None, hinton["SCHEDULES"]["long"], lr=1.0).optimizer
     assert (preset.learning_rate, preset.lr_decay, preset.momentum_ramp_epochs) == (1.0, 0.998, 500)
     assert default.optimizer.max_norm == long.optimizer.max_norm == pytest.approx(15**0.5)
     assert (
