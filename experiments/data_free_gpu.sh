@@ -15,6 +15,10 @@
 # gives the paper's student and the average in separate rows. PARTS chooses the processes (default all five: dfad zskt dafl_seed0 dafl_seed1
 # dafl_seed2). Each jitted call plays 10 iterations (--steps-per-call 10: a lax.scan, less Python
 # dispatch on a GPU; give --steps-per-call 1 on a CPU, where a scan slows the convolutions down).
+# Float32 matrix products and convolutions run in full float32 (JAX_DEFAULT_MATMUL_PRECISION,
+# default float32 here), the arithmetic of the papers' GPUs: JAX's own default on an H200 is TF32,
+# a 10-bit mantissa, in which the table of 2026-11-30 ran. Each run records it in its config.json
+# (provenance.matmul_precision). Set JAX_DEFAULT_MATMUL_PRECISION=default for JAX's choice.
 #
 #   experiments/data_free_gpu.sh MNIST_DIR OUT [SECONDS] [extra data_free_mnist.py options...]
 #       # SECONDS (default 480): each process's limit; then every run's last evaluation is summarised
@@ -39,6 +43,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$out"
 # Several processes on one GPU: each allocates what it uses, not 75 % of the memory.
 export XLA_PYTHON_CLIENT_PREALLOCATE=false PYTHONUNBUFFERED=1
+export JAX_DEFAULT_MATMUL_PRECISION=${JAX_DEFAULT_MATMUL_PRECISION:-float32}
 
 part() {  # name, then data_free_mnist.py options
     local name=$1 start=$SECONDS

@@ -179,8 +179,20 @@ def test_config_json_records_the_command_versions_commit_and_devices(finished):
     assert set(provenance["versions"]) >= {"jaxlib", "flax", "optax", "orbax-checkpoint"}
     assert provenance["devices"]["count"] == jax.device_count()
     assert provenance["devices"]["platform"] == jax.devices()[0].platform
+    assert provenance["matmul_precision"] == os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "default")
     git = provenance["git"]
     assert git is None or (len(git["commit"]) == 40 and isinstance(git["dirty"], bool))
+
+
+def test_provenance_records_the_precision_of_float32_matrix_products():
+    # "default" means TF32 on recent NVIDIA GPUs: a run must say which arithmetic made its numbers.
+    import jax
+
+    from jdistill.train.provenance import provenance
+
+    assert provenance()["matmul_precision"] == os.environ.get("JAX_DEFAULT_MATMUL_PRECISION", "default")
+    with jax.default_matmul_precision("float32"):
+        assert provenance()["matmul_precision"] == "float32"
 
 
 def test_out_as_a_file_is_one_line_and_a_configuration_that_cannot_start_writes_nothing(digits, tmp_path):

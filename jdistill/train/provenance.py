@@ -1,6 +1,9 @@
 """Where a run came from, recorded in its ``config.json``: the command line, the working directory,
 the time, the versions of Python and of the libraries that decide its numbers, the git commit of
-jdistill's source when it is a checkout (and whether it had uncommitted changes), and the devices."""
+jdistill's source when it is a checkout (and whether it had uncommitted changes), the devices, and
+the precision of float32 matrix products and convolutions (``jax_default_matmul_precision``;
+``default`` is float32 on CPUs but TF32 on NVIDIA GPUs from Ampere on and bfloat16 passes on TPUs,
+so one configuration can give different numbers on different devices)."""
 
 import datetime
 import importlib.metadata
@@ -62,4 +65,5 @@ def provenance(mesh=None) -> dict:
             "count": len(devices),
             "processes": jax.process_count(),
         },
+        "matmul_precision": jax.config.jax_default_matmul_precision or "default",
     }
