@@ -248,3 +248,6 @@ def test_both_teachers_are_the_2012_recipe_at_half_its_rate_the_default_compress
     assert (
         hinton["teacher_config"](None, hinton["SCHEDULES"]["default"], lr=1.0).optimizer.learning_rate == 1.0
     )
+    # the students are the same in both: 80 epochs, converged by then on held-out images
+    students = [hinton["student_config"](None, hinton["SCHEDULES"][name], 0) for name in ("default", "long")]
+    assert students[0].loop.epochs == students[1].loop.epochs == 80
