@@ -60,6 +60,7 @@ def test_seeds_are_a_count_from_the_first_seed_or_a_list(argv, seeds):
         (["--steps-per-call", "0"], "--steps-per-call must be a positive integer, got 0"),
         (["--seeds", "1", "2", "--first-seed", "3"], "--first-seed goes with a count of seeds (--seeds N)"),
         (["--first-seed", "-1"], "--first-seed must be at least 0, got -1"),
+        (["--checkpoint-every", "0"], "--checkpoint-every must be a positive integer, got 0"),
     ],
 )
 def test_bad_options_are_one_line(argv, line, tmp_path, capsys):
@@ -83,6 +84,28 @@ def test_steps_per_call_reaches_fit_and_changes_no_result(tmp_path, monkeypatch)
     )
     assert asked == [1, 3]
     assert three["mlp32"][0]["test/loss"] == pytest.approx(one["mlp32"][0]["test/loss"], rel=1e-5)
+
+
+def test_checkpoint_every_sets_each_runs_cadence_and_a_run_saved_either_way_is_the_same_run(tmp_path):
+    six_epochs = Experiment(
+        "Six epochs.",
+        "digits",
+        lambda options: [Run("run", RunConfig(model="mlp32", dataset="digits", epochs=6), "mlp32")],
+        table,
+        seeds=1,
+    )
+    sparse = main(six_epochs, ["--out", str(tmp_path / "sparse"), "--checkpoint-every", "4", "--quiet"])
+    dense = main(six_epochs, ["--out", str(tmp_path / "dense"), "--quiet"])
+    saved = {
+        name: sorted(p.name for p in (tmp_path / name / "run" / "checkpoints").iterdir())
+        for name in ("sparse", "dense")
+    }
+    assert saved == {"sparse": ["4", "6"], "dense": ["5", "6"]}  # the last two kept
+    assert RunDir(tmp_path / "sparse" / "run").flat_config()["checkpoint_every"] == 4
+    assert sparse["mlp32"][0]["test/loss"] == dense["mlp32"][0]["test/loss"]
+    # How often it saves is not what the run is: without the option the finished run is read back.
+    again = main(six_epochs, ["--out", str(tmp_path / "sparse"), "--quiet"])
+    assert again["mlp32"][0]["test/loss"] == sparse["mlp32"][0]["test/loss"]
 
 
 def test_before_runs_ahead_of_its_run_every_time_and_its_error_is_one_line(tmp_path, capsys):
