@@ -83,7 +83,6 @@ def run_config(args, options, model: str, methods: tuple[str, ...], seed: int, t
         seed=seed,
         teacher=teacher and str(teacher),
         methods=methods,
-        checkpoint_every=args.checkpoint_every,
         **fields,
     )
 
@@ -196,7 +195,6 @@ def add_options(parser) -> None:
         "--batch-size", type=int, default=64, help="the learning rate scales with it (x batch/64)"
     )
     parser.add_argument("--crd-negatives", type=int, default=None, help="CRD negatives (default 16384)")
-    parser.add_argument("--checkpoint-every", type=int, default=1)
 
 
 EXPERIMENT = Experiment(

@@ -157,3 +157,21 @@ def test_a_warning_is_one_line_naming_the_script(tmp_path, capsys):
     assert len(warned) == 1 and re.match(stale, warned[0]), lines
     assert not any(line.startswith(" ") for line in lines)  # no source line of the code that warned
     assert formatted.startswith("file.py:7: UserWarning: after")  # Python's format again after main
+
+
+def test_every_experiments_options_fit_beside_the_runners():
+    """An experiment's own option of the same name as a runner's is a conflict argparse raises
+    only when the parser is built: build every experiment's."""
+    import pathlib
+    import runpy
+
+    scripts = sorted((pathlib.Path(__file__).parents[1] / "experiments").glob("*.py"))
+    namespaces = {s.name: runpy.run_path(str(s)) for s in scripts}
+    experiments = {
+        name: ns.get("EXPERIMENT") or ns.get("experiment", lambda: None)() for name, ns in namespaces.items()
+    }
+    experiments = {name: e for name, e in experiments.items() if isinstance(e, Experiment)}
+    assert len(experiments) == 18  # README: "Those eighteen declare their runs ..."
+    for name, experiment in experiments.items():
+        options = {a.dest for a in parser_for(experiment)._actions}
+        assert {"out", "seeds", "steps_per_call", "checkpoint_every"} <= options, name
