@@ -74,27 +74,21 @@ def test_from_the_same_weights_five_steps_of_the_recipe_agree_with_pytorch(metho
         11: ("head", lambda k: k.T),
     }
 
-    def load_into_torch(params):
-        with torch.no_grad():
-            for index, (name, layout) in to_torch.items():
-                net[index].weight.copy_(
-                    torch.from_numpy(np.array(layout(np.asarray(params[name]["kernel"]))))
-                )
-                net[index].bias.copy_(torch.from_numpy(np.array(params[name]["bias"])))
-
-    load_into_torch(params)
+    with torch.no_grad():
+        for index, (name, layout) in to_torch.items():
+            net[index].weight.copy_(torch.from_numpy(np.array(layout(np.asarray(params[name]["kernel"])))))
+            net[index].bias.copy_(torch.from_numpy(np.array(params[name]["bias"])))
     rng = np.random.default_rng(0)
     images = rng.normal(size=(5, 64, 32, 32, 1)).astype(np.float32)
     labels = rng.integers(0, 10, size=(5, 64))
     as_torch = lambda x: torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2)))
     logits = lambda p, x: nnx.merge(graphdef, p)(x)[0]
-    assert_close(
-        f"{method}: LeNet-5 logits",
-        logits(params, images[0]),
-        net(as_torch(images[0])).detach(),
-        1e-5,
-        "torch",
-    )
+
+    def same_logits(what, params, tolerance):
+        want = net(as_torch(images[0])).detach()
+        assert_close(f"{method}: {what}", logits(params, images[0]), want, tolerance, "torch")
+
+    same_logits("LeNet-5 logits", params, 1e-5)
 
     tx = paper_teacher(method).optimizer.build(epochs=1, steps_per_epoch=5).transformation()
     loss = lambda p, x, y: cross_entropy(logits(p, x), y).mean()
@@ -121,10 +115,4 @@ def test_from_the_same_weights_five_steps_of_the_recipe_agree_with_pytorch(metho
             1e-3,
             "torch",
         )
-    assert_close(
-        f"{method}: logits after 5 steps",
-        logits(params, images[0]),
-        net(as_torch(images[0])).detach(),
-        1e-4,
-        "torch",
-    )
+    same_logits("logits after 5 steps", params, 1e-4)
