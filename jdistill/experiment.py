@@ -223,16 +223,34 @@ def training_data(experiment: Experiment, options: Options):
     return options.dataset.holdout(options.holdout_fraction) if options.validate else options.dataset
 
 
+def with_data(experiment: Experiment, options: Options) -> Options:
+    """``options`` with the data every run gets: the experiment's data set loaded from
+    ``--data-dir``, cut by ``--smoke``, then made by its ``data`` if it has one."""
+    from jdistill.data import load_dataset
+
+    dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
+    if options.smoke and dataset is not None:
+        dataset = dataset.first(*experiment.smoke_examples)
+    if experiment.data:
+        dataset = experiment.data(dataset, options)
+    return dataclasses.replace(options, dataset=dataset)
+
+
+def planned_runs(experiment: Experiment, options: Options) -> list[Run]:
+    """Every run of the command, in order, with its configuration as it will be played
+    (:func:`adjusted`): all of them made, and so checked, before the first run starts."""
+    return [
+        dataclasses.replace(run, config=adjusted(run.config, experiment, options))
+        for run in experiment.runs(options)
+    ]
+
+
 def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
     """Every run of the experiment, in order; the summaries of the table's rows."""
     from jdistill.train import fit
 
-    runs = [
-        dataclasses.replace(run, config=adjusted(run.config, experiment, options))
-        for run in experiment.runs(options)
-    ]
     results: dict[str, list[dict]] = {}
-    for run in runs:  # every configuration checked above before the first run starts
+    for run in planned_runs(experiment, options):
         if run.before is not None:
             distributed.on_primary(run.before, f"before {run.name}")
         summary = fit(
@@ -252,8 +270,6 @@ def play(experiment: Experiment, options: Options) -> dict[str, list[dict]]:
 
 def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, list[dict]]:
     """Run ``experiment`` from the command line ``argv``; bad input is one line on standard error."""
-    from jdistill.data import load_dataset
-
     args = parser_for(experiment).parse_args(argv)
     started = time.perf_counter()
     out = pathlib.Path(args.out).absolute()
@@ -261,13 +277,7 @@ def main(experiment: Experiment, argv: list[str] | None = None) -> dict[str, lis
     with one_line_warnings(prog):
         try:
             start_processes(args)
-            options = options_from(experiment, args)
-            dataset = experiment.dataset and load_dataset(experiment.dataset, options.data_dir)
-            if options.smoke and dataset is not None:
-                dataset = dataset.first(*experiment.smoke_examples)
-            if experiment.data:
-                dataset = experiment.data(dataset, options)
-            options = dataclasses.replace(options, dataset=dataset)
+            options = with_data(experiment, options_from(experiment, args))
             options.out.mkdir(parents=True, exist_ok=True)
             results = play(experiment, options)
             table = experiment.table(results, options)
