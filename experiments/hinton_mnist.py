@@ -10,7 +10,8 @@ Errors are counts out of the 10,000 test images.
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_mnist
         # the whole table: teacher 900 epochs of Hinton et al. 2012's recipe compressed in time
         # (hinton_2012_over) at lr 0.5, students 80; teacher 73 test errors, distilled students 92.0
-        # over 3 seeds; about 3.9 h of training on 2 slow CPU cores (README: "Hinton et al. 2015 on MNIST")
+        # over 3 seeds; about 3.9 h of training on 2 slow CPU cores (README: "Hinton et al. 2015 on MNIST");
+        # benchmarks/experiment_time.py projects it on a machine before it runs
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_long --schedule long
         # the paper's teacher recipe (Hinton et al. 2012, the preset hinton2012), 3,000 epochs, at lr 0.5
         # (TEACHER_LR below; --teacher-lr 1: the preset's rate, whose teacher took 4.7 h of training
