@@ -49,16 +49,17 @@ def jdistill_accuracies(dataset, data_dir, method: str, seed: int, epochs: int, 
     return [m["test/accuracy"] for m in RunDir(out).metrics() if "test/accuracy" in m]
 
 
-def torch_lenet5():
+def torch_lenet5(channels=(6, 16), fc=(120, 84)):
     """LeNet-5 as the papers' code writes it, for 32x32 inputs (its third convolution is jdistill's
-    ``fc1``), with PyTorch's default initialisation."""
+    ``fc1``), with PyTorch's default initialisation; ``channels=(3, 8), fc=(60, 42)``: LeNet-5-half."""
     from torch import nn
 
+    (c1, c2), (f1, f2) = channels, fc
     return nn.Sequential(
-        nn.Conv2d(1, 6, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 120, 5), nn.ReLU(), nn.Flatten(),
-        nn.Linear(120, 84), nn.ReLU(), nn.Linear(84, 10),
+        nn.Conv2d(1, c1, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c1, c2, 5), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(c2, f1, 5), nn.ReLU(), nn.Flatten(),
+        nn.Linear(f1, f2), nn.ReLU(), nn.Linear(f2, 10),
     )  # fmt: skip
 
 
