@@ -22,12 +22,13 @@ and ``data_free_gpu.sh`` train DAFL's with its recipe, ``paper_teacher("dafl")``
 copied into the PyTorch network, so both frameworks' students learn from one teacher. The test set
 is resized and standardised as the teacher saw its images (``teacher_dataset``).
 
-Writes ``results.json`` (per seed, at every evaluation: the student's test accuracy, the normalised
-entropy of the teacher's class histogram on a generated batch, the teacher's mean |logit| and the
-largest |pixel| on it) and ``table.md``: per seed the final accuracy, the highest with its
-iteration (selected on the test set, as the reference code's ``accr_best`` is: for comparison
-with the published figure only) and the first iteration whose class entropy is at most
-``COLLAPSED`` (a collapse into one class, as jdistill's runs name it).
+Writes ``results.json`` after every evaluation (per seed: the student's test accuracy, the
+normalised entropy of the teacher's class histogram on a generated batch, the teacher's mean |logit|
+and the largest |pixel| on it) and ``table.md``: per seed the accuracy at the last evaluation (the
+final iteration's, unless a time limit or Ctrl-C stopped the run), the highest with its iteration
+(selected on the test set, as the reference code's ``accr_best`` is: for comparison with the
+published figure only) and the first iteration whose class entropy is at most ``COLLAPSED`` (a
+collapse into one class, as jdistill's runs name it).
 """
 
 import argparse
@@ -183,8 +184,9 @@ def evaluate(generator, student, teacher, x_test, y_test, noise) -> dict:
             "teacher_abs_logit": float(logits.abs().mean()), "max_abs_pixel": float(images.abs().max())}  # fmt: skip
 
 
-def play(seed: int, teacher_params, arrays, a, device) -> dict:
-    """One seed's run: every evaluation's figures, by name, and the iterations they were made at."""
+def play(seed: int, teacher_params, arrays, a, device, record: dict, save) -> None:
+    """One seed's run into ``record``: every evaluation's figures, by name, the iterations they
+    were made at and (at the end) the training seconds; ``save()`` after each evaluation."""
     import torch
 
     torch.manual_seed(seed)
@@ -202,7 +204,7 @@ def play(seed: int, teacher_params, arrays, a, device) -> dict:
     evaluation_noise = torch.Generator(device=device).manual_seed(
         seed
     )  # the training noise's stream untouched
-    record = {"iteration": []}
+    record["iteration"] = []
     start = time.perf_counter()
     for i in range(1, a.iterations + 1):
         dafl_iteration(
@@ -214,10 +216,11 @@ def play(seed: int, teacher_params, arrays, a, device) -> dict:
             record["iteration"].append(i)
             for name, value in figures.items():
                 record.setdefault(name, []).append(value)
+            save()
             print(f"seed {seed} iteration {i}: accuracy {100 * figures['accuracy']:.2f} %, class entropy "
                   f"{figures['class_entropy']:.2f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)  # fmt: skip
     record["seconds"] = round(time.perf_counter() - start, 1)
-    return record
+    save()
 
 
 def collapse(record: dict) -> int | None:
@@ -230,15 +233,16 @@ def table(runs: dict, teacher_accuracy: float) -> str:
     for seed, record in runs.items():
         best = int(np.argmax(record["accuracy"]))
         finals.append(record["accuracy"][-1])
-        rows.append([seed, f"{100 * record['accuracy'][-1]:.2f}",
+        rows.append([seed, f"{100 * record['accuracy'][-1]:.2f} ({record['iteration'][-1]})",
                      f"{100 * record['accuracy'][best]:.2f} ({record['iteration'][best]})",
-                     collapse(record) or "no", record["seconds"]])  # fmt: skip
+                     collapse(record) or "no", record.get("seconds", "stopped")])  # fmt: skip
     return "\n".join([
         "# DAFL on MNIST, the reference's loop in PyTorch (LeNet-5 -> LeNet-5-half)\n",
         f"Teacher: {100 * teacher_accuracy:.2f} % (paper 98.91). Student test accuracy (%); paper 98.20.\n",
-        markdown_table(["seed", "final", "highest (iteration; chosen on the test set)",
+        markdown_table(["seed", "at the last evaluation (iteration)", "highest (iteration; chosen on the test set)",
                         "collapsed by iteration", "train s"], rows),
-        f"\nFinal: {mean_std(finals)} % over {len(finals)} seeds.",
+        (f"\nAt the last evaluation: {mean_std(finals)} % over {len(finals)} seed(s); 'stopped': a run "
+         "that a time limit ended before --iterations."),
     ])  # fmt: skip
 
 
@@ -279,11 +283,19 @@ def main(argv=None) -> dict:
         teacher_accuracy = float((net.eval()(arrays[2]).argmax(1) == arrays[3]).float().mean())
     a.out.mkdir(parents=True, exist_ok=True)
     runs = {}
-    for seed in a.seeds:
-        runs[str(seed)] = play(seed, teacher_params, arrays, a, device)
-        settings = {k: v for k, v in vars(a).items() if k not in ("out", "seeds")} | {"device": str(device)}
-        (a.out / "results.json").write_text(json.dumps(
-            {"settings": settings, "teacher_accuracy": teacher_accuracy, "seeds": runs}, indent=1, default=str))  # fmt: skip
+    settings = {k: v for k, v in vars(a).items() if k not in ("out", "seeds")} | {"device": str(device)}
+    save = lambda: (a.out / "results.json").write_text(json.dumps(
+        {"settings": settings, "teacher_accuracy": teacher_accuracy, "seeds": runs}, indent=1, default=str))  # fmt: skip
+    try:
+        for seed in a.seeds:
+            runs[str(seed)] = {}
+            play(seed, teacher_params, arrays, a, device, runs[str(seed)], save)
+    except KeyboardInterrupt:  # a time limit: the table of the evaluations so far
+        runs = {seed: record for seed, record in runs.items() if record.get("accuracy")}
+        save()
+        if runs:
+            (a.out / "table.md").write_text(table(runs, teacher_accuracy))
+        parser.exit(130, f"{parser.prog}: interrupted; {a.out}/results.json holds every evaluation so far\n")
     (a.out / "table.md").write_text(table(runs, teacher_accuracy))
     print((a.out / "table.md").read_text())
     return runs

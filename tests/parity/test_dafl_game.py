@@ -201,7 +201,7 @@ def test_the_reference_script_scores_the_teacher_as_jdistill_does_and_tables_its
     table = (out / "table.md").read_text()
     for seed, record in runs.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {seed} |"))
-        assert row.split("|")[2].strip() == f"{100 * record['accuracy'][-1]:.2f}"
+        assert row.split("|")[2].strip() == f"{100 * record['accuracy'][-1]:.2f} (6)"
 
 
 def test_the_reference_script_refuses_a_missing_teacher_in_one_line(teacher_run, tmp_path, capsys):
