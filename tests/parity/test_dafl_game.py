@@ -165,18 +165,22 @@ def test_from_the_same_weights_and_noise_the_first_rounds_are_the_reference_loop
 
 
 def test_later_rounds_stray_from_exact_arithmetic_no_more_than_pytorch_in_float32(played):
-    """The game amplifies float32 rounding 10 to 30 times a round from round 2 on (Adam's steps of
-    0.2 take any small difference in a gradient to a full-size step), so two float32
+    """The game amplifies float32 rounding 10 to 200 times a round from the third round on (Adam's
+    steps of 0.2 take any small difference in a gradient to a full-size step), so two float32
     implementations part, whatever their care. The yardstick is PyTorch's float64 run of the same
-    rounds: jdistill's losses keep as close to it as PyTorch's own float32 run's do."""
+    rounds: jdistill's losses stray from it no more than PyTorch's own float32 run's have by then.
+    Where the rounding has grown to percents, how far a run has strayed is itself a draw (it moves
+    by several times between runs of this test as the threads fall), hence the margin of 10; a
+    changed setting misses it from the second round on (Adam's beta2 0.99: 20 times)."""
     exact, float32 = played["float64"], played["float32"]
 
     def error(terms, r):
         return max(abs(terms[t] - exact[r][t]) / abs(exact[r][t]) for t in exact[r])
 
+    theirs = 0.0
     for r in range(ROUNDS):
-        mine, theirs = error(losses(played["metrics"][r]), r), error(float32[r], r)
-        assert mine <= 4 * theirs + 1e-6, (r, mine, theirs)
+        mine, theirs = error(losses(played["metrics"][r]), r), max(theirs, error(float32[r], r))
+        assert mine <= 10 * theirs + 1e-5, (r, mine, theirs)
     assert theirs > 1e-3  # by the last round the rounding has grown to where the loops part
 
 
