@@ -184,26 +184,22 @@ def evaluate(generator, student, teacher, x_test, y_test, noise) -> dict:
             "teacher_abs_logit": float(logits.abs().mean()), "max_abs_pixel": float(images.abs().max())}  # fmt: skip
 
 
-def play(seed: int, teacher_params, arrays, a, device, record: dict, save) -> None:
-    """One seed's run into ``record``: every evaluation's figures, by name, the iterations they
-    were made at and (at the end) the training seconds; ``save()`` after each evaluation."""
+def play(seed: int, teacher_params, test_set: tuple, a, device, record: dict, save) -> None:
+    """One seed's run against the teacher ``teacher_params`` into ``record``: every evaluation's
+    figures on ``test_set`` (images and labels on ``device``), by name, the iterations they were made
+    at and (at the end) the training seconds; ``save()`` after each evaluation."""
     import torch
 
     torch.manual_seed(seed)
-    generator, student = (
-        torch_generator(a.generator_width).to(device),
-        torch_lenet5((3, 8), (60, 42)).to(device),
-    )
+    generator = torch_generator(a.generator_width).to(device)
+    student = torch_lenet5((3, 8), (60, 42)).to(device)
+    # Made after them from the seed's stream (its drawn weights then replaced), as the README's runs
+    # made it: building it once per command instead would change every seed's noise.
     teacher = torch_lenet5()
     load(teacher, lenet_layout(teacher_params))
-    teacher.to(device).eval()
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    teacher.to(device).eval().requires_grad_(False)
     optimizers = adam_optimizers(generator, student)
-    x_test, y_test = arrays[2].to(device), arrays[3].to(device)
-    evaluation_noise = torch.Generator(device=device).manual_seed(
-        seed
-    )  # the training noise's stream untouched
+    evaluation_noise = torch.Generator(device=device).manual_seed(seed)  # leaves the training noise alone
     record["iteration"] = []
     start = time.perf_counter()
     for i in range(1, a.iterations + 1):
@@ -212,7 +208,7 @@ def play(seed: int, teacher_params, arrays, a, device, record: dict, save) -> No
         )
         if i % a.eval_every == 0 or i == a.iterations:
             noise = torch.randn(a.batch_size, NOISE, device=device, generator=evaluation_noise)
-            figures = evaluate(generator, student, teacher, x_test, y_test, noise)
+            figures = evaluate(generator, student, teacher, *test_set, noise)
             record["iteration"].append(i)
             for name, value in figures.items():
                 record.setdefault(name, []).append(value)
@@ -275,12 +271,14 @@ def main(argv=None) -> dict:
         parser.exit(
             2, f"{parser.prog}: the teacher {a.teacher} is a {teacher.config.model.name}, not a lenet5\n"
         )
-    arrays = torch_arrays(dataset)
+    # the test set alone: the students never see MNIST's training images
+    x_test, y_test = (t.to(device) for t in torch_arrays(dataset.first(0))[2:])
     teacher_params = teacher.frozen.params["model"]  # a Trainable's network
     net = torch_lenet5()
     load(net, lenet_layout(teacher_params))
+    net.to(device).eval()
     with torch.no_grad():
-        teacher_accuracy = float((net.eval()(arrays[2]).argmax(1) == arrays[3]).float().mean())
+        teacher_accuracy = float((net(x_test).argmax(1) == y_test).float().mean())
     a.out.mkdir(parents=True, exist_ok=True)
     runs = {}
     settings = {k: v for k, v in vars(a).items() if k not in ("out", "seeds")} | {"device": str(device)}
@@ -289,7 +287,7 @@ def main(argv=None) -> dict:
     try:
         for seed in a.seeds:
             runs[str(seed)] = {}
-            play(seed, teacher_params, arrays, a, device, runs[str(seed)], save)
+            play(seed, teacher_params, (x_test, y_test), a, device, runs[str(seed)], save)
     except KeyboardInterrupt:  # a time limit: the table of the evaluations so far
         runs = {seed: record for seed, record in runs.items() if record.get("accuracy")}
         save()
