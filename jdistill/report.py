@@ -1,11 +1,15 @@
 """Tables and plots of finished runs: markdown tables, learning curves from ``metrics.jsonl``."""
 
+import itertools
+import math
 import pathlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from jdistill.train.rundir import RunDir
+
+MAX_EXACT_SPLITS = 2_000_000  # permutation_p_value: C(22, 11) = 705,432 (11 seeds a side) fits
 
 
 def evaluated(record: dict, metric: str = "accuracy"):
@@ -21,6 +25,28 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
     if len(values) == 1:
         return f"{values[0]:.{digits}f}"
     return f"{values.mean():.{digits}f} +- {values.std():.{digits}f}"
+
+
+def permutation_p_value(a: Sequence[float], b: Sequence[float]) -> float:
+    """Two-sided p-value of ``mean(b) - mean(a)`` under exchangeability (Fisher's permutation test):
+    the fraction of the ``C(n + m, n)`` ways to split the pooled values into groups of ``n = len(a)``
+    and ``m = len(b)`` whose difference of means is at least as large in size. Exact (every split);
+    for unpaired seeds of two implementations, where a t-test's normality is not assumed."""
+    a, b = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    if a.ndim != 1 or b.ndim != 1 or not len(a) or not len(b):
+        raise ValueError(f"need two non-empty lists of values, got shapes {a.shape} and {b.shape}")
+    pooled = np.concatenate([a, b])
+    count = math.comb(len(pooled), len(a))
+    if count > MAX_EXACT_SPLITS:
+        raise ValueError(f"{count:,} splits of {len(a)} and {len(b)} values: too many for an exact test")
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    first = np.zeros((len(splits), len(pooled)), bool)
+    first[np.repeat(np.arange(len(splits)), len(a)), np.concatenate(splits)] = True
+    total = pooled.sum()
+    mean_a = first @ pooled / len(a)
+    diffs = (total - mean_a * len(a)) / len(b) - mean_a
+    observed = b.mean() - a.mean()
+    return float(np.mean(np.abs(diffs) >= abs(observed) * (1 - 1e-12) - 1e-12))
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

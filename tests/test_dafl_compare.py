@@ -1,0 +1,76 @@
+"""experiments/dafl_compare.py on small hand-made run directories of both frameworks."""
+
+import json
+import pathlib
+import runpy
+
+SCRIPT = pathlib.Path(__file__).parents[1] / "experiments" / "dafl_compare.py"
+compare_script = runpy.run_path(str(SCRIPT))
+main = compare_script["main"]
+
+
+def jdistill_run(root: pathlib.Path, seed: int, accuracies: dict[int, float]) -> None:
+    run = root / f"dafl_seed{seed}"
+    run.mkdir(parents=True)
+    lines = [{"epoch": 1, "stage": "train", "step": 50, "train/loss": 1.0}]  # no accuracy: skipped
+    lines += [
+        {"epoch": k, "stage": "test", "step": it, "test/accuracy": acc}
+        for k, (it, acc) in enumerate(accuracies.items(), 1)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+
+
+def reference_out(root: pathlib.Path, seeds: dict[int, dict[int, float]]) -> None:
+    root.mkdir(parents=True)
+    results = {
+        "seeds": {str(s): {"iteration": list(c), "accuracy": list(c.values())} for s, c in seeds.items()}
+    }
+    (root / "results.json").write_text(json.dumps(results))
+
+
+def test_table_window_means_and_p_value(tmp_path, capsys):
+    jd = tmp_path / "jd"
+    jdistill_run(jd, 0, {100: 0.50, 200: 0.60, 300: 0.90})
+    jdistill_run(jd, 1, {100: 0.54, 200: 0.64, 300: 0.90})
+    jdistill_run(jd, 2, {100: 0.52})  # stopped early: left out
+    reference_out(
+        tmp_path / "ref", {0: {100: 0.60, 200: 0.70, 300: 0.90}, 1: {100: 0.62, 200: 0.72, 300: 0.90}}
+    )
+    out = tmp_path / "report" / "compare.md"
+    assert main(["--jdistill", str(jd), "--reference", str(tmp_path / "ref"), "--window", "100", "200",
+                 "--out", str(out)]) == 0  # fmt: skip
+    report = capsys.readouterr().out
+    assert out.read_text() == report
+    # columns: the window's evaluations; population std over seeds
+    assert "| test accuracy (%) at iteration | 100 | 200 |" in report
+    assert "| jdistill (2 seeds) | 52.0 +- 2.0 | 62.0 +- 2.0 |" in report
+    assert "| PyTorch, the reference's loop (2 seeds) | 61.0 +- 1.0 | 71.0 +- 1.0 |" in report
+    # each seed's mean over 100-200: jdistill 55, 59; reference 65, 67; difference 9 points, and the
+    # observed split is the most extreme of the 6 (with its mirror): p = 2 / 6
+    assert "seed 0 55.0, seed 1 59.0" in report and "seed 0 65.0, seed 1 67.0" in report
+    assert "+9.00 points; two-sided exact permutation p = 0.333 (2 and 2 seeds, unpaired)" in report
+    assert "jdistill seed 2 left out: no evaluation at iteration 100" not in report
+    assert "jdistill seed 2 left out: no evaluation at iteration 200" in report
+
+
+def test_chosen_columns_and_bad_input_are_one_line(tmp_path, capsys):
+    jd, ref = tmp_path / "jd", tmp_path / "ref"
+    jdistill_run(jd, 0, {100: 0.5, 200: 0.6})
+    reference_out(ref, {0: {100: 0.6, 200: 0.7}})
+    assert main(["--jdistill", str(jd), "--reference", str(ref), "--iterations", "200"]) == 0
+    assert "| test accuracy (%) at iteration | 200 |" in capsys.readouterr().out
+    cases = [
+        (["--jdistill", str(tmp_path / "none"), "--reference", str(ref)], "no dafl_seed*/metrics.jsonl"),
+        (["--jdistill", str(jd), "--reference", str(jd)], "results.json: not found"),
+        (["--jdistill", str(jd), str(jd), "--reference", str(ref)], "seed 0 is in both"),
+        (["--jdistill", str(jd), "--reference", str(ref), "--iterations", "300"], "no jdistill run has every iteration"),
+        (["--jdistill", str(jd), "--reference", str(ref), "--window", "300", "100"], "the first iteration is after the last"),
+        (["--jdistill", str(jd), "--reference", str(ref), "--window", "300", "400"], "no evaluation in iterations 300-400"),
+    ]  # fmt: skip
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{not json")
+    cases.append((["--jdistill", str(jd), "--reference", str(tmp_path / "bad")], "not a results.json"))
+    for argv, message in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, (argv, err)

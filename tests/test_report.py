@@ -1,0 +1,44 @@
+"""jdistill.report's permutation test against hand counts and an independent enumeration."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from jdistill.report import permutation_p_value
+
+
+def test_permutation_p_value_counts_splits_by_hand():
+    # {1, 2} against {3, 4}: of the 6 splits of {1, 2, 3, 4} into two pairs, only {1, 2}|{3, 4} and
+    # {3, 4}|{1, 2} give a difference of means as large as 2.
+    assert permutation_p_value([1, 2], [3, 4]) == pytest.approx(2 / 6)
+    # one value a side: the two splits give +-1, both as large as the observed.
+    assert permutation_p_value([0], [1]) == 1.0
+    # identical groups: every split is at least as far apart as a difference of 0.
+    assert permutation_p_value([1, 2, 3], [1, 2, 3]) == 1.0
+    # {0, 0, 0} | {10, 10, 10}: the observed split and its mirror of 20 splits.
+    assert permutation_p_value([0, 0, 0], [10, 10, 10]) == pytest.approx(2 / 20)
+
+
+def test_permutation_p_value_matches_a_direct_enumeration_and_is_symmetric():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 1, 5), rng.normal(1, 1, 6)
+    pooled = np.concatenate([a, b])
+    observed = abs(b.mean() - a.mean())
+    count = total = 0
+    for first in itertools.combinations(range(11), 5):
+        rest = [i for i in range(11) if i not in first]
+        total += 1
+        count += abs(pooled[rest].mean() - pooled[list(first)].mean()) >= observed - 1e-12
+    p = permutation_p_value(a, b)
+    assert p == pytest.approx(count / total)
+    assert permutation_p_value(b, a) == pytest.approx(p)
+    assert permutation_p_value(a + 7.0, b + 7.0) == pytest.approx(p)  # shift-invariant
+    assert 0 < p < 1
+
+
+def test_permutation_p_value_refuses_empty_groups_and_too_many_splits():
+    with pytest.raises(ValueError, match="non-empty"):
+        permutation_p_value([], [1.0])
+    with pytest.raises(ValueError, match="too many for an exact test"):
+        permutation_p_value(range(13), range(13))
