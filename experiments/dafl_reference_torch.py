@@ -14,8 +14,9 @@ both Adam steps (generator 0.2, student 2e-3, constant). The generator (:class:`
 linear -> BN -> upsample -> conv3x3 -> BN(eps 0.8) -> LeakyReLU(0.2) -> upsample -> conv3x3 ->
 BN(eps 0.8) -> LeakyReLU -> conv3x3 -> tanh -> BN without affine, always on the batch's statistics.
 The student (LeNet-5-half) and the generator start from PyTorch's initialisation (``torch.manual_seed
-(seed)``); the noise is PyTorch's. ``tests/parity/test_dafl_game.py`` checks these rounds against
-jdistill's engine from the same weights.
+(seed)``), or with ``--init jdistill`` from the weights jdistill's run of the same seed draws (the
+noise unchanged: what the first weights alone do); the noise is PyTorch's.
+``tests/parity/test_dafl_game.py`` checks these rounds against jdistill's engine from the same weights.
 
 ``--teacher`` is a jdistill LeNet-5 run directory trained at 32x32 (``experiments/data_free_mnist.py``
 and ``data_free_gpu.sh`` train DAFL's with its recipe, ``paper_teacher("dafl")``); its weights are
@@ -49,6 +50,10 @@ from jdistill.train import load_teacher
 
 NOISE = 100
 START = PAPER_TEACHER_IMAGE_SIZE // 4  # the generator's first feature map
+STARTS = {
+    "torch": "PyTorch's draws",
+    "jdistill": "those of jdistill's run of the same seed (--init jdistill)",
+}
 recipe = runpy.run_path(str(pathlib.Path(__file__).with_name("teacher_recipe_parity.py")))
 torch_lenet5, torch_arrays = recipe["torch_lenet5"], recipe["torch_arrays"]
 
@@ -129,6 +134,18 @@ def load(net, arrays: dict, dtype=None) -> None:
                 value.copy_(tensor(arrays[name], value))
 
 
+def jdistill_start(teacher_dir, dataset, seed: int, width: int) -> tuple[dict, dict]:
+    """The generator's and the student's initial weights in jdistill's DAFL run of ``seed``
+    (``DataFreeConfig(init="torch")``, as ``data_free_mnist.py`` draws them), in PyTorch's layouts:
+    for ``--init jdistill``, which tells the draws apart from the training."""
+    from jdistill.adversarial import data_free as df
+
+    config = df.DataFreeConfig(teacher=str(teacher_dir), method="dafl", image_size=PAPER_TEACHER_IMAGE_SIZE,
+                               generator_width=width, iterations=1, iterations_per_epoch=1, init="torch", seed=seed)  # fmt: skip
+    players = df.build(config, dataset).players
+    return generator_layout(players["generator"].params), lenet_layout(players["student"].params["model"])
+
+
 def adam_optimizers(generator, student) -> tuple:
     """The reference's: Adam 0.2 for the generator, 2e-3 for the student, PyTorch's defaults else."""
     import torch
@@ -184,24 +201,37 @@ def evaluate(generator, student, teacher, x_test, y_test, noise) -> dict:
             "teacher_abs_logit": float(logits.abs().mean()), "max_abs_pixel": float(images.abs().max())}  # fmt: skip
 
 
-def play(seed: int, teacher_params, test_set: tuple, a, device, record: dict, save) -> None:
-    """One seed's run against the teacher ``teacher_params`` into ``record``: every evaluation's
-    figures on ``test_set`` (images and labels on ``device``), by name, the iterations they were made
-    at and (at the end) the training seconds; ``save()`` after each evaluation."""
+def networks(seed: int, width: int, teacher_params, start=None) -> tuple:
+    """The generator, the student and the teacher of ``seed``'s run, drawn from PyTorch's stream
+    seeded with ``seed`` in this order (the teacher's draws then replaced by ``teacher_params``, and
+    with ``start`` the generator's and the student's by :func:`jdistill_start`'s), which leaves the
+    stream where the run's noise begins: the same noise whatever ``start`` is."""
     import torch
 
     torch.manual_seed(seed)
-    generator = torch_generator(a.generator_width).to(device)
-    student = torch_lenet5((3, 8), (60, 42)).to(device)
-    # Made after them from the seed's stream (its drawn weights then replaced), as the README's runs
-    # made it: building it once per command instead would change every seed's noise.
-    teacher = torch_lenet5()
+    generator, student, teacher = torch_generator(width), torch_lenet5((3, 8), (60, 42)), torch_lenet5()
     load(teacher, lenet_layout(teacher_params))
+    if start is not None:
+        load(generator, start[0])
+        load(student, start[1])
+    return generator, student, teacher
+
+
+def play(seed: int, teacher_params, test_set: tuple, a, device, record: dict, save, start=None) -> None:
+    """One seed's run against the teacher ``teacher_params`` into ``record``: every evaluation's
+    figures on ``test_set`` (images and labels on ``device``), by name, the iterations they were made
+    at and (at the end) the training seconds; ``save()`` after each evaluation. ``start``: the
+    generator's and the student's initial weights (:func:`jdistill_start`) instead of PyTorch's
+    draws; the noise is the same either way."""
+    import torch
+
+    generator, student, teacher = networks(seed, a.generator_width, teacher_params, start)
+    generator, student = generator.to(device), student.to(device)
     teacher.to(device).eval().requires_grad_(False)
     optimizers = adam_optimizers(generator, student)
     evaluation_noise = torch.Generator(device=device).manual_seed(seed)  # leaves the training noise alone
     record["iteration"] = []
-    start = time.perf_counter()
+    began = time.perf_counter()
     for i in range(1, a.iterations + 1):
         dafl_iteration(
             generator, student, teacher, optimizers, torch.randn(a.batch_size, NOISE, device=device)
@@ -214,8 +244,8 @@ def play(seed: int, teacher_params, test_set: tuple, a, device, record: dict, sa
                 record.setdefault(name, []).append(value)
             save()
             print(f"seed {seed} iteration {i}: accuracy {100 * figures['accuracy']:.2f} %, class entropy "
-                  f"{figures['class_entropy']:.2f} ({time.perf_counter() - start:.0f} s)", file=sys.stderr)  # fmt: skip
-    record["seconds"] = round(time.perf_counter() - start, 1)
+                  f"{figures['class_entropy']:.2f} ({time.perf_counter() - began:.0f} s)", file=sys.stderr)  # fmt: skip
+    record["seconds"] = round(time.perf_counter() - began, 1)
     save()
 
 
@@ -224,7 +254,7 @@ def collapse(record: dict) -> int | None:
     return next((i for i, e in zip(record["iteration"], record["class_entropy"]) if e <= COLLAPSED), None)
 
 
-def table(runs: dict, teacher_accuracy: float) -> str:
+def table(runs: dict, teacher_accuracy: float, init: str = "torch") -> str:
     rows, finals = [], []
     for seed, record in runs.items():
         best = int(np.argmax(record["accuracy"]))
@@ -234,7 +264,8 @@ def table(runs: dict, teacher_accuracy: float) -> str:
                      collapse(record) or "no", record.get("seconds", "stopped")])  # fmt: skip
     return "\n".join([
         "# DAFL on MNIST, the reference's loop in PyTorch (LeNet-5 -> LeNet-5-half)\n",
-        f"Teacher: {100 * teacher_accuracy:.2f} % (paper 98.91). Student test accuracy (%); paper 98.20.\n",
+        (f"Teacher: {100 * teacher_accuracy:.2f} % (paper 98.91). Student test accuracy (%); paper 98.20. "
+         f"First weights: {STARTS[init]}.\n"),
         markdown_table(["seed", "at the last evaluation (iteration)", "highest (iteration; chosen on the test set)",
                         "collapsed by iteration", "train s"], rows),
         (f"\nAt the last evaluation: {mean_std(finals)} % over {len(finals)} seed(s); 'stopped': a run "
@@ -253,6 +284,9 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch-size", type=int, default=512)
     parser.add_argument("--generator-width", type=int, default=64)
     parser.add_argument("--device", help="default: cuda if available, else cpu")
+    parser.add_argument("--init", choices=("torch", "jdistill"), default="torch",
+                        help="the student's and generator's first weights: PyTorch's draws, or the ones jdistill's "
+                        "run of the same seed starts from (PyTorch's noise either way)")  # fmt: skip
     a = parser.parse_args(argv)
     if importlib.util.find_spec("torch") is None:
         parser.exit(2, f"{parser.prog}: PyTorch is not installed: pip install -e '.[parity]'\n")
@@ -287,14 +321,17 @@ def main(argv=None) -> dict:
     try:
         for seed in a.seeds:
             runs[str(seed)] = {}
-            play(seed, teacher_params, (x_test, y_test), a, device, runs[str(seed)], save)
+            start = (
+                jdistill_start(a.teacher, dataset, seed, a.generator_width) if a.init == "jdistill" else None
+            )
+            play(seed, teacher_params, (x_test, y_test), a, device, runs[str(seed)], save, start)
     except KeyboardInterrupt:  # a time limit: the table of the evaluations so far
         runs = {seed: record for seed, record in runs.items() if record.get("accuracy")}
         save()
         if runs:
-            (a.out / "table.md").write_text(table(runs, teacher_accuracy))
+            (a.out / "table.md").write_text(table(runs, teacher_accuracy, a.init))
         parser.exit(130, f"{parser.prog}: interrupted; {a.out}/results.json holds every evaluation so far\n")
-    (a.out / "table.md").write_text(table(runs, teacher_accuracy))
+    (a.out / "table.md").write_text(table(runs, teacher_accuracy, a.init))
     print((a.out / "table.md").read_text())
     return runs
 

@@ -217,3 +217,32 @@ def test_the_reference_script_refuses_a_missing_teacher_in_one_line(teacher_run,
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "none" in err, err
+
+
+def test_init_jdistill_starts_from_jdistills_draws_on_the_same_noise(teacher_run, game):
+    _, teacher_dir, dataset = teacher_run
+    start = reference["jdistill_start"](teacher_dir, dataset, 0, WIDTH)
+    # the draws of the game's run of seed 0 (built with another batch size and iteration count)
+    drawn = (
+        generator_layout(game.players["generator"].params),
+        lenet_layout(game.players["student"].params["model"]),
+    )
+    import jax
+
+    assert [tree.keys() for tree in start] == [tree.keys() for tree in drawn]
+    for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(drawn), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    other = reference["jdistill_start"](teacher_dir, dataset, 1, WIDTH)
+    assert not np.array_equal(other[0]["linear.weight"], start[0]["linear.weight"])
+    teacher = game.teachers["teacher"].params["model"]
+    generator, student, _ = reference["networks"](0, WIDTH, teacher, start)
+    noise_after_jdistill_start = torch.randn(4, 100)
+    pytorch_draws = reference["networks"](0, WIDTH, teacher)
+    noise_after_pytorch_draws = torch.randn(4, 100)
+    # the networks hold jdistill's weights; PyTorch's own draws differ; the noise that follows is the same
+    for name, value in generator.state_dict().items():
+        if name in start[0]:
+            np.testing.assert_array_equal(value.numpy(), np.asarray(start[0][name]))
+    np.testing.assert_array_equal(student[0].weight.detach().numpy(), start[1][0][0])
+    assert not np.allclose(pytorch_draws[0].linear.weight.detach().numpy(), start[0]["linear.weight"])
+    assert torch.equal(noise_after_jdistill_start, noise_after_pytorch_draws)
