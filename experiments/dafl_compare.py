@@ -1,18 +1,20 @@
-"""DAFL's learning curve in jdistill beside the reference's PyTorch loop, over unpaired seeds.
+"""Two groups of DAFL runs side by side over unpaired seeds: jdistill's against the reference's
+PyTorch loop, or the loop from two kinds of first weights.
 
-    python experiments/dafl_compare.py --jdistill runs/data_free_dafl_cpu \\
-        --reference runs/dafl_torch_cpu --window 100 450 --out runs/dafl_compare.md
+    python experiments/dafl_compare.py --runs runs/data_free_dafl_cpu \\
+        --against runs/dafl_torch_cpu --window 100 450 --out runs/dafl_compare.md
 
-``--jdistill``: ``experiments/data_free_mnist.py --methods dafl`` output directories (their
-``dafl_seed*`` runs, finished or not); ``--reference``: ``experiments/dafl_reference_torch.py``
-output directories (their ``results.json``). Both should share one teacher. Per iteration, the mean
-+- std (over seeds) of the students' test accuracy; then each seed's mean accuracy over the
-evaluations in ``--window`` and Fisher's exact permutation test of the two frameworks' means of
-those (:func:`jdistill.report.permutation_p_value`): whether one framework's students learn faster
-than chance explains. The seeds are not paired (each framework draws its own weights and noise), and
-a float32 DAFL run parts from any other after a few rounds (``tests/parity/test_dafl_game.py``), so
-only such distributions over seeds compare. A run without one of the listed iterations (stopped
-early) is left out, with a line saying so.
+Each directory is an ``experiments/data_free_mnist.py --methods dafl`` output (its ``dafl_seed*``
+runs, finished or not: jdistill) or an ``experiments/dafl_reference_torch.py`` output (its
+``results.json``: the reference's loop, from PyTorch's first weights or, run with ``--init
+jdistill``, from jdistill's); the two kinds cannot be mixed in one group. All should share one
+teacher. Per iteration, the mean +- std (over seeds) of the students' test accuracy; then each
+seed's mean accuracy over the evaluations in ``--window`` and Fisher's exact permutation test of the
+two groups' means of those (:func:`jdistill.report.permutation_p_value`): whether one group's
+students learn faster than chance explains. The seeds are not paired: a float32 DAFL run parts from
+any other after a few rounds (``tests/parity/test_dafl_game.py``), so only such distributions over
+seeds compare. A run without one of the listed iterations (stopped early) is left out, with a line
+saying so.
 """
 
 import argparse
@@ -26,53 +28,71 @@ from jdistill.report import markdown_table, mean_std, permutation_p_value
 from jdistill.train import RunDir
 
 COLUMNS = 10  # iterations shown when none are given
+KINDS = {
+    "jdistill": "jdistill",
+    "torch": "PyTorch, the reference's loop",
+    "jdistill-init": "PyTorch, the reference's loop from jdistill's first weights",
+}
 
 
 def jdistill_curves(directory: pathlib.Path) -> dict[str, dict[int, float]]:
     """``{"seed K": {iteration: test accuracy}}`` of a data_free_mnist.py output's DAFL runs."""
-    runs = sorted(directory.glob("dafl_seed*/metrics.jsonl"))
-    if not runs:
-        raise ValueError(
-            f"{directory}: no dafl_seed*/metrics.jsonl (not a data_free_mnist.py --out with DAFL runs)"
-        )
     return {
         f"seed {f.parent.name.removeprefix('dafl_seed')}": {
             m["step"]: m["test/accuracy"] for m in RunDir(f.parent).metrics() if "test/accuracy" in m
         }
-        for f in runs
+        for f in sorted(directory.glob("dafl_seed*/metrics.jsonl"))
     }
 
 
-def reference_curves(directory: pathlib.Path) -> dict[str, dict[int, float]]:
-    """``{"seed K": {iteration: test accuracy}}`` of a dafl_reference_torch.py output."""
+def read_runs(directory: pathlib.Path) -> tuple[str, dict[str, dict[int, float]]]:
+    """``(kind, {"seed K": {iteration: test accuracy}})`` of either script's output directory."""
     path = directory / "results.json"
-    try:
-        seeds = json.loads(path.read_text())["seeds"]
-    except FileNotFoundError:
-        raise ValueError(f"{path}: not found (not a dafl_reference_torch.py --out)") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ValueError(f"{path}: not a results.json of dafl_reference_torch.py") from None
-    return {f"seed {k}": dict(zip(v["iteration"], v["accuracy"])) for k, v in seeds.items()}
+    if path.exists() and not any(directory.glob("dafl_seed*")):
+        try:
+            results = json.loads(path.read_text())
+            curves = {
+                f"seed {k}": dict(zip(v["iteration"], v["accuracy"])) for k, v in results["seeds"].items()
+            }
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise ValueError(f"{path}: not a results.json of dafl_reference_torch.py") from None
+        init = results.get("settings", {}).get("init", "torch")
+        return ("jdistill-init" if init == "jdistill" else "torch"), curves
+    curves = jdistill_curves(directory)
+    if not curves:
+        raise ValueError(
+            f"{directory}: neither a data_free_mnist.py output with DAFL runs (dafl_seed*/metrics.jsonl) "
+            "nor a dafl_reference_torch.py output (results.json)"
+        )
+    return "jdistill", curves
 
 
-def gather(directories, read, side: str) -> dict[str, dict[int, float]]:
-    """Every seed's curve over the directories; a seed found twice is refused (the same run, or two
-    runs under one name)."""
-    curves, where = {}, {}
+def gather(directories, option: str) -> tuple[str, dict[str, dict[int, float]]]:
+    """One group: its kind and every seed's curve over its directories. A seed found twice (the
+    same run, or two runs under one name) and a mix of kinds are refused."""
+    curves, where, kinds = {}, {}, {}
     for directory in map(pathlib.Path, directories):
-        for seed, curve in read(directory).items():
+        kind, found = read_runs(directory)
+        kinds[kind] = directory
+        if len(kinds) > 1:
+            (a, first), (b, second) = kinds.items()
+            raise ValueError(
+                f"{option}: {first} holds {KINDS[a]} runs, {second} {KINDS[b]} runs; compare them as two groups"
+            )
+        for seed, curve in found.items():
             if seed in curves:
-                raise ValueError(f"{side}: {seed} is in both {where[seed]} and {directory}")
+                raise ValueError(f"{option}: {seed} is in both {where[seed]} and {directory}")
             curves[seed], where[seed] = curve, directory
-    return curves
+    return next(iter(kinds)), curves
 
 
-def compare(jd: dict, ref: dict, iterations: list[int] | None, window: tuple[int, int]):
-    """The markdown report and the figures: per-iteration mean +- std of both sides (``iterations``,
-    or at most ``COLUMNS`` of the evaluations in the window that half the runs or more have), and the permutation test of each
-    seed's mean over every evaluation in ``window`` (inclusive) that all compared runs have."""
+def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window: tuple[int, int]):
+    """The markdown report and the figures of two groups ``(label, {seed: curve})``: per-iteration
+    mean +- std (``iterations``, or at most ``COLUMNS`` of the evaluations in the window that half
+    the runs or more have), and the permutation test of each seed's mean over every evaluation in
+    ``window`` (inclusive) that all compared runs have."""
     if iterations is None:
-        runs = [*jd.values(), *ref.values()]
+        runs = [curve for _, curves in groups for curve in curves.values()]
         counts = {}
         for curve in runs:
             for i in curve:
@@ -83,42 +103,42 @@ def compare(jd: dict, ref: dict, iterations: list[int] | None, window: tuple[int
                 f"no evaluation in iterations {window[0]}-{window[1]} is shared by half the runs"
             )
         iterations = [shared[round(k)] for k in np.linspace(0, len(shared) - 1, min(COLUMNS, len(shared)))]
-    notes, kept = [], {}
-    for side, curves in (("jdistill", jd), ("reference", ref)):
-        kept[side] = {}
+    notes, kept = [], []
+    for label, curves in groups:
+        complete = {}
         for seed, curve in curves.items():
             missing = [i for i in iterations if i not in curve]
             if missing:
-                notes.append(f"{side} {seed} left out: no evaluation at iteration {missing[0]}")
+                notes.append(f"{label}: {seed} left out, no evaluation at iteration {missing[0]}")
             else:
-                kept[side][seed] = curve
-        if not kept[side]:
+                complete[seed] = curve
+        if not complete:
             raise ValueError(
-                f"no {side} run has every iteration asked for ({', '.join(map(str, iterations))})"
+                f"no run of {label} has every iteration asked for ({', '.join(map(str, iterations))})"
             )
-    runs = [*kept["jdistill"].values(), *kept["reference"].values()]
-    in_window = sorted(i for i in set.intersection(*map(set, runs)) if window[0] <= i <= window[1])
+        kept.append((label, complete))
+    runs = [set(curve) for _, curves in kept for curve in curves.values()]
+    in_window = sorted(i for i in set.intersection(*runs) if window[0] <= i <= window[1])
     if not in_window:
         raise ValueError(f"the compared runs share no evaluation in iterations {window[0]}-{window[1]}")
-    rows, means = [], {}
-    for side, label in (("jdistill", "jdistill"), ("reference", "PyTorch, the reference's loop")):
-        curves = kept[side].values()
+    rows, means = [], []
+    for label, curves in kept:
         rows.append(
             [f"{label} ({len(curves)} seeds)"]
-            + [mean_std([c[i] for c in curves], digits=1) for i in iterations]
+            + [mean_std([c[i] for c in curves.values()], digits=1) for i in iterations]
         )
-        means[side] = {
-            seed: 100 * float(np.mean([c[i] for i in in_window])) for seed, c in kept[side].items()
-        }
-    a, b = list(means["jdistill"].values()), list(means["reference"].values())
+        means.append({seed: 100 * float(np.mean([c[i] for i in in_window])) for seed, c in curves.items()})
+    a, b = list(means[0].values()), list(means[1].values())
     p = permutation_p_value(a, b)
     lines = [markdown_table(["test accuracy (%) at iteration"] + [str(i) for i in iterations], rows)]
     span = f"the {len(in_window)} evaluations at iterations {in_window[0]}-{in_window[-1]}"
-    for side in ("jdistill", "reference"):
-        per_seed = ", ".join(f"{s} {v:.1f}" for s, v in means[side].items())
-        lines.append(f"- {side}, each seed's mean over {span}: {per_seed}")
+    for (label, _), per_seed in zip(kept, means):
+        lines.append(
+            f"- {label}, each seed's mean over {span}: "
+            + ", ".join(f"{s} {v:.1f}" for s, v in per_seed.items())
+        )
     lines.append(
-        f"- reference minus jdistill, the means of those: {np.mean(b) - np.mean(a):+.2f} points; "
+        f"- the second minus the first, the means of those: {np.mean(b) - np.mean(a):+.2f} points; "
         f"two-sided exact permutation p = {p:.3f} ({len(a)} and {len(b)} seeds, unpaired)"
     )
     lines += [f"- {n}" for n in notes]
@@ -133,16 +153,10 @@ def compare(jd: dict, ref: dict, iterations: list[int] | None, window: tuple[int
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jdistill", nargs="+", required=True, help="data_free_mnist.py --out directories")
-    parser.add_argument(
-        "--reference", nargs="+", required=True, help="dafl_reference_torch.py --out directories"
-    )
-    parser.add_argument(
-        "--iterations",
-        type=int,
-        nargs="+",
-        help=f"columns (default: at most {COLUMNS} of the window's evaluations that half the runs have)",
-    )
+    parser.add_argument("--runs", nargs="+", required=True, help="the first group's output directories")
+    parser.add_argument("--against", nargs="+", required=True, help="the second group's output directories")
+    parser.add_argument("--iterations", type=int, nargs="+",
+                        help=f"columns (default: at most {COLUMNS} of the window's evaluations that half the runs have)")  # fmt: skip
     parser.add_argument("--window", type=int, nargs=2, default=(0, 10**9), metavar=("FIRST", "LAST"),
                         help="iterations whose accuracies make each seed's mean for the test (inclusive)")  # fmt: skip
     parser.add_argument("--out", type=pathlib.Path, help="also write the report to this markdown file")
@@ -150,9 +164,14 @@ def main(argv=None) -> int:
     try:
         if a.window[0] > a.window[1]:
             raise ValueError(f"--window {a.window[0]} {a.window[1]}: the first iteration is after the last")
-        jd = gather(a.jdistill, jdistill_curves, "jdistill")
-        ref = gather(a.reference, reference_curves, "reference")
-        report, _ = compare(jd, ref, a.iterations, tuple(a.window))
+        groups = [gather(a.runs, "--runs"), gather(a.against, "--against")]
+        if groups[0][0] == groups[1][0]:
+            labels = [f"{KINDS[groups[0][0]]}, group {k}" for k in (1, 2)]
+        else:
+            labels = [KINDS[kind] for kind, _ in groups]
+        report, _ = compare(
+            [(label, curves) for label, (_, curves) in zip(labels, groups)], a.iterations, tuple(a.window)
+        )
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -20,10 +20,11 @@ def jdistill_run(root: pathlib.Path, seed: int, accuracies: dict[int, float]) ->
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
 
 
-def reference_out(root: pathlib.Path, seeds: dict[int, dict[int, float]]) -> None:
+def reference_out(root: pathlib.Path, seeds: dict[int, dict[int, float]], init: str = "torch") -> None:
     root.mkdir(parents=True)
     results = {
-        "seeds": {str(s): {"iteration": list(c), "accuracy": list(c.values())} for s, c in seeds.items()}
+        "settings": {"init": init},
+        "seeds": {str(s): {"iteration": list(c), "accuracy": list(c.values())} for s, c in seeds.items()},
     }
     (root / "results.json").write_text(json.dumps(results))
 
@@ -37,7 +38,7 @@ def test_table_window_means_and_p_value(tmp_path, capsys):
         tmp_path / "ref", {0: {100: 0.60, 200: 0.70, 300: 0.90}, 1: {100: 0.62, 200: 0.72, 300: 0.90}}
     )
     out = tmp_path / "report" / "compare.md"
-    assert main(["--jdistill", str(jd), "--reference", str(tmp_path / "ref"), "--window", "100", "200",
+    assert main(["--runs", str(jd), "--against", str(tmp_path / "ref"), "--window", "100", "200",
                  "--out", str(out)]) == 0  # fmt: skip
     report = capsys.readouterr().out
     assert out.read_text() == report
@@ -48,29 +49,51 @@ def test_table_window_means_and_p_value(tmp_path, capsys):
     # each seed's mean over 100-200: jdistill 55, 59; reference 65, 67; difference 9 points, and the
     # observed split is the most extreme of the 6 (with its mirror): p = 2 / 6
     assert "seed 0 55.0, seed 1 59.0" in report and "seed 0 65.0, seed 1 67.0" in report
-    assert "+9.00 points; two-sided exact permutation p = 0.333 (2 and 2 seeds, unpaired)" in report
-    assert "jdistill seed 2 left out: no evaluation at iteration 100" not in report
-    assert "jdistill seed 2 left out: no evaluation at iteration 200" in report
+    assert (
+        "the second minus the first, the means of those: +9.00 points; two-sided exact permutation p = 0.333 (2 and 2 seeds, unpaired)"
+        in report
+    )
+    assert "jdistill: seed 2 left out, no evaluation at iteration 200" in report
+    assert "iteration 100" not in report.split("- jdistill: seed 2")[1]
 
 
 def test_chosen_columns_and_bad_input_are_one_line(tmp_path, capsys):
     jd, ref = tmp_path / "jd", tmp_path / "ref"
     jdistill_run(jd, 0, {100: 0.5, 200: 0.6})
     reference_out(ref, {0: {100: 0.6, 200: 0.7}})
-    assert main(["--jdistill", str(jd), "--reference", str(ref), "--iterations", "200"]) == 0
+    assert main(["--runs", str(jd), "--against", str(ref), "--iterations", "200"]) == 0
     assert "| test accuracy (%) at iteration | 200 |" in capsys.readouterr().out
     cases = [
-        (["--jdistill", str(tmp_path / "none"), "--reference", str(ref)], "no dafl_seed*/metrics.jsonl"),
-        (["--jdistill", str(jd), "--reference", str(jd)], "results.json: not found"),
-        (["--jdistill", str(jd), str(jd), "--reference", str(ref)], "seed 0 is in both"),
-        (["--jdistill", str(jd), "--reference", str(ref), "--iterations", "300"], "no jdistill run has every iteration"),
-        (["--jdistill", str(jd), "--reference", str(ref), "--window", "300", "100"], "the first iteration is after the last"),
-        (["--jdistill", str(jd), "--reference", str(ref), "--window", "300", "400"], "no evaluation in iterations 300-400"),
+        (["--runs", str(tmp_path / "none"), "--against", str(ref)], "neither a data_free_mnist.py output"),
+        (["--runs", str(jd), str(ref), "--against", str(ref)], "compare them as two groups"),
+        (["--runs", str(jd), str(jd), "--against", str(ref)], "seed 0 is in both"),
+        (["--runs", str(jd), "--against", str(ref), "--iterations", "300"], "no run of jdistill has every iteration"),
+        (["--runs", str(jd), "--against", str(ref), "--window", "300", "100"], "the first iteration is after the last"),
+        (["--runs", str(jd), "--against", str(ref), "--window", "300", "400"], "no evaluation in iterations 300-400"),
     ]  # fmt: skip
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "results.json").write_text("{not json")
-    cases.append((["--jdistill", str(jd), "--reference", str(tmp_path / "bad")], "not a results.json"))
+    cases.append(
+        (
+            ["--runs", str(jd), "--against", str(tmp_path / "bad")],
+            "not a results.json of dafl_reference_torch.py",
+        )
+    )
     for argv, message in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, (argv, err)
+
+
+def test_groups_are_labelled_by_what_their_runs_are(tmp_path, capsys):
+    torch_init, jdistill_init = tmp_path / "torch", tmp_path / "jdinit"
+    reference_out(torch_init, {0: {100: 0.6}, 1: {100: 0.7}})
+    reference_out(jdistill_init, {0: {100: 0.5}, 1: {100: 0.6}}, init="jdistill")
+    assert main(["--runs", str(jdistill_init), "--against", str(torch_init)]) == 0
+    report = capsys.readouterr().out
+    assert "| PyTorch, the reference's loop from jdistill's first weights (2 seeds) | 55.0 +- 5.0 |" in report
+    assert "| PyTorch, the reference's loop (2 seeds) | 65.0 +- 5.0 |" in report
+    assert main(["--runs", str(torch_init), "--against", str(torch_init)]) == 0  # one kind twice: numbered
+    report = capsys.readouterr().out
+    assert "loop, group 1 (2 seeds)" in report and "loop, group 2 (2 seeds)" in report
+    assert "+0.00 points; two-sided exact permutation p = 1.000" in report
