@@ -37,8 +37,19 @@ def test_permutation_p_value_matches_a_direct_enumeration_and_is_symmetric():
     assert 0 < p < 1
 
 
-def test_permutation_p_value_refuses_empty_groups_and_too_many_splits():
+def test_permutation_p_value_samples_random_splits_beyond_the_exact_limit():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(0, 1, 5), rng.normal(1, 1, 6)
+    exact = permutation_p_value(a, b)
+    sampled = permutation_p_value(a, b, max_exact=0, samples=100_000)
+    assert sampled != exact and sampled == pytest.approx(exact, abs=0.006)  # binomial sd about 0.0015
+    # far apart: no random split reaches the observed one, and the estimate counts the observed split
+    assert permutation_p_value([0.0] * 12, [10.0] * 12, samples=999) == pytest.approx(1 / 1000)
+    assert permutation_p_value(range(13), range(13), samples=1_000) == 1.0  # C(26, 13) splits: sampled
+
+
+def test_permutation_p_value_refuses_empty_groups_and_no_samples():
     with pytest.raises(ValueError, match="non-empty"):
         permutation_p_value([], [1.0])
-    with pytest.raises(ValueError, match="too many for an exact test"):
-        permutation_p_value(range(13), range(13))
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        permutation_p_value([1.0], [2.0], samples=0)
