@@ -14,9 +14,10 @@ both Adam steps (generator 0.2, student 2e-3, constant). The generator (:class:`
 linear -> BN -> upsample -> conv3x3 -> BN(eps 0.8) -> LeakyReLU(0.2) -> upsample -> conv3x3 ->
 BN(eps 0.8) -> LeakyReLU -> conv3x3 -> tanh -> BN without affine, always on the batch's statistics.
 The student (LeNet-5-half) and the generator start from PyTorch's initialisation (``torch.manual_seed
-(seed)``), or with ``--init jdistill`` from the weights jdistill's run of the same seed draws (the
-noise unchanged: what the first weights alone do); the noise is PyTorch's.
-``tests/parity/test_dafl_game.py`` checks these rounds against jdistill's engine from the same weights.
+(seed)``), or with ``--init jdistill`` from the weights jdistill's run of the same seed draws; the
+noise is PyTorch's either way, the same for one seed, so the two show what the first weights alone
+do. ``tests/parity/test_dafl_game.py`` checks these rounds against jdistill's engine from the same
+weights.
 
 ``--teacher`` is a jdistill LeNet-5 run directory trained at 32x32 (``experiments/data_free_mnist.py``
 and ``data_free_gpu.sh`` train DAFL's with its recipe, ``paper_teacher("dafl")``); its weights are
