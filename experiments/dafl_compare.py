@@ -18,6 +18,7 @@ saying so.
 """
 
 import argparse
+import collections
 import json
 import math
 import pathlib
@@ -25,7 +26,7 @@ import sys
 
 import numpy as np
 
-from jdistill.report import MAX_EXACT_SPLITS, markdown_table, mean_std, permutation_p_value
+from jdistill.report import markdown_table, mean_std, permutation_is_exact, permutation_p_value
 from jdistill.train import RunDir
 
 COLUMNS = 10  # iterations shown when none are given
@@ -89,17 +90,14 @@ def gather(directories, option: str) -> tuple[str, dict[str, dict[int, float]]]:
 
 
 def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window: tuple[int, int]):
-    """The markdown report and the figures of two groups ``(label, {seed: curve})``: per-iteration
+    """The markdown report of two groups ``(label, {seed: curve})``: per-iteration
     mean +- std (``iterations``, or at most ``COLUMNS`` of the evaluations in the window that half
     the runs or more have), and the permutation test of each seed's mean over every evaluation in
     ``window`` (inclusive) that all compared runs have."""
     if iterations is None:
         runs = [curve for _, curves in groups for curve in curves.values()]
-        counts = {}
-        for curve in runs:
-            for i in curve:
-                counts[i] = counts.get(i, 0) + (window[0] <= i <= window[1])
-        shared = sorted(i for i, n in counts.items() if n and 2 * n >= len(runs))
+        counts = collections.Counter(i for curve in runs for i in curve if window[0] <= i <= window[1])
+        shared = sorted(i for i, n in counts.items() if 2 * n >= len(runs))
         if not shared:
             raise ValueError(
                 f"no evaluation in iterations {window[0]}-{window[1]} is shared by half the runs"
@@ -132,8 +130,12 @@ def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window
         means.append({seed: 100 * float(np.mean([c[i] for i in in_window])) for seed, c in curves.items()})
     a, b = list(means[0].values()), list(means[1].values())
     p = permutation_p_value(a, b, samples=SAMPLES)
-    splits = math.comb(len(a) + len(b), len(a))
-    how = f"exact, all {splits:,} splits" if splits <= MAX_EXACT_SPLITS else f"from {SAMPLES:,} random splits"
+    exact = permutation_is_exact(len(a), len(b))
+    how = (
+        f"exact, all {math.comb(len(a) + len(b), len(a)):,} splits"
+        if exact
+        else f"from {SAMPLES:,} random splits"
+    )
     lines = [markdown_table(["test accuracy (%) at iteration"] + [str(i) for i in iterations], rows)]
     span = f"the {len(in_window)} evaluations at iterations {in_window[0]}-{in_window[-1]}"
     for (label, _), per_seed in zip(kept, means):
@@ -146,13 +148,7 @@ def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window
         f"two-sided permutation p = {p:.3f} ({len(a)} and {len(b)} seeds, unpaired; {how})"
     )
     lines += [f"- {n}" for n in notes]
-    figures = {
-        "difference": float(np.mean(b) - np.mean(a)),
-        "p_value": p,
-        "means": means,
-        "window": in_window,
-    }
-    return "\n".join(lines) + "\n", figures
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
@@ -173,7 +169,7 @@ def main(argv=None) -> int:
             labels = [f"{KINDS[groups[0][0]]}, group {k}" for k in (1, 2)]
         else:
             labels = [KINDS[kind] for kind, _ in groups]
-        report, _ = compare(
+        report = compare(
             [(label, curves) for label, (_, curves) in zip(labels, groups)], a.iterations, tuple(a.window)
         )
     except ValueError as error:

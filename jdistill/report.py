@@ -27,6 +27,12 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> 
     return f"{values.mean():.{digits}f} +- {values.std():.{digits}f}"
 
 
+def permutation_is_exact(n: int, m: int, max_exact: int | None = None) -> bool:
+    """Whether :func:`permutation_p_value` counts every split of ``n`` and ``m`` values (at most
+    ``max_exact``, default ``MAX_EXACT_SPLITS``) rather than sampling them."""
+    return math.comb(n + m, n) <= (MAX_EXACT_SPLITS if max_exact is None else max_exact)
+
+
 def permutation_p_value(
     a: Sequence[float],
     b: Sequence[float],
@@ -48,17 +54,16 @@ def permutation_p_value(
         raise ValueError(f"samples must be at least 1, got {samples}")
     pooled, n = np.concatenate([a, b]), len(a)
     observed = abs(b.mean() - a.mean()) * (1 - 1e-12) - 1e-12  # ties count as extreme
-    exact = math.comb(len(pooled), n) <= (MAX_EXACT_SPLITS if max_exact is None else max_exact)
-    if exact:
-        splits = list(itertools.combinations(range(len(pooled)), n))
-        first = np.zeros((len(splits), len(pooled)), bool)
-        first[np.repeat(np.arange(len(splits)), n), np.concatenate(splits)] = True
+    exact = permutation_is_exact(n, len(b), max_exact)
+    if exact:  # the first group's members of every split, one row each
+        count = math.comb(len(pooled), n)
+        splits = itertools.chain.from_iterable(itertools.combinations(range(len(pooled)), n))
+        members = np.fromiter(splits, np.intp, count * n).reshape(count, n)
     else:
-        rng = np.random.default_rng(seed)
-        first = np.argsort(rng.random((samples, len(pooled))), axis=1) < n  # n random members per row
-    sum_a = first @ pooled
+        members = np.argsort(np.random.default_rng(seed).random((samples, len(pooled))), axis=1)[:, :n]
+    sum_a = pooled[members].sum(axis=1)
     hits = int(np.sum(np.abs((pooled.sum() - sum_a) / len(b) - sum_a / n) >= observed))
-    return hits / len(first) if exact else (hits + 1) / (samples + 1)
+    return hits / len(members) if exact else (hits + 1) / (samples + 1)
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

@@ -220,6 +220,8 @@ def test_the_reference_script_refuses_a_missing_teacher_in_one_line(teacher_run,
 
 
 def test_init_jdistill_starts_from_jdistills_draws_on_the_same_noise(teacher_run, game):
+    import jax
+
     _, teacher_dir, dataset = teacher_run
     start = reference["jdistill_start"](teacher_dir, dataset, 0, WIDTH)
     # the draws of the game's run of seed 0 (built with another batch size and iteration count)
@@ -227,8 +229,6 @@ def test_init_jdistill_starts_from_jdistills_draws_on_the_same_noise(teacher_run
         generator_layout(game.players["generator"].params),
         lenet_layout(game.players["student"].params["model"]),
     )
-    import jax
-
     assert [tree.keys() for tree in start] == [tree.keys() for tree in drawn]
     for a, b in zip(jax.tree.leaves(start), jax.tree.leaves(drawn), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
