@@ -39,12 +39,15 @@ KINDS = {
 
 
 def jdistill_curves(directory: pathlib.Path) -> dict[str, dict[int, float]]:
-    """``{"seed K": {iteration: test accuracy}}`` of a data_free_mnist.py output's DAFL runs."""
+    """``{"seed K": {iteration: test accuracy}}`` of a data_free_mnist.py output's DAFL runs, by seed."""
+    files = sorted(
+        directory.glob("dafl_seed*/metrics.jsonl"), key=lambda f: (len(f.parent.name), f.parent.name)
+    )
     return {
         f"seed {f.parent.name.removeprefix('dafl_seed')}": {
             m["step"]: m["test/accuracy"] for m in RunDir(f.parent).metrics() if "test/accuracy" in m
         }
-        for f in sorted(directory.glob("dafl_seed*/metrics.jsonl"))
+        for f in files
     }
 
 

@@ -97,3 +97,9 @@ def test_groups_are_labelled_by_what_their_runs_are(tmp_path, capsys):
     report = capsys.readouterr().out
     assert "loop, group 1 (2 seeds)" in report and "loop, group 2 (2 seeds)" in report
     assert "+0.00 points; two-sided permutation p = 1.000" in report
+
+
+def test_jdistill_seeds_in_numeric_order(tmp_path):
+    for seed in (10, 9, 2):
+        jdistill_run(tmp_path, seed, {100: 0.5})
+    assert list(compare_script["jdistill_curves"](tmp_path)) == ["seed 2", "seed 9", "seed 10"]
