@@ -11,7 +11,8 @@ jdistill``, from jdistill's); the two kinds cannot be mixed in one group. All sh
 teacher. Per iteration, the mean +- std (over seeds) of the students' test accuracy; then each
 seed's mean accuracy over the evaluations in ``--window`` and Fisher's permutation test of the
 two groups' means of those (:func:`jdistill.report.permutation_p_value`): whether one group's
-students learn faster than chance explains. The seeds are not paired: a float32 DAFL run parts from
+students learn faster than chance explains; with the 95 % bootstrap interval of that difference
+(:func:`jdistill.report.bootstrap_interval`), the differences the seeds leave plausible. The seeds are not paired: a float32 DAFL run parts from
 any other after a few rounds (``tests/parity/test_dafl_game.py``), so only such distributions over
 seeds compare. A run without one of the listed iterations (stopped early) is left out, with a line
 saying so.
@@ -26,7 +27,13 @@ import sys
 
 import numpy as np
 
-from jdistill.report import markdown_table, mean_std, permutation_is_exact, permutation_p_value
+from jdistill.report import (
+    bootstrap_interval,
+    markdown_table,
+    mean_std,
+    permutation_is_exact,
+    permutation_p_value,
+)
 from jdistill.train import RunDir
 
 COLUMNS = 10  # iterations shown when none are given
@@ -134,6 +141,7 @@ def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window
     a, b = list(means[0].values()), list(means[1].values())
     p = permutation_p_value(a, b, samples=SAMPLES)
     exact = permutation_is_exact(len(a), len(b))
+    low, high = bootstrap_interval(a, b)
     how = (
         f"exact, all {math.comb(len(a) + len(b), len(a)):,} splits"
         if exact
@@ -147,7 +155,8 @@ def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window
             + ", ".join(f"{s} {v:.1f}" for s, v in per_seed.items())
         )
     lines.append(
-        f"- the second minus the first, the means of those: {np.mean(b) - np.mean(a):+.2f} points; "
+        f"- the second minus the first, the means of those: {np.mean(b) - np.mean(a):+.2f} points "
+        f"(95 % bootstrap interval {low:+.2f} to {high:+.2f}); "
         f"two-sided permutation p = {p:.3f} ({len(a)} and {len(b)} seeds, unpaired; {how})"
     )
     lines += [f"- {n}" for n in notes]

@@ -1,4 +1,5 @@
-"""Tables and plots of finished runs: markdown tables, learning curves from ``metrics.jsonl``."""
+"""Tables, plots and statistics of finished runs: markdown tables, learning curves from ``metrics.jsonl``,
+two groups of seeds compared (a permutation test, a bootstrap interval)."""
 
 import itertools
 import math
@@ -47,11 +48,7 @@ def permutation_p_value(
     up to ``max_exact`` splits (default ``MAX_EXACT_SPLITS``); beyond, estimated from ``samples``
     random splits as ``(hits + 1) / (samples + 1)`` (the observed split counted, so never 0). For
     unpaired seeds of two implementations, where a t-test's normality is not assumed."""
-    a, b = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
-    if a.ndim != 1 or b.ndim != 1 or not len(a) or not len(b):
-        raise ValueError(f"need two non-empty lists of values, got shapes {a.shape} and {b.shape}")
-    if samples < 1:
-        raise ValueError(f"samples must be at least 1, got {samples}")
+    a, b = _two_groups(a, b, samples)
     pooled, n = np.concatenate([a, b]), len(a)
     observed = abs(b.mean() - a.mean()) * (1 - 1e-12) - 1e-12  # ties count as extreme
     exact = permutation_is_exact(n, len(b), max_exact)
@@ -64,6 +61,34 @@ def permutation_p_value(
     sum_a = pooled[members].sum(axis=1)
     hits = int(np.sum(np.abs((pooled.sum() - sum_a) / len(b) - sum_a / n) >= observed))
     return hits / len(members) if exact else (hits + 1) / (samples + 1)
+
+
+def bootstrap_interval(
+    a: Sequence[float], b: Sequence[float], *, level: float = 0.95, samples: int = 20_000, seed: int = 0
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of ``mean(b) - mean(a)`` at ``level`` (Efron & Tibshirani 1993,
+    ch. 13): each group resampled with replacement, on its own, ``samples`` times; the interval holds
+    the middle ``level`` of the resampled differences. For unpaired seeds: the differences the data
+    leave plausible, beside :func:`permutation_p_value`'s test of none."""
+    a, b = _two_groups(a, b, samples)
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}")
+    rng = np.random.default_rng(seed)
+    differences = b[rng.integers(len(b), size=(samples, len(b)))].mean(axis=1) - a[
+        rng.integers(len(a), size=(samples, len(a)))
+    ].mean(axis=1)
+    low, high = np.percentile(differences, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def _two_groups(a, b, samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two groups as float64 vectors, or one ``ValueError`` line."""
+    a, b = np.atleast_1d(np.asarray(a, np.float64)), np.atleast_1d(np.asarray(b, np.float64))
+    if a.ndim != 1 or b.ndim != 1 or not len(a) or not len(b):
+        raise ValueError(f"need two non-empty lists of values, got shapes {a.shape} and {b.shape}")
+    if samples < 1:
+        raise ValueError(f"samples must be at least 1, got {samples}")
+    return a, b
 
 
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence]) -> str:

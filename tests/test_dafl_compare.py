@@ -47,12 +47,13 @@ def test_table_window_means_and_p_value(tmp_path, capsys):
     assert "| jdistill (2 seeds) | 52.0 +- 2.0 | 62.0 +- 2.0 |" in report
     assert "| PyTorch, the reference's loop (2 seeds) | 61.0 +- 1.0 | 71.0 +- 1.0 |" in report
     # each seed's mean over 100-200: jdistill 55, 59; reference 65, 67; difference 9 points, and the
-    # observed split is the most extreme of the 6 (with its mirror): p = 2 / 6
+    # observed split is the most extreme of the 6 (with its mirror): p = 2 / 6; resampled, the means
+    # differ by 6 or by 12 with chance 1/16 each, the ends of the 95 % interval
     assert "seed 0 55.0, seed 1 59.0" in report and "seed 0 65.0, seed 1 67.0" in report
     assert (
-        "the second minus the first, the means of those: +9.00 points; two-sided permutation p = 0.333 (2 and 2 seeds, unpaired; exact, all 6 splits)"
-        in report
-    )
+        "the second minus the first, the means of those: +9.00 points (95 % bootstrap interval +6.00 to +12.00); "
+        "two-sided permutation p = 0.333 (2 and 2 seeds, unpaired; exact, all 6 splits)"
+    ) in report
     assert "jdistill: seed 2 left out, no evaluation at iteration 200" in report
     assert "iteration 100" not in report.split("- jdistill: seed 2")[1]
 
@@ -96,7 +97,10 @@ def test_groups_are_labelled_by_what_their_runs_are(tmp_path, capsys):
     assert main(["--runs", str(torch_init), "--against", str(torch_init)]) == 0  # one kind twice: numbered
     report = capsys.readouterr().out
     assert "loop, group 1 (2 seeds)" in report and "loop, group 2 (2 seeds)" in report
-    assert "+0.00 points; two-sided permutation p = 1.000" in report
+    # one group against itself: no difference, and resampled means of 60, 65 or 70 a side
+    assert (
+        "+0.00 points (95 % bootstrap interval -10.00 to +10.00); two-sided permutation p = 1.000" in report
+    )
 
 
 def test_jdistill_seeds_in_numeric_order(tmp_path):

@@ -1,11 +1,12 @@
-"""jdistill.report's permutation test against hand counts and an independent enumeration."""
+"""jdistill.report's permutation test against hand counts and an independent enumeration; its bootstrap
+interval against hand cases and the normal approximation."""
 
 import itertools
 
 import numpy as np
 import pytest
 
-from jdistill.report import permutation_p_value
+from jdistill.report import bootstrap_interval, permutation_p_value
 
 
 def test_permutation_p_value_counts_splits_by_hand():
@@ -53,3 +54,35 @@ def test_permutation_p_value_refuses_empty_groups_and_no_samples():
         permutation_p_value([], [1.0])
     with pytest.raises(ValueError, match="samples must be at least 1"):
         permutation_p_value([1.0], [2.0], samples=0)
+
+
+def test_bootstrap_interval_by_hand():
+    # constant groups: every resample has the same difference
+    assert bootstrap_interval([1.0, 1.0], [4.0, 4.0, 4.0]) == (3.0, 3.0)
+    # {55, 59} against {65, 67}: resampled means 55 / 57 / 59 and 65 / 66 / 67 with chances 1/4, 1/2,
+    # 1/4, so the difference is 6 or 12 with chance 1/16 each (> 2.5 %): the 95 % interval is [6, 12]
+    assert bootstrap_interval([55, 59], [65, 67]) == (6.0, 12.0)
+
+
+def test_bootstrap_interval_meets_the_normal_approximation_for_large_groups():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(0, 1, 400), rng.normal(1, 2, 300)
+    difference = b.mean() - a.mean()
+    half = 1.96 * np.sqrt(a.var() / len(a) + b.var() / len(b))
+    low, high = bootstrap_interval(a, b)
+    assert low == pytest.approx(difference - half, abs=0.05 * half)
+    assert high == pytest.approx(difference + half, abs=0.05 * half)
+    inner = bootstrap_interval(a, b, level=0.5)
+    assert low < inner[0] < difference < inner[1] < high
+    assert bootstrap_interval(a, b) == (low, high)  # seeded
+    mirrored = bootstrap_interval(b, a)
+    assert mirrored == pytest.approx((-high, -low), abs=0.05 * half)
+
+
+def test_bootstrap_interval_refuses_bad_input():
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_interval([1.0], [])
+    with pytest.raises(ValueError, match="level must be between 0 and 1"):
+        bootstrap_interval([1.0], [2.0], level=95)
+    with pytest.raises(ValueError, match="samples must be at least 1"):
+        bootstrap_interval([1.0], [2.0], samples=0)
