@@ -297,6 +297,9 @@ def main(argv=None) -> dict:
     import torch
 
     device = torch.device(a.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    # full float32 products, as the papers' GPUs and data_free_gpu.sh's jdistill runs: PyTorch's
+    # convolutions default to TF32 (a 10-bit mantissa) on GPUs that have it
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     try:
         dataset = teacher_dataset(load_dataset("mnist", a.data_dir), PAPER_TEACHER_IMAGE_SIZE)
         teacher = load_teacher(a.teacher, dataset)
@@ -316,7 +319,10 @@ def main(argv=None) -> dict:
         teacher_accuracy = float((net(x_test).argmax(1) == y_test).float().mean())
     a.out.mkdir(parents=True, exist_ok=True)
     runs = {}
-    settings = {k: v for k, v in vars(a).items() if k not in ("out", "seeds")} | {"device": str(device)}
+    settings = {k: v for k, v in vars(a).items() if k not in ("out", "seeds")} | {
+        "device": str(device),
+        "matmul_precision": "float32",
+    }
     save = lambda: (a.out / "results.json").write_text(json.dumps(
         {"settings": settings, "teacher_accuracy": teacher_accuracy, "seeds": runs}, indent=1, default=str))  # fmt: skip
     try:

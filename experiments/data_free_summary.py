@@ -4,11 +4,13 @@ so far, its last evaluation (iteration, test accuracy, best accuracy so far and 
 accuracy of the student's parameter average when it keeps one (``--student-ema``), the class
 entropy of the teacher on generated samples, the iteration by which the generator collapsed into
 one class if it did, and its restarts after a collapse: ``--restarts``) read from its
-``metrics.jsonl`` and ``restarts.jsonl``.
+``metrics.jsonl`` and ``restarts.jsonl``. A ``dafl_reference_torch.py`` output (``data_free_gpu.sh``'s
+``reference_dafl_seedK``, or any folder whose ``results.json`` is that script's) gives its ``table.md``.
 
     python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
 """
 
+import json
 import pathlib
 import sys
 
@@ -40,12 +42,34 @@ def run_line(run_dir: pathlib.Path) -> str:
 
 def folder_summary(folder: pathlib.Path) -> str:
     table = folder / "table.md"
+    if folder.name.startswith("reference_") or "teacher_accuracy" in _results(folder):
+        return reference_summary(folder)
     if table.exists():
         return f"## {folder.name} (finished)\n\n{table.read_text()}"
     runs = sorted(p for p in folder.glob("*_seed*") if p.is_dir())
     head = f"| {' | '.join(COLUMNS)} |\n" + "|---" * len(COLUMNS) + "|"
     lines = "\n".join(run_line(r) for r in runs) or "(no data-free run started)"
     return f"## {folder.name} (stopped before its end)\n\n{head}\n{lines}\n"
+
+
+def reference_summary(folder: pathlib.Path) -> str:
+    """A ``dafl_reference_torch.py`` output: its ``table.md`` (written at the end, or when the time
+    limit stopped it after an evaluation), finished when every seed's run recorded its seconds."""
+    table = folder / "table.md"
+    runs = _results(folder).get("seeds")
+    finished = isinstance(runs, dict) and bool(runs) and all("seconds" in run for run in runs.values())
+    state = "finished" if finished else "stopped before its end"
+    body = table.read_text() if table.exists() else "(no evaluation yet)\n"
+    return f"## {folder.name} (the reference's loop in PyTorch, {state})\n\n{body}"
+
+
+def _results(folder: pathlib.Path) -> dict:
+    """The folder's ``results.json``, or ``{}`` where there is none (yet) or it is cut off."""
+    try:
+        results = json.loads((folder / "results.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return results if isinstance(results, dict) else {}
 
 
 def main(out: str) -> None:

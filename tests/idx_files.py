@@ -17,9 +17,10 @@ def write_idx(path: pathlib.Path, array: np.ndarray, **kwargs) -> None:
     path.write_bytes(gzip.compress(idx_bytes(array, **kwargs)))
 
 
-def write_mnist_like(root: pathlib.Path) -> pathlib.Path:
+def write_mnist_like(root: pathlib.Path, train: int = 1400, test: int = 397) -> pathlib.Path:
     """The four MNIST files in ``root``, made from scikit-learn's digits (8x8 scaled to 24x24,
-    padded to 28x28, values 0..255): 1,400 training and 397 test images."""
+    padded to 28x28, values 0..255): the first ``train`` of the first 1,400 as training images and
+    the first ``test`` of the 397 others as test images."""
     from sklearn.datasets import load_digits
 
     from jdistill.data.mnist import FILES
@@ -27,8 +28,8 @@ def write_mnist_like(root: pathlib.Path) -> pathlib.Path:
     digits = load_digits()
     images = np.pad(np.kron(digits.images, np.ones((3, 3))) * (255 / 16), ((0, 0), (2, 2), (2, 2)))
     split = 1400
-    arrays = {"x_train": images[:split], "y_train": digits.target[:split],
-              "x_test": images[split:], "y_test": digits.target[split:]}  # fmt: skip
+    arrays = {"x_train": images[:train], "y_train": digits.target[:train],
+              "x_test": images[split:][:test], "y_test": digits.target[split:][:test]}  # fmt: skip
     for key, array in arrays.items():
         write_idx(root / FILES[key], np.asarray(array, np.uint8))
     return root

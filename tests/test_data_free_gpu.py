@@ -65,18 +65,51 @@ def test_summary_of_a_finished_and_a_stopped_folder(tmp_path):
     assert "teacher_dafl" not in stopped
 
 
+def test_summary_of_the_reference_loops_folders(tmp_path):
+    def reference_folder(name, seeds=None, table=True):
+        folder = tmp_path / name
+        folder.mkdir()
+        if seeds is not None:
+            results = {"settings": {}, "teacher_accuracy": 0.99, "seeds": seeds}
+            (folder / "results.json").write_text(json.dumps(results))
+        if table:
+            (folder / "table.md").write_text(f"| {name}'s table |\n")
+        return summary["folder_summary"](folder)
+
+    done = {"0": {"iteration": [120], "accuracy": [0.9], "seconds": 12.5}}
+    assert reference_folder("reference_dafl_seed0", done) == (
+        "## reference_dafl_seed0 (the reference's loop in PyTorch, finished)\n\n| reference_dafl_seed0's table |\n"
+    )
+    # known by its results.json under any name; a seed without its seconds was stopped by the limit
+    stopped = reference_folder("torch_runs", {"1": {"iteration": [120], "accuracy": [0.9]}})
+    assert stopped.startswith(
+        "## torch_runs (the reference's loop in PyTorch, stopped before its end)\n\n| torch"
+    )
+    # started, not yet evaluated: known by its name
+    assert reference_folder("reference_dafl_seed2", table=False) == (
+        "## reference_dafl_seed2 (the reference's loop in PyTorch, stopped before its end)\n\n(no evaluation yet)\n"
+    )
+    # a data_free_mnist.py folder with a results.json is not one
+    (tmp_path / "teachers").mkdir()
+    (tmp_path / "teachers" / "results.json").write_text(json.dumps({"rows": []}))
+    (tmp_path / "teachers" / "table.md").write_text("| teachers |\n")
+    assert summary["folder_summary"](tmp_path / "teachers") == "## teachers (finished)\n\n| teachers |\n"
+
+
 def test_gpu_script_refuses_an_unknown_part_before_it_starts_any(tmp_path):
     env = {**os.environ, "PYTHON": sys.executable, "PARTS": "dfad dafl"}
     result = subprocess.run(["bash", str(EXPERIMENTS / "data_free_gpu.sh"), "mnist", str(tmp_path / "out")],
-                            capture_output=True, text=True, env=env)  # fmt: skip
+                            check=False, capture_output=True, text=True, env=env)  # fmt: skip
     assert result.returncode == 2
-    assert result.stderr == "data_free_gpu.sh: unknown part 'dafl' in PARTS (dfad, zskt or dafl_seedK)\n"
+    assert result.stderr == (
+        "data_free_gpu.sh: unknown part 'dafl' in PARTS (dfad, zskt, dafl_seedK or reference_dafl_seedK)\n"
+    )
     assert not list((tmp_path / "out").iterdir())
 
 
 def test_summary_command_names_its_usage(tmp_path):
-    result = subprocess.run([sys.executable, str(EXPERIMENTS / "data_free_summary.py")], capture_output=True,
-                            text=True)  # fmt: skip
+    result = subprocess.run([sys.executable, str(EXPERIMENTS / "data_free_summary.py")], check=False,
+                            capture_output=True, text=True)  # fmt: skip
     assert result.returncode == 1
     assert result.stderr.strip() == "usage: python experiments/data_free_summary.py OUT"
 
@@ -92,7 +125,9 @@ def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
         "PYTHON": sys.executable
     }
     command = ["bash", str(EXPERIMENTS / "data_free_gpu.sh"), str(data), str(out), "600", "--smoke"]
-    result = subprocess.run([*command, "--steps-per-call", "1"], capture_output=True, text=True, env=env)
+    result = subprocess.run(
+        [*command, "--steps-per-call", "1"], check=False, capture_output=True, text=True, env=env
+    )
     assert result.returncode == 0, result.stderr
     parts = ("dafl_seed0", "dafl_seed1", "dafl_seed2", "dfad", "zskt")
     text = (out / "summary.md").read_text()
@@ -128,3 +163,40 @@ def test_gpu_script_runs_the_five_parts_and_summarises_them(tmp_path):
     assert dafl["collapse_restarts"] == 3 and dafl["student_optimizer"]["ema_decay"] == 0.999
     assert "parameter average" in (out / "dafl_seed2" / "table.md").read_text()
     assert not [n for n in names if "/checkpoints" in n or "/samples/" in n]
+
+
+@pytest.mark.slow
+def test_gpu_script_sets_jdistills_dafl_beside_the_reference_loop(tmp_path):
+    """``PARTS="dafl_seed0 reference_dafl_seed0"`` in --smoke mode on the CPU: the reference loop runs
+    on the shared DAFL teacher, its table joins the summary, and the summary ends with the two
+    groups compared."""
+    pytest.importorskip("torch", reason="the reference loop needs PyTorch: pip install -e '.[parity]'")
+    (tmp_path / "mnist").mkdir()
+    # no more images than --smoke takes: the reference loop sees the data the teacher was trained on
+    data, out = write_mnist_like(tmp_path / "mnist", train=512, test=256), tmp_path / "out"
+    env = {k: v for k, v in os.environ.items() if k != "JAX_DEFAULT_MATMUL_PRECISION"} | {
+        "PYTHON": sys.executable,
+        "PARTS": "dafl_seed0 reference_dafl_seed0",
+        "REFERENCE_OPTIONS": "--iterations 4 --eval-every 2 --batch-size 32 --generator-width 4 --device cpu",
+    }
+    command = ["bash", str(EXPERIMENTS / "data_free_gpu.sh"), str(data), str(out), "600", "--smoke"]
+    result = subprocess.run(
+        [*command, "--steps-per-call", "1"], check=False, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    log = (out / "reference_dafl_seed0.log").read_text().splitlines()
+    assert log[-1].startswith("reference_dafl_seed0: exit 0 after "), log
+    results = json.loads((out / "reference_dafl_seed0" / "results.json").read_text())
+    assert results["settings"]["teacher"] == str(out / "teachers" / "teacher_dafl")
+    assert results["settings"]["matmul_precision"] == "float32"
+    assert results["seeds"]["0"]["iteration"] == [2, 4]
+    text = (out / "summary.md").read_text()
+    assert "## dafl_seed0 (finished)" in text
+    assert "## reference_dafl_seed0 (the reference's loop in PyTorch, finished)" in text
+    comparison = text.split("## DAFL: jdistill against the reference loop (experiments/dafl_compare.py)")[1]
+    assert (
+        "| jdistill (1 seeds) |" in comparison and "| PyTorch, the reference's loop (1 seeds) |" in comparison
+    )
+    assert "two-sided permutation p = 1.000 (1 and 1 seeds, unpaired; exact, all 2 splits)" in comparison
+    with tarfile.open(out / "results.tar.gz") as archive:
+        assert "reference_dafl_seed0/results.json" in archive.getnames()
