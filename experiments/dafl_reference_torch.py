@@ -22,7 +22,9 @@ weights.
 ``--teacher`` is a jdistill LeNet-5 run directory trained at 32x32 (``experiments/data_free_mnist.py``
 and ``data_free_gpu.sh`` train DAFL's with its recipe, ``paper_teacher("dafl")``); its weights are
 copied into the PyTorch network, so both frameworks' students learn from one teacher. The test set
-is resized and standardised as the teacher saw its images (``teacher_dataset``).
+is resized and standardised as the teacher saw its images (``teacher_dataset``). Products run in
+full float32 on a GPU too (PyTorch's TF32 off), as jdistill's runs of ``data_free_gpu.sh`` do, whose
+``reference_dafl_seedK`` parts run this script on their DAFL teacher.
 
 Writes ``results.json`` after every evaluation (per seed: the student's test accuracy, the
 normalised entropy of the teacher's class histogram on a generated batch, the teacher's mean |logit|
