@@ -12,9 +12,9 @@ teacher. Per iteration, the mean +- std (over seeds) of the students' test accur
 seed's mean accuracy over the evaluations in ``--window`` and Fisher's permutation test of the
 two groups' means of those (:func:`jdistill.report.permutation_p_value`): whether one group's
 students learn faster than chance explains; with the 95 % bootstrap interval of that difference
-(:func:`jdistill.report.bootstrap_interval`), the differences the seeds leave plausible. The seeds are not paired: a float32 DAFL run parts from
-any other after a few rounds (``tests/parity/test_dafl_game.py``), so only such distributions over
-seeds compare. A run without one of the listed iterations (stopped early) is left out, with a line
+(:func:`jdistill.report.bootstrap_interval`), the differences the seeds leave plausible. The seeds
+are not paired: a float32 DAFL run parts from any other after a few rounds
+(``tests/parity/test_dafl_game.py``), so only such distributions over seeds compare. A run without one of the listed iterations (stopped early) is left out, with a line
 saying so.
 """
 

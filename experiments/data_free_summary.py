@@ -4,8 +4,9 @@ so far, its last evaluation (iteration, test accuracy, best accuracy so far and 
 accuracy of the student's parameter average when it keeps one (``--student-ema``), the class
 entropy of the teacher on generated samples, the iteration by which the generator collapsed into
 one class if it did, and its restarts after a collapse: ``--restarts``) read from its
-``metrics.jsonl`` and ``restarts.jsonl``. A ``dafl_reference_torch.py`` output (``data_free_gpu.sh``'s
-``reference_dafl_seedK``, or any folder whose ``results.json`` is that script's) gives its ``table.md``.
+``metrics.jsonl`` and ``restarts.jsonl``. A ``dafl_reference_torch.py`` output
+(``data_free_gpu.sh``'s ``reference_dafl_seedK``, or any folder whose ``results.json`` is that
+script's) gives its ``table.md``.
 
     python experiments/data_free_summary.py OUT    # every folder under OUT that holds a run
 """

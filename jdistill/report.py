@@ -1,5 +1,5 @@
-"""Tables, plots and statistics of finished runs: markdown tables, learning curves from ``metrics.jsonl``,
-two groups of seeds compared (a permutation test, a bootstrap interval)."""
+"""Tables, plots and statistics of finished runs: markdown tables, learning curves from
+``metrics.jsonl``, two groups of seeds compared (a permutation test, a bootstrap interval)."""
 
 import itertools
 import math
