@@ -2,7 +2,7 @@
 PyTorch loop, or the loop from two kinds of first weights.
 
     python experiments/dafl_compare.py --runs runs/data_free_dafl_cpu \\
-        --against runs/dafl_torch_cpu --window 100 450 --out runs/dafl_compare.md
+        --against runs/dafl_torch_cpu --window 100 450 --out runs/dafl_compare.md --plot runs/dafl_compare.png
 
 Each directory is an ``experiments/data_free_mnist.py --methods dafl`` output (its ``dafl_seed*``
 runs, finished or not: jdistill) or an ``experiments/dafl_reference_torch.py`` output (its
@@ -163,6 +163,34 @@ def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window
     return "\n".join(lines) + "\n"
 
 
+def plot(groups: list[tuple[str, dict]], window: tuple[int, int], path: pathlib.Path) -> None:
+    """Each group's mean test accuracy against the iteration, with a band of +- one standard
+    deviation over its seeds, at every evaluation that half its runs have; ``window`` shaded."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for label, curves in groups:
+        counts = collections.Counter(i for curve in curves.values() for i in curve)
+        steps = sorted(i for i, n in counts.items() if 2 * n >= len(curves))
+        values = [[100 * c[i] for c in curves.values() if i in c] for i in steps]
+        mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
+        ax.plot(steps, mean, label=f"{label} ({len(curves)} seeds)")
+        ax.fill_between(steps, mean - std, mean + std, alpha=0.2)
+    low, high = ax.get_xlim()
+    ax.axvspan(max(window[0], low), min(window[1], high), color="grey", alpha=0.1, label="window of the test")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("student's test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", nargs="+", required=True, help="the first group's output directories")
@@ -172,6 +200,9 @@ def main(argv=None) -> int:
     parser.add_argument("--window", type=int, nargs=2, default=(0, 10**9), metavar=("FIRST", "LAST"),
                         help="iterations whose accuracies make each seed's mean for the test (inclusive)")  # fmt: skip
     parser.add_argument("--out", type=pathlib.Path, help="also write the report to this markdown file")
+    parser.add_argument(
+        "--plot", type=pathlib.Path, help="also plot both groups' curves (mean +- std) to this PNG"
+    )
     a = parser.parse_args(argv)
     try:
         if a.window[0] > a.window[1]:
@@ -181,9 +212,8 @@ def main(argv=None) -> int:
             labels = [f"{KINDS[groups[0][0]]}, group {k}" for k in (1, 2)]
         else:
             labels = [KINDS[kind] for kind, _ in groups]
-        report = compare(
-            [(label, curves) for label, (_, curves) in zip(labels, groups)], a.iterations, tuple(a.window)
-        )
+        labelled = [(label, curves) for label, (_, curves) in zip(labels, groups)]
+        report = compare(labelled, a.iterations, tuple(a.window))
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -191,6 +221,8 @@ def main(argv=None) -> int:
     if a.out:
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(report)
+    if a.plot:
+        plot(labelled, tuple(a.window), a.plot)
     return 0
 
 

@@ -37,11 +37,12 @@ def test_table_window_means_and_p_value(tmp_path, capsys):
     reference_out(
         tmp_path / "ref", {0: {100: 0.60, 200: 0.70, 300: 0.90}, 1: {100: 0.62, 200: 0.72, 300: 0.90}}
     )
-    out = tmp_path / "report" / "compare.md"
+    out, picture = tmp_path / "report" / "compare.md", tmp_path / "plots" / "compare.png"
     assert main(["--runs", str(jd), "--against", str(tmp_path / "ref"), "--window", "100", "200",
-                 "--out", str(out)]) == 0  # fmt: skip
+                 "--out", str(out), "--plot", str(picture)]) == 0  # fmt: skip
     report = capsys.readouterr().out
     assert out.read_text() == report
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # columns: the window's evaluations; population std over seeds
     assert "| test accuracy (%) at iteration | 100 | 200 |" in report
     assert "| jdistill (2 seeds) | 52.0 +- 2.0 | 62.0 +- 2.0 |" in report
