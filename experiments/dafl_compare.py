@@ -99,15 +99,19 @@ def gather(directories, option: str) -> tuple[str, dict[str, dict[int, float]]]:
     return next(iter(kinds)), curves
 
 
+def shared_by_half(curves, window: tuple[int, int] = (0, 10**9)) -> list[int]:
+    """The iterations in ``window`` (inclusive) that half the ``curves`` or more evaluated, in order."""
+    counts = collections.Counter(i for curve in curves for i in curve if window[0] <= i <= window[1])
+    return sorted(i for i, n in counts.items() if 2 * n >= len(curves))
+
+
 def compare(groups: list[tuple[str, dict]], iterations: list[int] | None, window: tuple[int, int]):
     """The markdown report of two groups ``(label, {seed: curve})``: per-iteration
     mean +- std (``iterations``, or at most ``COLUMNS`` of the evaluations in the window that half
     the runs or more have), and the permutation test of each seed's mean over every evaluation in
     ``window`` (inclusive) that all compared runs have."""
     if iterations is None:
-        runs = [curve for _, curves in groups for curve in curves.values()]
-        counts = collections.Counter(i for curve in runs for i in curve if window[0] <= i <= window[1])
-        shared = sorted(i for i, n in counts.items() if 2 * n >= len(runs))
+        shared = shared_by_half([curve for _, curves in groups for curve in curves.values()], window)
         if not shared:
             raise ValueError(
                 f"no evaluation in iterations {window[0]}-{window[1]} is shared by half the runs"
@@ -173,8 +177,7 @@ def plot(groups: list[tuple[str, dict]], window: tuple[int, int], path: pathlib.
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, curves in groups:
-        counts = collections.Counter(i for curve in curves.values() for i in curve)
-        steps = sorted(i for i, n in counts.items() if 2 * n >= len(curves))
+        steps = shared_by_half(list(curves.values()))
         values = [[100 * c[i] for c in curves.values() if i in c] for i in steps]
         mean, std = np.array([np.mean(v) for v in values]), np.array([np.std(v) for v in values])
         ax.plot(steps, mean, label=f"{label} ({len(curves)} seeds)")
