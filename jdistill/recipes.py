@@ -10,7 +10,7 @@ NCKD beta per pair, ramped over the first 20 epochs). FT's initialisation stage 
 ResNet and WRN students, at the run's rate for the others (RepDistiller's ``helper/pretrain.py``).
 
 ``epochs`` shortens (or lengthens) the whole schedule proportionally: the milestones, DKD's ramp
-and the 30-epoch initialisation stages of AB, FT and FSP scale by ``epochs / 240``.
+(its 20 increments kept) and the 30-epoch initialisation stages of AB, FT and FSP scale by ``epochs / 240``.
 ``batch_size`` other than 64 scales the learning rates linearly (Goyal et al. 2017):
 ``lr = base_lr * batch_size / 64``.
 """
@@ -85,7 +85,11 @@ def benchmark_method_options(
     if "ft" in methods:
         options["ft"]["init_learning_rate"] = ft_init_learning_rate(model, batch_size)
     if "dkd" in methods:
-        options["dkd"] = {"warmup_epochs": DKD_WARMUP_EPOCHS * epochs / BENCHMARK_EPOCHS}
+        # the benchmark's 20 increments, not one per (shorter or longer) epoch
+        options["dkd"] = {
+            "warmup_epochs": DKD_WARMUP_EPOCHS * epochs / BENCHMARK_EPOCHS,
+            "ramp_increments": DKD_WARMUP_EPOCHS,
+        }
     return options
 
 

@@ -181,3 +181,19 @@ def test_dkd_ramp_counts_epochs_from_one():
         terms = dkd.loss((s, {}), (t, {}), batch, {}, {"temperature": 4.0})
         np.testing.assert_allclose(terms["dkd_tckd"].mean(), scale * tckd, rtol=1e-6, err_msg=str(epoch))
         np.testing.assert_allclose(terms["dkd_nckd"].mean(), scale * nckd, rtol=1e-6, err_msg=str(epoch))
+
+
+def test_dkd_ramp_shortened_keeps_the_benchmarks_twenty_increments():
+    """At 24 epochs the recipe's ramp lasts 2 epochs and still rises by 1/20 every 1/10 epoch (one
+    benchmark epoch), where one increment per epoch would give 0.5 then 1."""
+    short = build_method("dkd", {"warmup_epochs": 2.0, "ramp_increments": 20})
+    per_epoch = build_method("dkd", {"warmup_epochs": 2.0})
+    for epoch, scale, coarse in ((0.0, 1 / 20, 1 / 2), (0.09, 1 / 20, 1 / 2), (0.1, 2 / 20, 1 / 2),
+                                 (0.95, 10 / 20, 1 / 2), (1.0, 11 / 20, 1.0), (1.9, 20 / 20, 1.0),
+                                 (5.0, 1.0, 1.0)):  # fmt: skip
+        np.testing.assert_allclose(short.ramp(jnp.float32(epoch)), scale, rtol=1e-6, err_msg=str(epoch))
+        np.testing.assert_allclose(per_epoch.ramp(jnp.float32(epoch)), coarse, rtol=1e-6, err_msg=str(epoch))
+    assert build_method("dkd", {"warmup_epochs": 0.0}).ramp(jnp.float32(0.0)) == 1.0
+    for bad in (0, 2.5, -3):
+        with pytest.raises(ValueError, match="ramp_increments must be a whole number >= 1"):
+            build_method("dkd", {"ramp_increments": bad})

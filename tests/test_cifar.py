@@ -97,7 +97,10 @@ def test_recipe_scales_the_schedule_with_the_epochs_and_the_rate_with_the_batch(
     assert milestones(24) == (15, 18, 21) and milestones(2) == (1,) and milestones(1) == ()
     assert learning_rate("ShuffleV1") == 0.01 and learning_rate("resnet8", 256) == pytest.approx(0.2)
     short = crd_benchmark("resnet8x4", ("ce", "ab", "dkd"), teacher_model="resnet32x4", epochs=24)
-    assert short["method_options"] == {"ab": {"init_epochs": 3}, "dkd": {"warmup_epochs": 2.0}}
+    assert short["method_options"] == {
+        "ab": {"init_epochs": 3},
+        "dkd": {"warmup_epochs": 2.0, "ramp_increments": 20},
+    }
     assert short["weights"] == {"dkd_nckd": 8.0}
     assert crd_benchmark("resnet20", ("ce", "dkd"), teacher_model="resnet56")["weights"] == {"dkd_nckd": 2.0}
     crd_kd = crd_benchmark("resnet20", ("ce", "crd", "kd"), teacher_model="resnet56")
@@ -150,7 +153,7 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
     config = RunDir(student).flat_config()
     assert config["weights"] == {"dkd_nckd": 8.0, "dkd_tckd": 0.5}
     assert config["learning_rate"] == pytest.approx(0.025)  # 0.05 x 32 / 64
-    assert config["method_options"] == {"dkd": {"warmup_epochs": 20 * 2 / 240}}
+    assert config["method_options"] == {"dkd": {"warmup_epochs": 20 * 2 / 240, "ramp_increments": 20}}
     metrics = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
     assert len(metrics) == 2 and all(np.isfinite(m["train/loss/dkd_nckd"]) for m in metrics)
 

@@ -47,19 +47,36 @@ class Decoupled(Method):
     """Zhao et al. 2022 (DKD): target-class KD (``dkd_tckd``, weight alpha = 1) and non-target-class
     KD (``dkd_nckd``, weight beta: 8 for resnet32x4 -> resnet8x4, 2 for resnet56 -> resnet20 and
     resnet110 -> resnet32, 6 for the wrn and vgg pairs) at ``hparams["temperature"]``, both scaled
-    by ``min(e / warmup_epochs, 1)`` with ``e`` the epoch counted from 1 (mdistiller's
-    ``DKD.forward_train``: 1/20 in the first epoch, 1 from the 20th of 240 in the benchmark)."""
+    by a ramp that rises to 1 over ``warmup_epochs`` in ``ramp_increments`` equal steps,
+    ``min((floor(e * n / warmup_epochs) + 1) / n, 1)`` with ``e`` the (fractional) epoch from 0 and
+    ``n = ramp_increments``; None: one increment per epoch, ``n = warmup_epochs``, which is
+    mdistiller's ``DKD.forward_train`` (``min(epoch / 20, 1)``, the epoch counted from 1: 1/20 in
+    the first epoch, 1 from the 20th of 240 in the benchmark). A schedule shortened to E epochs
+    keeps the benchmark's ramp with ``warmup_epochs = 20 E / 240`` and ``ramp_increments = 20``
+    (``jdistill.recipes``); one increment per epoch would there jump from 0.6 to 1 within two."""
 
     warmup_epochs: float = 20.0
+    ramp_increments: int | None = None
     name = "dkd"
     default_weights: ClassVar = {"dkd_tckd": 1.0, "dkd_nckd": 8.0}
+
+    def __post_init__(self):
+        n = self.ramp_increments
+        if n is not None and (n < 1 or not float(n).is_integer()):
+            raise ValueError(f"dkd: ramp_increments must be a whole number >= 1, got {self.ramp_increments}")
 
     def loss(self, student, teacher, batch, modules, hparams):
         labels = jnp.maximum(batch["label"], 0)
         tckd, nckd = losses.dkd_terms(student[0], teacher[0], labels, temperature=hparams["temperature"])
-        epoch = jnp.floor(batch["epoch"]) + 1.0
-        ramp = jnp.minimum(epoch / self.warmup_epochs, 1.0) if self.warmup_epochs > 0 else 1.0
-        return {"dkd_tckd": ramp * tckd, "dkd_nckd": ramp * nckd}
+        return {"dkd_tckd": self.ramp(batch["epoch"]) * tckd, "dkd_nckd": self.ramp(batch["epoch"]) * nckd}
+
+    def ramp(self, epoch):
+        """The weight of both terms at the fractional ``epoch`` (0-based)."""
+        if self.warmup_epochs <= 0:
+            return 1.0
+        increments = self.ramp_increments or self.warmup_epochs
+        increment = jnp.floor(epoch / (self.warmup_epochs / increments)) + 1.0
+        return jnp.minimum(increment / increments, 1.0)
 
 
 @register
