@@ -194,6 +194,6 @@ def test_dkd_ramp_shortened_keeps_the_benchmarks_twenty_increments():
         np.testing.assert_allclose(short.ramp(jnp.float32(epoch)), scale, rtol=1e-6, err_msg=str(epoch))
         np.testing.assert_allclose(per_epoch.ramp(jnp.float32(epoch)), coarse, rtol=1e-6, err_msg=str(epoch))
     assert build_method("dkd", {"warmup_epochs": 0.0}).ramp(jnp.float32(0.0)) == 1.0
-    for bad in (0, 2.5, -3):
+    for bad in (0, 2.5, -3, "twenty", True):
         with pytest.raises(ValueError, match="ramp_increments must be a whole number >= 1"):
             build_method("dkd", {"ramp_increments": bad})

@@ -62,7 +62,7 @@ class Decoupled(Method):
 
     def __post_init__(self):
         n = self.ramp_increments
-        if n is not None and (n < 1 or not float(n).is_integer()):
+        if n is not None and (not isinstance(n, (int, float)) or isinstance(n, bool) or n < 1 or n % 1):
             raise ValueError(f"dkd: ramp_increments must be a whole number >= 1, got {self.ramp_increments}")
 
     def loss(self, student, teacher, batch, modules, hparams):
