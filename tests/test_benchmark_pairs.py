@@ -189,7 +189,7 @@ def test_dkd_ramp_shortened_keeps_the_benchmarks_twenty_increments():
     short = build_method("dkd", {"warmup_epochs": 2.0, "ramp_increments": 20})
     per_epoch = build_method("dkd", {"warmup_epochs": 2.0})
     for epoch, scale, coarse in ((0.0, 1 / 20, 1 / 2), (0.09, 1 / 20, 1 / 2), (0.1, 2 / 20, 1 / 2),
-                                 (0.95, 10 / 20, 1 / 2), (1.0, 11 / 20, 1.0), (1.9, 20 / 20, 1.0),
+                                 (0.95, 10 / 20, 1 / 2), (1.0, 11 / 20, 1.0), (1.95, 20 / 20, 1.0),
                                  (5.0, 1.0, 1.0)):  # fmt: skip
         np.testing.assert_allclose(short.ramp(jnp.float32(epoch)), scale, rtol=1e-6, err_msg=str(epoch))
         np.testing.assert_allclose(per_epoch.ramp(jnp.float32(epoch)), coarse, rtol=1e-6, err_msg=str(epoch))
