@@ -129,18 +129,30 @@ def paper(options) -> dict | None:
 
 
 def table(results, options) -> str:
+    """One row per method: last- and best-epoch accuracy over seeds, each seed's last, and the
+    difference to the student alone paired by seed (a seed's runs share the student's
+    initialisation and data order), beside the paper's number where the pair is in its table."""
     args, ref = settings(options), paper(options) or {}
+    alone = {r["seed"]: r["last"] for r in results.get("student", [])}
     rows = []
     for name, runs in results.items():
+        runs = sorted(runs, key=lambda r: r["seed"])
         last = [r["last"] for r in runs]
+        per_seed = " / ".join(f"{100 * v:.1f}" for v in last) if len(runs) > 1 else ""
+        pairs = [r["last"] - alone[r["seed"]] for r in runs if r["seed"] in alone]
+        gain = mean_std(pairs, signed=True) if pairs and name not in ("teacher", "student") else ""
         diff = f"{100 * np.mean(last) - ref[name]:+.2f}" if name in ref else ""
         minutes = np.mean([r["train_seconds"] for r in runs]) / 60
         best = mean_std([r["best"] for r in runs])
-        rows.append([name, mean_std(last), best, len(runs), ref.get(name, ""), diff, f"{minutes:.1f}"])
+        rows.append(
+            [name, mean_std(last), per_seed, best, gain, len(runs), ref.get(name, ""), diff, f"{minutes:.1f}"]
+        )
     headers = [
         "method",
         "last epoch %",
+        "per seed (last)",
         "best epoch %",
+        "minus the student alone (points, paired by seed)",
         "seeds",
         "paper %",
         "last - paper",

@@ -19,13 +19,13 @@ def evaluated(record: dict, metric: str = "accuracy"):
     return record[f"val/{metric}"] if f"val/{metric}" in record else record[f"test/{metric}"]
 
 
-def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2) -> str:
+def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2, signed: bool = False) -> str:
     """``"97.12 +- 0.34"`` (population std over seeds; scaled to percent by default); a single
-    value is shown without a spread."""
+    value is shown without a spread. ``signed``: the mean with its sign (``"+1.27 +- 0.53"``), for
+    differences."""
     values = np.asarray(values, dtype=np.float64) * scale
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{values.mean():.{digits}f} +- {values.std():.{digits}f}"
+    mean = f"{values.mean():{'+' if signed else ''}.{digits}f}"
+    return mean if len(values) == 1 else f"{mean} +- {values.std():.{digits}f}"
 
 
 def permutation_is_exact(n: int, m: int, max_exact: int | None = None) -> bool:

@@ -1,6 +1,7 @@
 """experiments/crd_column.py --smoke: every method of the column (resnet20 teacher -> resnet8
 student, the recipe shortened to one epoch) on random 32x32 images, end to end."""
 
+import argparse
 import json
 import pathlib
 import runpy
@@ -60,3 +61,23 @@ def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_
     with pytest.raises(SystemExit, match="the teacher would have trained on the evaluation images"):
         runpy.run_path(str(SCRIPT), run_name="__main__")
     assert not any((tmp_path / "other").iterdir())  # no run directory
+
+
+def test_table_gives_each_seed_and_the_gain_over_the_student_alone_paired_by_seed():
+    table = runpy.run_path(str(SCRIPT))["table"]
+    args = argparse.Namespace(
+        teacher_model="resnet20", student="resnet8", dataset="npz", epochs=20, batch_size=64
+    )
+    options = argparse.Namespace(args=args, smoke=False, validate=False, holdout_fraction=0.2)
+
+    def runs(*lasts, seeds=(2, 0, 1)):  # listed out of seed order
+        return [{"seed": s, "last": v, "best": v, "train_seconds": 60.0} for s, v in zip(seeds, lasts)]
+
+    results = {"teacher": runs(0.70, seeds=(0,)), "student": runs(0.595, 0.582, 0.586),
+               "kd": runs(0.626, 0.651, 0.643), "dkd": runs(0.60, 0.62, seeds=(0, 5))}  # fmt: skip
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in table(results, options).splitlines()
+            if line.startswith("| ")}  # fmt: skip
+    assert rows["kd"][2] == "65.1 / 64.3 / 62.6"  # seeds 0, 1, 2
+    assert rows["kd"][4] == "+5.23 +- 1.59"  # 6.9, 5.7, 3.1 points: std 1.586
+    assert rows["dkd"][4] == "+1.80"  # only seed 0 has a student alone
+    assert rows["student"][4] == rows["teacher"][4] == rows["teacher"][2] == ""
