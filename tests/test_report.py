@@ -1,4 +1,4 @@
-"""jdistill.report's permutation test against hand counts and an independent enumeration; its bootstrap
+"""jdistill.report's mean +- std line; its permutation test against hand counts and an independent enumeration; its bootstrap
 interval against hand cases and the normal approximation."""
 
 import itertools
@@ -6,7 +6,14 @@ import itertools
 import numpy as np
 import pytest
 
-from jdistill.report import bootstrap_interval, permutation_p_value
+from jdistill.report import bootstrap_interval, mean_std, permutation_p_value
+
+
+def test_mean_std_in_points_with_the_population_spread_and_a_sign_on_request():
+    assert mean_std([0.97, 0.99]) == "98.00 +- 1.00"
+    assert mean_std([-0.02, -0.018], signed=True) == "-1.90 +- 0.10"
+    assert mean_std([0.018], signed=True) == "+1.80" and mean_std([0.018]) == "1.80"
+    assert mean_std([1.5, 2.5], scale=1, digits=1, signed=True) == "+2.0 +- 0.5"
 
 
 def test_permutation_p_value_counts_splits_by_hand():
