@@ -68,7 +68,8 @@ class Decoupled(Method):
     def loss(self, student, teacher, batch, modules, hparams):
         labels = jnp.maximum(batch["label"], 0)
         tckd, nckd = losses.dkd_terms(student[0], teacher[0], labels, temperature=hparams["temperature"])
-        return {"dkd_tckd": self.ramp(batch["epoch"]) * tckd, "dkd_nckd": self.ramp(batch["epoch"]) * nckd}
+        ramp = self.ramp(batch["epoch"])
+        return {"dkd_tckd": ramp * tckd, "dkd_nckd": ramp * nckd}
 
     def ramp(self, epoch):
         """The weight of both terms at the fractional ``epoch`` (0-based)."""
