@@ -28,9 +28,10 @@ import pathlib
 
 import numpy as np
 
+from jdistill.cli_options import parse_weights
 from jdistill.data import Dataset, load_dataset
 from jdistill.experiment import Experiment, Run, main, paper_numbers
-from jdistill.methods import parse_methods
+from jdistill.methods import build_method, default_weights, parse_methods
 from jdistill.recipes import crd_benchmark
 from jdistill.report import evaluated, markdown_table, mean_std
 from jdistill.train import RunConfig, RunDir
@@ -65,8 +66,26 @@ def settings(options) -> argparse.Namespace:
     return argparse.Namespace(**{**vars(args), **SMOKE, "crd_negatives": args.crd_negatives or 64})
 
 
-def run_config(args, options, model: str, methods: tuple[str, ...], seed: int, teacher=None, epochs=None):
-    """A run of the recipe; the runner adds --validate's held-out fraction."""
+def weight_overrides(args) -> dict[str, dict[str, float]]:
+    """``--weight TERM=W`` by method spec of ``--methods``: each override goes to the distilled runs
+    whose methods have the term (``ce``: every distilled run; never the student alone nor the
+    teacher); a term that no spec has is refused in one line."""
+    overrides, specs = parse_weights(args.weight), args.methods.split(",")
+    terms = {s: set(default_weights([build_method(n) for n in parse_methods(s)])) for s in specs}
+    unknown = sorted(set(overrides) - set().union(*terms.values()))
+    if unknown:
+        raise ValueError(
+            f"--weight names term(s) that no method of --methods has: {', '.join(unknown)}; their terms: "
+            f"{', '.join(sorted(set().union(*terms.values())))}"
+        )
+    return {s: {k: w for k, w in overrides.items() if k in terms[s]} for s in specs}
+
+
+def run_config(
+    args, options, model: str, methods: tuple[str, ...], seed: int, teacher=None, epochs=None, weights=None
+):
+    """A run of the recipe, ``weights`` over the benchmark's; the runner adds --validate's held-out
+    fraction."""
     fields = crd_benchmark(
         model,
         methods,
@@ -74,6 +93,7 @@ def run_config(args, options, model: str, methods: tuple[str, ...], seed: int, t
         epochs=epochs or args.epochs,
         batch_size=args.batch_size,
     )
+    fields["weights"] = {**fields["weights"], **(weights or {})}
     if "crd" in methods and args.crd_negatives:
         fields["method_options"]["crd"] = {"num_negatives": args.crd_negatives}
     return RunConfig(
@@ -107,11 +127,18 @@ def runs(options):
         yield Run(
             "teacher", run_config(args, options, args.teacher_model, ("ce",), 0, epochs=epochs), "teacher"
         )
+    overrides = weight_overrides(args)
     for spec in ["student", *args.methods.split(",")]:
         methods = ("ce",) if spec == "student" else parse_methods(spec)
         for seed in options.seeds:
             config = run_config(
-                args, options, args.student, methods, seed, None if spec == "student" else teacher
+                args,
+                options,
+                args.student,
+                methods,
+                seed,
+                None if spec == "student" else teacher,
+                weights=overrides.get(spec),
             )
             yield Run(f"{spec}/seed{seed}", config, spec)
 
@@ -122,10 +149,13 @@ def accuracies(run_dir: pathlib.Path, options) -> dict:
 
 
 def paper(options) -> dict | None:
+    """The paper's numbers for the pair, less the methods whose weights ``--weight`` changed."""
     args = settings(options)
     if args.dataset != "cifar100" or options.validate:
         return None
-    return paper_numbers(__file__).get(f"{args.teacher_model}->{args.student}")
+    changed = {spec for spec, weights in weight_overrides(args).items() if weights}
+    numbers = paper_numbers(__file__).get(f"{args.teacher_model}->{args.student}")
+    return numbers and {name: v for name, v in numbers.items() if name not in changed}
 
 
 def table(results, options) -> str:
@@ -163,11 +193,17 @@ def table(results, options) -> str:
         if options.validate
         else "test accuracy"
     )
+    changed = "; ".join(
+        f"{spec}: " + ", ".join(f"{term} {w:g}" for term, w in weights.items())
+        for spec, weights in weight_overrides(args).items()
+        if weights
+    )
     return (
         f"{args.teacher_model} -> {args.student} on {args.dataset}; student {args.epochs} epochs, batch "
-        f"{args.batch_size} (crd recipe scaled to the epochs); last epoch and best epoch {where}, mean +- "
-        f"std over seeds. Paper: CRD table (last epoch) except DKD (mdistiller, best epoch).\n\n"
-        + markdown_table(headers, rows)
+        f"{args.batch_size} (crd recipe scaled to the epochs"
+        + (f"; weights changed by --weight: {changed}" if changed else "")
+        + f"); last epoch and best epoch {where}, mean +- std over seeds. Paper: CRD table (last epoch) "
+        "except DKD (mdistiller, best epoch).\n\n" + markdown_table(headers, rows)
     )
 
 
@@ -207,6 +243,14 @@ def add_options(parser) -> None:
         "--batch-size", type=int, default=64, help="the learning rate scales with it (x batch/64)"
     )
     parser.add_argument("--crd-negatives", type=int, default=None, help="CRD negatives (default 16384)")
+    parser.add_argument(
+        "--weight",
+        action="append",
+        default=[],
+        metavar="TERM=W",
+        help="a term's weight instead of the benchmark's, in the distilled runs whose methods have the "
+        "term (e.g. dkd_nckd=2); repeatable",
+    )
 
 
 EXPERIMENT = Experiment(

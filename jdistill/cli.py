@@ -15,20 +15,8 @@ from jdistill.cli_options import (
     add_config_options,
     given_values,
     one_line_warnings,
+    parse_weights,
 )
-
-
-def _parse_weights(items: list[str]) -> dict[str, float]:
-    weights = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            weights[name] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name:
-            raise ValueError(f"--weight expects NAME=NUMBER (e.g. kd=0.9), got {item!r}")
-    return weights
 
 
 def _parse_method_options(items: list[str]) -> dict[str, dict]:
@@ -144,7 +132,7 @@ def run_config(args, command: str):
         if "teacher" not in given or "methods" not in given:
             raise ValueError("--teacher and --method are required")
         given["methods"] = parse_methods(given["methods"])
-    given["weights"] = _parse_weights(given.get("weights", []))
+    given["weights"] = parse_weights(given.get("weights", []))
     given["method_options"] = _parse_method_options(given.get("method_options", []))
     preset = args.preset or default_preset(given["dataset"])
     preset = None if preset == "none" else preset

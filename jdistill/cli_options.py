@@ -193,3 +193,17 @@ def print_configuration(command: str, config, sources: Mapping[str, str]) -> Non
         source = sources.get(leaf.flat, "default" if value == defaults[leaf.flat] else "given")
         lines.append(f"  {leaf.flat:22s} {json.dumps(value):30s} {source}")
     print("\n".join(lines), file=sys.stderr)
+
+
+def parse_weights(items: list[str]) -> dict[str, float]:
+    """``["kd=0.9", "ce=0.1"]`` -> ``{"kd": 0.9, "ce": 0.1}``: the values of ``--weight`` options."""
+    weights = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        try:
+            weights[name] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name:
+            raise ValueError(f"--weight expects NAME=NUMBER (e.g. kd=0.9), got {item!r}")
+    return weights

@@ -67,8 +67,9 @@ def test_validate_evaluates_on_held_out_training_images_and_a_changed_option_is_
 def test_table_gives_each_seed_and_the_gain_over_the_student_alone_paired_by_seed():
     table = runpy.run_path(str(SCRIPT))["table"]
     args = argparse.Namespace(
-        teacher_model="resnet20", student="resnet8", dataset="npz", epochs=20, batch_size=64
-    )
+        teacher_model="resnet20", student="resnet8", dataset="npz", epochs=20, batch_size=64, methods="kd,dkd",
+        weight=[],
+    )  # fmt: skip
     options = argparse.Namespace(args=args, smoke=False, validate=False, holdout_fraction=0.2)
 
     def runs(*lasts, seeds=(2, 0, 1)):  # listed out of seed order
@@ -82,3 +83,37 @@ def test_table_gives_each_seed_and_the_gain_over_the_student_alone_paired_by_see
     assert rows["kd"][4] == "+5.23 +- 1.59"  # 6.9, 5.7, 3.1 points: std 1.586
     assert rows["dkd"][4] == "+1.80"  # only seed 0 has a student alone
     assert rows["student"][4] == rows["teacher"][4] == rows["teacher"][2] == ""
+
+
+def test_weight_changes_a_term_only_in_the_runs_whose_methods_have_it(tmp_path):
+    from jdistill.train import groups
+
+    column = runpy.run_path(str(SCRIPT))
+    args = argparse.Namespace(
+        teacher_model="resnet56", student="resnet20", dataset="cifar100", epochs=24, batch_size=64,
+        teacher_epochs=None, teacher_dir=None, crd_negatives=None, methods="kd,dkd,crd+kd",
+        weight=["dkd_nckd=2.5", "kd=0.5"],
+    )  # fmt: skip
+    options = argparse.Namespace(args=args, smoke=False, validate=False, holdout_fraction=0.2, out=tmp_path,
+                                 seeds=(0,), data_dir=None)  # fmt: skip
+    weights = {run.name: groups.flat(run.config)["weights"] for run in column["runs"](options)}
+    assert weights == {
+        "teacher": {}, "student/seed0": {},  # never changed
+        "kd/seed0": {"ce": 0.1, "kd": 0.5},  # the benchmark's ce 0.1 kept
+        "dkd/seed0": {"dkd_nckd": 2.5},  # the benchmark's 2 for this pair replaced
+        "crd+kd/seed0": {"ce": 1.0, "kd": 0.5},
+    }  # fmt: skip
+    # The paper's number of a method whose weights changed is not set beside it; the others are.
+    paper = column["paper"](options)
+    assert "dkd" not in paper and "kd" not in paper and paper["crd"] == 71.16
+    header = column["table"]({}, options).splitlines()[0]
+    assert "weights changed by --weight: kd: kd 0.5; dkd: dkd_nckd 2.5; crd+kd: kd 0.5" in header
+    args.methods = "kd,dkd"
+    for weight, message in (
+        (["crd=1"], "no method of --methods has: crd; their terms: ce, dkd_nckd, dkd_tckd, kd$"),
+        (["dkd_nckd"], "--weight expects NAME=NUMBER"),
+        (["dkd_nckd=two"], "--weight expects NAME=NUMBER"),
+    ):
+        args.weight = weight
+        with pytest.raises(ValueError, match=message):
+            list(column["runs"](options))
