@@ -18,9 +18,8 @@ Two presets (``--preset``; any option given explicitly overrides the preset's va
   ``--label-noise R`` corrupts that fraction of the training labels (the test set stays clean).
 
     python experiments/born_again.py --data-dir ../shared/data/mnist --out runs/born_again_mnist
-        # 3 seeds x (4 generations + CWTM + DKPP) = 18 runs of 12 epochs. Measured: 23 min wall
-        # (1,138 s of training) on 2 CPU cores shared with other jobs (load 10-20); about 8 min
-        # expected on 2 idle cores (mlp256 trains at 1.5 s per epoch there)
+        # 3 seeds x (4 generations + CWTM + DKPP) = 18 runs of 12 epochs: 7.3 min wall (333 s of
+        # training) on 2 idle CPU cores (AVX-512 EPYC, 2026-12-02)
     python experiments/born_again.py --preset cifar10-subset --generations 3 \\
         --data-dir ../shared/data/cifar10-subset/cifar10_subset.npz --out runs/born_again_cifar10 \\
         --no-ablations    # generations 0-2 only: 9 runs of 120 epochs
@@ -99,25 +98,41 @@ def measure(run_dir, options) -> dict:
     return {"ensemble": float(np.mean(predicted == dataset.y_test))}
 
 
+def by_seed(summaries, key=None) -> dict[str, float]:
+    """Each chain's accuracy (or ``key``, where a summary has it), by its seed's directory."""
+    return {s["run"].split("/")[0]: s[key] if key else evaluated(s) for s in summaries if not key or key in s}
+
+
+def paired_difference(values: dict[str, float], gen0: dict[str, float]) -> str:
+    """Mean +- std over chains of ``values`` minus generation 0 of the same chain, in points."""
+    return mean_std([v - gen0[seed] for seed, v in values.items()], signed=True)
+
+
 def table(results, options):
-    gen0 = np.array([evaluated(s) for s in next(iter(results.values()))])
+    """One row per generation and ablation: accuracy (mean +- std over seeds, and each seed's), the
+    difference to generation 0 paired by chain (seed), agreement with its teacher, and the ensemble
+    of generations 0..k with its own paired difference."""
+    gen0 = by_seed(next(iter(results.values())))
     rows = []
     for k, (row, summaries) in enumerate(results.items()):
-        single = np.array([evaluated(s) for s in summaries])
-        ensemble = np.array([s["ensemble"] for s in summaries if "ensemble" in s])
-        agreement = [evaluated(s, "agreement") for s in summaries] if k else []
-        rows.append([row, mean_std(single), mean_std(single - gen0) if k else "",
-                     mean_std(agreement) if k else "", mean_std(ensemble) if len(ensemble) else "",
-                     mean_std(ensemble - gen0) if k and len(ensemble) else ""])  # fmt: skip
+        single, ensemble = by_seed(summaries), by_seed(summaries, "ensemble")
+        rows.append([
+            row, mean_std(list(single.values())), " / ".join(f"{100 * v:.2f}" for v in single.values()),
+            paired_difference(single, gen0) if k else "",
+            mean_std([evaluated(s, "agreement") for s in summaries]) if k else "",
+            mean_std(list(ensemble.values())) if ensemble else "",
+            paired_difference(ensemble, gen0) if k and ensemble else "",
+        ])  # fmt: skip
     where = "held-out" if options.validate else "test"
     headers = [
         "generation",
         f"{where} accuracy (%)",
-        "minus gen 0 (points)",
+        "per seed",
+        "minus gen 0 (points, paired)",
         "agreement with its teacher (%)",
     ]
-    headers += ["ensemble 0..k (%)", "ensemble minus gen 0 (points)"]
-    c = RunDir(options.out / "seed0" / "gen0").flat_config()
+    headers += ["ensemble 0..k (%)", "ensemble minus gen 0 (points, paired)"]
+    c = next(iter(results.values()))[0]["config"]
     seconds = [s["train_seconds"] for summaries in results.values() for s in summaries]
     return markdown_table(headers, rows) + (
         f"\n{c['model']} on {c['dataset']}, {c['epochs']} epochs per generation (SGD, lr "

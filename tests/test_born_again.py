@@ -1,6 +1,7 @@
 """Born-again networks: the CWTM and DKPP methods in the trainer, and experiments/born_again.py
 end to end on a small MNIST-like directory (--smoke)."""
 
+import argparse
 import json
 import pathlib
 import runpy
@@ -90,3 +91,35 @@ def test_the_chain_runs_each_generation_from_the_previous(mnist_like_dir, tmp_pa
     assert list(json.loads((out / "results.json").read_text())) == ["gen 0 (labels)", *gens]
     assert (out / "seed0" / "gen2" / "summary.json").stat().st_mtime_ns == mtime
     assert "DKPP" not in (out / "table.md").read_text()
+
+
+def test_table_pairs_each_generation_with_generation_0_of_its_own_chain():
+    table = runpy.run_path(str(SCRIPT))["table"]
+    config = {"model": "mlp256", "dataset": "mnist", "epochs": 12, "learning_rate": 0.05, "batch_size": 128,
+              "weight_decay": 0.0, "max_shift": 0, "hflip": False, "label_noise": 0.4}  # fmt: skip
+
+    def row(run, accuracies, ensembles=None, agreement=0.99):
+        return [{"run": f"seed{s}/{run}", "config": config, "train_seconds": 10.0, "test/accuracy": a,
+                 "test/agreement": agreement} | ({"ensemble": ensembles[i]} if ensembles else {})
+                for i, (s, a) in enumerate(accuracies)]  # fmt: skip
+
+    results = {
+        "gen 0 (labels)": row("gen0", [(0, 0.9658), (1, 0.9658), (2, 0.9633)], [0.9658, 0.9658, 0.9633]),
+        # listed in another seed order than generation 0: pairing follows the seed, not the position
+        "gen 1 (BAN from gen 0)": row(
+            "gen1", [(2, 0.9655), (0, 0.9684), (1, 0.9691)], [0.97, 0.9690, 0.9686]
+        ),
+        "gen 1, DKPP from gen 0": row("dkpp", [(0, 0.9714), (1, 0.9730), (2, 0.9709)], agreement=0.98),
+    }
+    options = argparse.Namespace(validate=False)
+    lines = {r.split(" | ")[0][2:]: r.split(" | ") for r in table(results, options).splitlines()
+             if r.startswith("| gen")}  # fmt: skip
+    gen1, dkpp = lines["gen 1 (BAN from gen 0)"], lines["gen 1, DKPP from gen 0"]
+    assert gen1[2] == "96.55 / 96.84 / 96.91"  # seeds 2, 0, 1 as listed
+    # +0.26, +0.33, +0.22 points: mean +0.27, population std 0.045
+    assert gen1[3] == "+0.27 +- 0.05" and gen1[4] == "99.00 +- 0.00"
+    # ensembles 97.00 - 96.33, 96.90 - 96.58, 96.86 - 96.58: +0.67, +0.32, +0.28
+    assert gen1[5] == "96.92 +- 0.06" and gen1[6] == "+0.42 +- 0.18 |"
+    assert dkpp[3] == "+0.68 +- 0.09" and dkpp[5] == "" and dkpp[6] == " |"  # no ensemble
+    assert lines["gen 0 (labels)"][3] == ""
+    assert "label noise 0.4), 3 seeds" in table(results, options)
