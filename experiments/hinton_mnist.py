@@ -15,7 +15,8 @@ Errors are counts out of the 10,000 test images.
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_long --schedule long
         # the paper's teacher recipe (Hinton et al. 2012, the preset hinton2012), 3,000 epochs, at lr 0.5
         # (TEACHER_LR below; --teacher-lr 1: the preset's rate, whose teacher took 4.7 h of training
-        # on 2 CPU cores); students 80, as the default's
+        # on 2 CPU cores); students 80, as the default's. Measured 2026-12-02: teacher 62 test
+        # errors, distilled students 94.7 over 3 seeds (6.9 h of teacher at its median epoch)
     python experiments/hinton_mnist.py --data-dir ../shared/data/mnist --out runs/hinton_val --validate
         # every run (teacher included) trains without 10,000 training images and is evaluated on
         # them: for choosing hyperparameters without the test set
