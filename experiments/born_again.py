@@ -39,7 +39,7 @@ import numpy as np
 
 from jdistill import losses
 from jdistill.experiment import Experiment, Run, main
-from jdistill.report import evaluated, markdown_table, mean_std
+from jdistill.report import evaluated, markdown_table, mean_std, paired_difference
 from jdistill.train import RunConfig, RunDir, load_teacher, teacher_forward
 
 PRESETS = {
@@ -98,14 +98,9 @@ def measure(run_dir, options) -> dict:
     return {"ensemble": float(np.mean(predicted == dataset.y_test))}
 
 
-def by_seed(summaries, key=None) -> dict[str, float]:
-    """Each chain's accuracy (or ``key``, where a summary has it), by its seed's directory."""
-    return {s["run"].split("/")[0]: s[key] if key else evaluated(s) for s in summaries if not key or key in s}
-
-
-def paired_difference(values: dict[str, float], gen0: dict[str, float]) -> str:
-    """Mean +- std over chains of ``values`` minus generation 0 of the same chain, in points."""
-    return mean_std([v - gen0[seed] for seed, v in values.items()], signed=True)
+def by_seed(summaries, key=None) -> dict[int, float]:
+    """Each chain's accuracy (or ``key``, where a summary has it), by its seed."""
+    return {s["seed"]: s[key] if key else evaluated(s) for s in summaries if not key or key in s}
 
 
 def table(results, options):
@@ -121,7 +116,7 @@ def table(results, options):
             paired_difference(single, gen0) if k else "",
             mean_std([evaluated(s, "agreement") for s in summaries]) if k else "",
             mean_std(list(ensemble.values())) if ensemble else "",
-            paired_difference(ensemble, gen0) if k and ensemble else "",
+            paired_difference(ensemble, gen0) if k else "",
         ])  # fmt: skip
     where = "held-out" if options.validate else "test"
     headers = [

@@ -33,7 +33,7 @@ from jdistill.data import Dataset, load_dataset
 from jdistill.experiment import Experiment, Run, main, paper_numbers
 from jdistill.methods import build_method, default_weights, parse_methods
 from jdistill.recipes import crd_benchmark
-from jdistill.report import evaluated, markdown_table, mean_std
+from jdistill.report import evaluated, markdown_table, mean_std, paired_difference
 from jdistill.train import RunConfig, RunDir
 
 ALL_METHODS = ("kd", "fitnet", "at", "sp", "cc", "vid", "rkd", "pkt", "ab", "ft", "fsp", "nst", "crd",
@@ -169,8 +169,11 @@ def table(results, options) -> str:
         runs = sorted(runs, key=lambda r: r["seed"])
         last = [r["last"] for r in runs]
         per_seed = " / ".join(f"{100 * v:.1f}" for v in last) if len(runs) > 1 else ""
-        pairs = [r["last"] - alone[r["seed"]] for r in runs if r["seed"] in alone]
-        gain = mean_std(pairs, signed=True) if pairs and name not in ("teacher", "student") else ""
+        gain = (
+            ""
+            if name in ("teacher", "student")
+            else paired_difference({r["seed"]: r["last"] for r in runs}, alone)
+        )
         diff = f"{100 * np.mean(last) - ref[name]:+.2f}" if name in ref else ""
         minutes = np.mean([r["train_seconds"] for r in runs]) / 60
         best = mean_std([r["best"] for r in runs])

@@ -28,6 +28,13 @@ def mean_std(values: Sequence[float], scale: float = 100.0, digits: int = 2, sig
     return mean if len(values) == 1 else f"{mean} +- {values.std():.{digits}f}"
 
 
+def paired_difference(values: Mapping, reference: Mapping) -> str:
+    """``values[k] - reference[k]`` over the keys (seeds) both have, as :func:`mean_std` with its
+    sign; ``""`` when they share none."""
+    pairs = [v - reference[k] for k, v in values.items() if k in reference]
+    return mean_std(pairs, signed=True) if pairs else ""
+
+
 def permutation_is_exact(n: int, m: int, max_exact: int | None = None) -> bool:
     """Whether :func:`permutation_p_value` counts every split of ``n`` and ``m`` values (at most
     ``max_exact``, default ``MAX_EXACT_SPLITS``) rather than sampling them."""

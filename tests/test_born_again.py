@@ -99,7 +99,7 @@ def test_table_pairs_each_generation_with_generation_0_of_its_own_chain():
               "weight_decay": 0.0, "max_shift": 0, "hflip": False, "label_noise": 0.4}  # fmt: skip
 
     def row(run, accuracies, ensembles=None, agreement=0.99):
-        return [{"run": f"seed{s}/{run}", "config": config, "train_seconds": 10.0, "test/accuracy": a,
+        return [{"run": f"seed{s}/{run}", "seed": s, "config": config, "train_seconds": 10.0, "test/accuracy": a,
                  "test/agreement": agreement} | ({"ensemble": ensembles[i]} if ensembles else {})
                 for i, (s, a) in enumerate(accuracies)]  # fmt: skip
 

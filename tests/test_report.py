@@ -6,7 +6,7 @@ import itertools
 import numpy as np
 import pytest
 
-from jdistill.report import bootstrap_interval, mean_std, permutation_p_value
+from jdistill.report import bootstrap_interval, mean_std, paired_difference, permutation_p_value
 
 
 def test_mean_std_in_points_with_the_population_spread_and_a_sign_on_request():
@@ -14,6 +14,12 @@ def test_mean_std_in_points_with_the_population_spread_and_a_sign_on_request():
     assert mean_std([-0.02, -0.018], signed=True) == "-1.90 +- 0.10"
     assert mean_std([0.018], signed=True) == "+1.80" and mean_std([0.018]) == "1.80"
     assert mean_std([1.5, 2.5], scale=1, digits=1, signed=True) == "+2.0 +- 0.5"
+
+
+def test_paired_difference_pairs_by_key_and_skips_keys_the_reference_lacks():
+    # seeds 1 and 0 in either order: +0.02 and +0.04; seed 5 has no reference
+    assert paired_difference({1: 0.62, 0: 0.64, 5: 0.9}, {0: 0.60, 1: 0.60}) == "+3.00 +- 1.00"
+    assert paired_difference({5: 0.9}, {0: 0.6}) == ""
 
 
 def test_permutation_p_value_counts_splits_by_hand():
