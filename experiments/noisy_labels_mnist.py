@@ -13,9 +13,8 @@ the label) or the noisy one (it has memorised it)?
 
     python experiments/noisy_labels_mnist.py --data-dir ../shared/data/mnist --out runs/noisy_labels_mnist
         # 4 rates x (1 teacher + 3 students alone + 4 distilled x 3 seeds) = 64 runs of 10 epochs.
-        # Measured on 2 CPU cores shared with other jobs (load 10-20): 31 min wall in two passes
-        # (--grid-seeds 1, then the default 3, resuming), 1,426 s of training recorded; about
-        # 15 min expected on 2 idle cores
+        # 11.5 min on 2 otherwise idle CPU cores (2026-12-03), 481 s of training recorded; 31 min
+        # in two passes when the cores were shared with other jobs (load 10-20)
 
 Runs ``noise{rate}/teacher``, ``noise{rate}/alone/seed{s}``, ``noise{rate}/kd_a{alpha}_T{T}/seed{s}``;
 ``accuracy_vs_noise.png`` plots the final and the best accuracy against the rate.
