@@ -19,10 +19,9 @@ is one run, seed 0).
 
     python experiments/representation_mapping_mnist.py --data-dir ../shared/data/mnist \\
         --out runs/representation_mapping_mnist
-        # 28 min measured on 2 CPU cores shared with four other jobs (load average 15-19); the
-        # runs' recorded training time sums to 23 min (teacher 166 s; a distilled student 38-86 s,
-        # the same work, by how busy the cores were; a student alone 11-15 s), plus start-up,
-        # evaluation and checkpoints. Expect well under that on idle cores.
+        # 4.7 min on 2 otherwise idle CPU cores (2026-12-03): 108 s of training recorded (teacher
+        # 26 s, a student 2-5 s), the rest start-up, evaluation and checkpoints. With jdistill
+        # 0.1's loop on cores shared with four other jobs (load 15-19): 28 min.
     python experiments/representation_mapping_mnist.py --data-dir DIR --out DIR --smoke  # seconds
 
 Runs ``teacher``, ``l2/seed0``, ...; ``accuracy.png`` plots the table.
