@@ -23,9 +23,9 @@ teacher included, trains without a sixth of the training images and is evaluated
 other value was tried.
 
     python experiments/irg_mnist.py --data-dir ../shared/data/mnist --out runs/irg_mnist
-        # 32 min of wall clock on a 2-core CPU shared with four other jobs (load average 11 to 19);
-        # the run directories record 24.9 min of training, RKD's three runs 11 of them
-        # (its angle term is [B, B, B] per step); not measured on idle cores
+        # 5.8 min on 2 otherwise idle CPU cores (2026-12-03): 248 s of training recorded, RKD's
+        # three runs 145 s of them (its angle term is [B, B, B] per step); 32 min on cores shared
+        # with four other jobs (load average 11 to 19)
     python experiments/irg_mnist.py --data-dir ../shared/data/mnist --out runs/irg_val --validate
     python experiments/irg_mnist.py --data-dir DIR --out DIR --smoke   # the pipeline in seconds
 
