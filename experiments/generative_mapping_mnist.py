@@ -19,9 +19,10 @@ the test set is used only for the reported numbers.
 
     python experiments/generative_mapping_mnist.py --data-dir ../shared/data/mnist \\
         --out runs/generative_mapping
-        # 6.6 min on 2 otherwise idle CPU cores (2026-12-03): teacher 102 s, LeNet-5 23 s,
-        # students 31-34 s (h128) and 27-32 s (h32) of training each; with jdistill 0.1's loop on
-        # cores at a load average of 10-17, 24 min for 1 seed + 20 min to add seeds 1-2
+        # 6.6 min on 2 CPU cores, idle but for a short run in the first 1.3 min (2026-12-03):
+        # teacher 102 s, LeNet-5 23 s, students 31-34 s (h128) and 27-32 s (h32) of training each;
+        # with jdistill 0.1's loop on cores at a load average of 10-17, 24 min for 1 seed + 20 min
+        # to add seeds 1-2
     python experiments/generative_mapping_mnist.py --data-dir DIR --out DIR --smoke  # the pipeline in seconds
 
 Runs ``teacher``, ``classifier``, ``student_h128/seed0``, ...; ``results.json`` holds each run's

@@ -15,8 +15,9 @@ The table adds each student's agreement with the teacher and the ``attention_kl`
 to the teacher's last block on the test set (mapped heads). ``--smoke`` uses a vit2x32 teacher.
 
     python experiments/vit_attention_mnist.py --data-dir ../shared/data/mnist --out runs/vit_attention_mnist
-        # 13 min on 2 otherwise idle CPU cores (2026-12-03): 125 s of teacher training and 534 s
-        # for the 12 students; 35.5 min on cores shared with other jobs (load average 7-18)
+        # 13 min on 2 CPU cores (2026-12-03; short IRG runs shared them for 6 of those minutes):
+        # 125 s of teacher training and 534 s for the 12 students; 35.5 min on cores shared with
+        # other jobs (load average 7-18)
     python experiments/vit_attention_mnist.py --data-dir DIR --out DIR --smoke   # the pipeline in seconds
 
 Every run is a run directory under ``--out`` (``teacher``, ``alone/seed0``, ``kd/seed0``, ...). Writes
