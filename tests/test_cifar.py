@@ -9,7 +9,7 @@ import pytest
 
 from jdistill.cli import main
 from jdistill.data import CIFAR_STATS, Dataset, load_cifar_dir, load_dataset, load_npz
-from jdistill.recipes import crd_benchmark, learning_rate, milestones
+from jdistill.recipes import crd_benchmark, dkd_beta, learning_rate, milestones
 from jdistill.train import RunConfig, RunDir
 
 
@@ -103,6 +103,11 @@ def test_recipe_scales_the_schedule_with_the_epochs_and_the_rate_with_the_batch(
     }
     assert short["weights"] == {"dkd_nckd": 8.0}
     assert crd_benchmark("resnet20", ("ce", "dkd"), teacher_model="resnet56")["weights"] == {"dkd_nckd": 2.0}
+    # pairs mdistiller does not configure: thin CIFAR ResNets take their family's 2, the others 8
+    pairs = {("resnet20", "resnet8"): 2.0, ("resnet110", "resnet14"): 2.0, ("resnet56", "resnet8x4"): 8.0,
+             ("resnet32x4", "resnet20"): 8.0, ("resnet18_imagenet", "resnet8"): 8.0, (None, "resnet8"): 8.0,
+             ("ResNet50", "vgg8"): 8.0, ("wrn_40_2", "wrn_16_2"): 6.0}  # fmt: skip
+    assert {pair: dkd_beta(*pair) for pair in pairs} == pairs
     crd_kd = crd_benchmark("resnet20", ("ce", "crd", "kd"), teacher_model="resnet56")
     assert crd_kd["weights"] == {"ce": 1.0, "kd": 1.0}  # and crd's default 0.8
 

@@ -45,9 +45,10 @@ class SoftTargets(Method):
 @dataclasses.dataclass(frozen=True)
 class Decoupled(Method):
     """Zhao et al. 2022 (DKD): target-class KD (``dkd_tckd``, weight alpha = 1) and non-target-class
-    KD (``dkd_nckd``, weight beta: 8 for resnet32x4 -> resnet8x4, 2 for resnet56 -> resnet20 and
-    resnet110 -> resnet32, 6 for the wrn and vgg pairs) at ``hparams["temperature"]``, both scaled
-    by a ramp that rises to 1 over ``warmup_epochs`` in ``ramp_increments`` equal steps,
+    KD (``dkd_nckd``, weight beta: 8; the recipe's per pair, ``jdistill.recipes.dkd_beta``: 8 for
+    resnet32x4 -> resnet8x4, 2 for pairs of thin CIFAR ResNets, 6 for the wrn and vgg pairs) at
+    ``hparams["temperature"]``, both scaled by a ramp that rises to 1 over ``warmup_epochs`` in
+    ``ramp_increments`` equal steps,
     ``min((floor(e * n / warmup_epochs) + 1) / n, 1)`` with ``e`` the (fractional) epoch from 0 and
     ``n = ramp_increments``; None: one increment per epoch, ``n = warmup_epochs``, which is
     mdistiller's ``DKD.forward_train`` (``min(epoch / 20, 1)``, the epoch counted from 1: 1/20 in
