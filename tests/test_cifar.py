@@ -156,7 +156,7 @@ def test_command_line_applies_the_recipe_when_asked_and_explicit_options_win(tmp
     main(["distill", "--teacher", str(tmp_path / "t"), "--model", "resnet8", "--method", "dkd", "--out", str(student),
           "--batch-size", "32", "--weight", "dkd_tckd=0.5", *common])  # fmt: skip
     config = RunDir(student).flat_config()
-    assert config["weights"] == {"dkd_nckd": 8.0, "dkd_tckd": 0.5}
+    assert config["weights"] == {"dkd_nckd": 2.0, "dkd_tckd": 0.5}  # resnet8 -> resnet8: thin ResNets, NCKD 2
     assert config["learning_rate"] == pytest.approx(0.025)  # 0.05 x 32 / 64
     assert config["method_options"] == {"dkd": {"warmup_epochs": 20 * 2 / 240, "ramp_increments": 20}}
     metrics = [json.loads(line) for line in (student / "metrics.jsonl").read_text().splitlines()]
