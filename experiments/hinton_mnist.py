@@ -153,6 +153,15 @@ def predict_logits(run_dir, dataset, *image_sets: np.ndarray, batch: int = 1000)
     ]
 
 
+def dead_units(run_dir, dataset, images: np.ndarray) -> dict[str, float]:
+    """Per hidden layer of the finished run ``run_dir``, the share of its units never active on
+    ``images`` (inference mode): a ReLU whose input is negative for every image gets no gradient."""
+    model = load_teacher(str(run_dir), dataset)
+    _, features = jax.jit(lambda x: teacher_forward(model.graphdef, model.variables, x))(images)
+    return {name: float((np.asarray(h).max(0) <= 0).mean()) for name, h in features.items()
+            if name.startswith("hidden")}  # fmt: skip
+
+
 def bias_shift_study(run_dir, dataset, x_test, y_test) -> dict:
     """Errors of a student that never saw a 3, before and after adding ``shift`` to its class-3
     logit (which is adding it to the class-3 bias). The shift is chosen on the full training set

@@ -28,7 +28,8 @@ from jdistill.train import RunDir
 
 hinton = SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_name("hinton_mnist.py"))))
 
-# name: (description, changes to the table's recipe, over every seed or the first); "alone...": no teacher
+# name: (description, changes to the table's recipe (or a function of the students' epochs giving them),
+# over every seed or the first); "alone...": no teacher
 ARMS = {
     "alone": ("alone (hard labels)", {}, False),
     "alone_torch_init": ("alone, PyTorch init", {"init": "torch"}, False),
@@ -47,7 +48,19 @@ ARMS = {
              {"optimizer": "adam", "learning_rate": 1e-3, "clip_norm": None, "nesterov": False}, False),
     "b100_lr003": ("batch 100, lr 0.03", {"batch_size": 100, "learning_rate": 0.03}, False),
     "torch_init": ("PyTorch init", {"init": "torch"}, False),
+    # Why the student stays far above its teacher (added 2026-12-04): more epochs, a lower temperature,
+    # the teacher's width, the teacher's dropout, both, translated transfer images, the teacher's optimizer
+    "epochs120": ("120 epochs", {"epochs": 120}, False),
+    "T8": ("T = 8", {"temperature": 8.0}, False),
+    "wide": ("784-1200-1200-10 (the teacher's width), no dropout", {"model": "mlp1200_plain"}, False),
+    "dropout": ("dropout 0.2 / 0.5 (the teacher's)", {"model": "mlp800_dropout"}, False),
+    "teacher_net": ("784-1200-1200-10 with dropout 0.2 / 0.5 (the teacher's net)", {"model": "mlp1200"}, False),
+    "jitter": ("transfer images translated by up to 2 pixels", {"max_shift": 2}, False),
+    "sgd2012": ("the teacher's optimizer (Hinton et al. 2012 compressed to the epochs, lr 0.5; no max-norm)",
+                lambda epochs: {**dict(hinton.hinton_2012_over(epochs, hinton.TEACHER_LR)), "max_norm": None},
+                False),
 }  # fmt: skip
+PROBE_IMAGES = 2000  # training images the dead units are counted on
 
 
 def teacher_dir(options) -> pathlib.Path:
@@ -64,6 +77,7 @@ def runs(options):
         raise ValueError(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     for name in a.arms.split(","):
         _, changes, every_seed = ARMS[name]
+        changes = changes(schedule.student_epochs) if callable(changes) else changes
         for s in options.seeds if every_seed else options.seeds[:1]:
             if name.startswith("alone"):
                 base = hinton.student_config(data_dir, schedule, s)
@@ -77,22 +91,39 @@ def saw_held_out(teacher) -> bool:  # the images the students are evaluated on
 
 
 def measure(run_dir, options) -> dict:
-    measured = hinton.measure(run_dir, options)
-    teacher = RunDir(run_dir).config().distill.teacher
-    return measured | ({"teacher_saw_held_out": saw_held_out(teacher)} if teacher else {})
+    """Held-out errors; how far the student is from a copy of the teacher there: the images on which
+    they disagree, and those of them the teacher classifies right; per hidden layer the share of units
+    never active on the first ``PROBE_IMAGES`` training images."""
+    held = options.dataset.holdout(hinton.HOLDOUT)
+    (student,), (teacher,) = (hinton.predict_logits(d, options.dataset, held.x_test)
+                              for d in (run_dir, teacher_dir(options)))  # fmt: skip
+    student, teacher = student.argmax(-1), teacher.argmax(-1)
+    measured = hinton.measure(run_dir, options) | {
+        "disagreements": int((student != teacher).sum()),
+        "teacher_right_student_wrong": int(((teacher == held.y_test) & (student != held.y_test)).sum()),
+        "dead": hinton.dead_units(run_dir, options.dataset, options.dataset.x_train[:PROBE_IMAGES]),
+    }
+    distilled_from = RunDir(run_dir).config().distill.teacher
+    return measured | ({"teacher_saw_held_out": saw_held_out(distilled_from)} if distilled_from else {})
 
 
 def table(results, options) -> str:
     held = options.dataset.holdout(hinton.HOLDOUT)
     (logits,) = hinton.predict_logits(teacher_dir(options), options.dataset, held.x_test)
-    rows = [["teacher 784-1200-1200-10", str(int((logits.argmax(-1) != held.y_test).sum())), ""]]
+    rows = [["teacher 784-1200-1200-10", str(int((logits.argmax(-1) != held.y_test).sum())), "", "", "", ""]]
     for name, summaries in results.items():
-        errors = [s["errors"] for s in summaries]
-        rows.append([ARMS[name][0], mean_std(errors, scale=1.0, digits=1), str(errors)])
+        errors, copy = [s["errors"] for s in summaries], summaries[0]
+        dead = " / ".join(f"{100 * d:.1f}" for d in copy["dead"].values())
+        rows.append([ARMS[name][0], mean_std(errors, scale=1.0, digits=1), str(errors), copy["disagreements"],
+                     copy["teacher_right_student_wrong"], dead])  # fmt: skip
     epochs = RunDir(options.out / next(iter(results.values()))[0]["run"]).config().loop.epochs
     proxy = saw_held_out(teacher_dir(options))
-    return markdown_table(["student 784-800-800-10", "held-out errors", "per seed"], rows) + (
-        f"\nErrors on {len(held.y_test):,} held-out training images; students {epochs} epochs; teacher "
+    headers = ["student 784-800-800-10", "held-out errors", "per seed", "disagreements with the teacher",
+               "of them the teacher right", "dead units, hidden 1 / 2 (%)"]  # fmt: skip
+    return markdown_table(headers, rows) + (
+        f"\nErrors on {len(held.y_test):,} held-out training images; students {epochs} epochs (unless a row "
+        "says otherwise); disagreements and dead units of the first seed; dead: never active on the first "
+        f"{PROBE_IMAGES:,} training images; teacher "
         f"{teacher_dir(options)}{' trained on these images: the rows rank recipes only' if proxy else ''}.\n"
     )
 

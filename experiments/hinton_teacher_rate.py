@@ -27,12 +27,9 @@ import pathlib
 import runpy
 from types import SimpleNamespace
 
-import jax
-import numpy as np
-
 from jdistill.experiment import Experiment, Run, main
 from jdistill.report import markdown_table, mean_std
-from jdistill.train import RunDir, load_teacher, teacher_forward
+from jdistill.train import RunDir
 
 hinton = SimpleNamespace(**runpy.run_path(str(pathlib.Path(__file__).with_name("hinton_mnist.py"))))
 INITS = ("flax", "torch")
@@ -62,16 +59,10 @@ def measure(run_dir, options) -> dict:
     logits' standard deviation there."""
     if RunDir(run_dir).config().distill.teacher is not None:  # a distilled student
         return hinton.measure(run_dir, options)
-    teacher = load_teacher(str(run_dir), options.dataset)
-    logits, features = jax.jit(lambda x: teacher_forward(teacher.graphdef, teacher.variables, x))(
-        options.dataset.x_train[:PROBE_IMAGES]
-    )
-    dead = {
-        name: float((np.asarray(h).max(0) <= 0).mean())
-        for name, h in features.items()
-        if name.startswith("hidden")
-    }
-    return hinton.measure(run_dir, options) | {"dead": dead, "logit_std": float(np.asarray(logits).std())}
+    probe = options.dataset.x_train[:PROBE_IMAGES]
+    (logits,) = hinton.predict_logits(run_dir, options.dataset, probe)
+    dead = hinton.dead_units(run_dir, options.dataset, probe)
+    return hinton.measure(run_dir, options) | {"dead": dead, "logit_std": float(logits.std())}
 
 
 def epochs(n: int) -> str:

@@ -21,6 +21,17 @@ def mnist_like_dir(tmp_path_factory):
     return write_mnist_like(tmp_path_factory.mktemp("mnist_like"))
 
 
+def _numpy_forward(run_dir, dataset, images):
+    """Logits and hidden activations of a finished MLP run from its checkpoint's arrays, in NumPy
+    (inference: no dropout)."""
+    params = load_teacher(str(run_dir), dataset).variables[0]["model"]
+    h, hidden = images.reshape(len(images), -1), []
+    for layer in params["hidden"].values() if isinstance(params["hidden"], dict) else params["hidden"]:
+        h = np.maximum(h @ np.asarray(layer["kernel"]) + np.asarray(layer["bias"]), 0)
+        hidden.append(h)
+    return h @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"]), hidden
+
+
 def _run(monkeypatch, *args):
     monkeypatch.setattr(sys, "argv", [str(SCRIPT), *args])
     runpy.run_path(str(SCRIPT), run_name="__main__")
@@ -172,6 +183,20 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
     assert configs["hard05"]["weights"] == {"ce": 0.5, "kd": 0.5} and configs["hard05"]["temperature"] == 20
     assert configs["adam"]["optimizer"] == "adam" and configs["adam"]["clip_norm"] is None
     assert configs["adam"]["weights"] == {"ce": 0.1, "kd": 0.9}
+    # how far a student is from a copy of its teacher, again from the checkpoints' arrays in NumPy
+    dataset = load_mnist_dir(mnist_like_dir)
+    held = dataset.holdout(1 / 6)
+    (teacher_logits, _), (student_logits, hidden) = (
+        _numpy_forward(out / run, dataset, images)
+        for run, images in (("teacher", held.x_test), ("hard05/seed0", held.x_test))
+    )
+    t, s = teacher_logits.argmax(-1), student_logits.argmax(-1)
+    summary = results["hard05"][0]
+    assert summary["disagreements"] == int((t != s).sum())
+    assert summary["teacher_right_student_wrong"] == int(((t == held.y_test) & (s != held.y_test)).sum())
+    assert summary["errors"] == int((s != held.y_test).sum())
+    _, hidden = _numpy_forward(out / "hard05/seed0", dataset, dataset.x_train[:2000])
+    np.testing.assert_allclose(list(summary["dead"].values()), [(h.max(0) <= 0).mean() for h in hidden], atol=1e-6)
     teacher = json.loads((out / "teacher" / "summary.json").read_text())  # trained here, held out too
     table = (out / "table.md").read_text()
     assert f"| teacher 784-1200-1200-10 | {round((1 - teacher['val/accuracy']) * held_out)} |" in table
@@ -214,11 +239,8 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
         (summary,) = results[f"lr{rate}_flax"]
         assert summary["errors"] == round((1 - summary["val/accuracy"]) * held_out)
         # the dead units again, from the checkpoint's arrays in NumPy (inference: no dropout)
-        params = load_teacher(str(teacher), dataset).variables[0]["model"]["hidden"]
-        h, dead = dataset.x_train.reshape(len(dataset.x_train), -1), []
-        for i in (0, 1):
-            h = np.maximum(h @ np.asarray(params[i]["kernel"]) + np.asarray(params[i]["bias"]), 0)
-            dead.append(float((h.max(0) <= 0).mean()))
+        _, hidden = _numpy_forward(teacher, dataset, dataset.x_train[:2000])
+        dead = [float((h.max(0) <= 0).mean()) for h in hidden]
         assert list(summary["dead"]) == ["hidden1", "hidden2"]
         np.testing.assert_allclose(list(summary["dead"].values()), dead, atol=1e-6)
         (student,) = results[f"lr{rate}_flax_kd"]

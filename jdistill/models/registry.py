@@ -21,6 +21,9 @@ SMALL_MODELS: dict[str, Callable[..., nnx.Module]] = {
     # Hinton et al. 2015 MNIST pair: a teacher regularised by dropout, an unregularised student.
     "mlp1200": functools.partial(MLP, widths=(1200, 1200), dropout=0.5, input_dropout=0.2),
     "mlp800": functools.partial(MLP, widths=(800, 800)),
+    # For studies of that pair: the teacher's net without dropout, the student's with the teacher's dropout.
+    "mlp1200_plain": functools.partial(MLP, widths=(1200, 1200)),
+    "mlp800_dropout": functools.partial(MLP, widths=(800, 800), dropout=0.5, input_dropout=0.2),
     # Smaller MLPs for quick runs and the embedded-data demo.
     "mlp256": functools.partial(MLP, widths=(256, 256)),
     "mlp32": functools.partial(MLP, widths=(32,)),
