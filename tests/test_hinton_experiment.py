@@ -196,7 +196,9 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
     assert summary["teacher_right_student_wrong"] == int(((t == held.y_test) & (s != held.y_test)).sum())
     assert summary["errors"] == int((s != held.y_test).sum())
     _, hidden = _numpy_forward(out / "hard05/seed0", dataset, dataset.x_train[:2000])
-    np.testing.assert_allclose(list(summary["dead"].values()), [(h.max(0) <= 0).mean() for h in hidden], atol=1e-6)
+    np.testing.assert_allclose(
+        list(summary["dead"].values()), [(h.max(0) <= 0).mean() for h in hidden], atol=1e-6
+    )
     teacher = json.loads((out / "teacher" / "summary.json").read_text())  # trained here, held out too
     table = (out / "table.md").read_text()
     assert f"| teacher 784-1200-1200-10 | {round((1 - teacher['val/accuracy']) * held_out)} |" in table
