@@ -46,7 +46,7 @@ def runs(options):
         for init in a.inits:
             name = f"lr{rate:g}_{init}"
             teacher = hinton.teacher_config(data_dir, long, a.epochs).replace(
-                **(recipe | {"learning_rate": rate, "init": init}), **held_out
+                **(recipe | {"learning_rate": rate, "init": init, "max_shift": a.jitter}), **held_out
             )
             yield Run(name, teacher, name)
             for s in range(a.students):
@@ -82,7 +82,8 @@ def table(results, options) -> str:
     headers += ["logit std"] + (["distilled students' held-out errors", "per seed"] if a.students else [])
     recipe = f"compressed to {epochs(a.epochs)} (hinton_2012_over)" if a.compressed else "of --schedule long"
     probed = len(options.dataset.x_train[:PROBE_IMAGES])
-    note = f"Teachers: Hinton et al. 2012's recipe {recipe} at the rate of each row, {epochs(a.epochs)}; "
+    note = f"Teachers: Hinton et al. 2012's recipe {recipe} at the rate of each row, {epochs(a.epochs)}, "
+    note += f"inputs translated by up to {a.jitter} pixels; "
     note += f"dead units and logits on the first {probed:,} training images."
     if a.students:
         note += f" Students: hinton_mnist.py's distilled recipe (T = 20), {epochs(a.student_epochs)}."
@@ -99,6 +100,12 @@ def add_options(parser) -> None:
         help="the recipe compressed in time to --epochs (hinton_mnist.py's default schedule)",
     )
     parser.add_argument("--teacher-seed", type=int, default=0, help="of every teacher")
+    parser.add_argument(
+        "--jitter",
+        type=int,
+        default=2,
+        help="the teachers' input translations, in pixels (the paper's 2; 0: none)",
+    )
     parser.add_argument("--students", type=int, default=0, help="distilled students (seeds) per teacher")
     parser.add_argument("--student-epochs", type=int, default=30)
 

@@ -225,7 +225,7 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
     script = SCRIPT.with_name("hinton_teacher_rate.py")
     out = tmp_path / "rate"
     args = ["--data-dir", str(mnist_like_dir), "--out", str(out), "--quiet", "--rates", "1", "3",
-            "--inits", "flax", "--compressed", "--students", "1", "--student-epochs", "1"]  # fmt: skip
+            "--inits", "flax", "--compressed", "--students", "1", "--student-epochs", "1", "--jitter", "1"]  # fmt: skip
     monkeypatch.setattr(sys, "argv", [str(script), *args])
     runpy.run_path(str(script), run_name="__main__")
     results = json.loads((out / "results.json").read_text())
@@ -237,6 +237,7 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
         config = RunDir(teacher).flat_config()
         assert config["learning_rate"] == rate and config["init"] == "flax" and config["dampening"]
         assert config["holdout_fraction"] == pytest.approx(1 / 6) and config["batch_size"] == 100
+        assert config["max_shift"] == 1  # --jitter
         assert config["lr_decay"] == pytest.approx(0.998**3000)  # compressed to its one epoch
         (summary,) = results[f"lr{rate}_flax"]
         assert summary["errors"] == round((1 - summary["val/accuracy"]) * held_out)
@@ -253,6 +254,7 @@ def test_the_teacher_rate_study_counts_dead_units_as_a_plain_forward_pass_does(
     assert len(table_rows) == 3  # the header and a row per teacher
     table = "\n".join(table_rows)
     assert f"| 1 | flax | {results['lr1_flax'][0]['errors']} |" in table
+    assert "inputs translated by up to 1 pixels" in (out / "table.md").read_text()
 
 
 def test_both_teachers_are_the_2012_recipe_at_half_its_rate_the_default_compressed_to_900_epochs():
