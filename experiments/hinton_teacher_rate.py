@@ -8,7 +8,7 @@ to 2 pixels) for ``--epochs`` at each learning rate of ``--rates``, from Flax's 
 biases), without 10,000 training images, and reports on those held-out images its errors, and on the
 first 2,000 training images the share of each hidden layer's units that are never active ("dead":
 a ReLU unit whose input is negative for every image gets no gradient and stays so) and the spread
-of the logits. Nothing looks at the test set.
+of the logits. ``--jitter 0`` trains the teachers without translations. Nothing looks at the test set.
 
     python experiments/hinton_teacher_rate.py --data-dir ../shared/data/mnist --out runs/hinton_teacher_rate
         # 12 teachers of 1 epoch: about 3 min on 2 CPU cores
