@@ -126,7 +126,7 @@ def table(results, options) -> str:
                      copy["teacher_right_student_wrong"], dead])  # fmt: skip
     epochs = RunDir(options.out / next(iter(results.values()))[0]["run"]).config().loop.epochs
     proxy = saw_held_out(teacher_dir(options))
-    headers = ["student 784-800-800-10", "held-out errors", "per seed", "disagreements with the teacher",
+    headers = ["student (784-800-800-10 unless said)", "held-out errors", "per seed", "disagreements with the teacher",
                "of them the teacher right", "dead units, hidden 1 / 2 (%)"]  # fmt: skip
     return markdown_table(headers, rows) + (
         f"\nErrors on {len(held.y_test):,} held-out training images; students {epochs} epochs (unless a row "

@@ -5,6 +5,7 @@ import json
 import pathlib
 import runpy
 import sys
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -277,3 +278,30 @@ def test_both_teachers_are_the_2012_recipe_at_half_its_rate_the_default_compress
     # the students are the same in both: 80 epochs, converged by then on held-out images
     students = [hinton["student_config"](None, hinton["SCHEDULES"][name], 0) for name in ("default", "long")]
     assert students[0].loop.epochs == students[1].loop.epochs == 80
+
+
+def test_the_student_gap_arms_change_what_they_name_and_keep_the_rest_of_the_distilled_recipe(tmp_path):
+    study = runpy.run_path(str(SCRIPT.with_name("hinton_student_recipe.py")))
+    args = SimpleNamespace(teacher_dir=str(tmp_path / "teacher"), student_epochs=40,
+                           arms="base,wide,dropout,teacher_net,jitter,sgd2012,epochs120,T8")  # fmt: skip
+    options = SimpleNamespace(args=args, data_dir=None, seeds=[0, 1])
+    configs = {run.name: run.config for run in study["runs"](options)}
+    assert list(configs) == [
+        "base/seed0",
+        "base/seed1",
+        *(f"{arm}/seed0" for arm in args.arms.split(",")[1:]),
+    ]
+    base = configs["base/seed0"]
+    assert (base.model.name, base.loop.epochs, base.distill.temperature) == ("mlp800", 40, 20.0)
+    assert base.optimizer.clip_norm == 1.0 and base.distill.teacher == str(tmp_path / "teacher")
+    models = {arm: configs[f"{arm}/seed0"].model.name for arm in ("wide", "dropout", "teacher_net")}
+    assert models == {"wide": "mlp1200_plain", "dropout": "mlp800_dropout", "teacher_net": "mlp1200"}
+    assert configs["jitter/seed0"].data.max_shift == 2 and base.data.max_shift == 0
+    assert configs["epochs120/seed0"].loop.epochs == 120 and configs["T8/seed0"].distill.temperature == 8.0
+    sgd = configs["sgd2012/seed0"]  # the 2012 recipe compressed to the students' 40 epochs, no max-norm
+    assert sgd.optimizer.lr_decay == pytest.approx(0.998 ** (3000 / 40)) and sgd.optimizer.max_norm is None
+    assert (sgd.optimizer.learning_rate, sgd.loop.batch_size, sgd.optimizer.dampening) == (0.5, 100, True)
+    assert sgd.distill.weights == base.distill.weights and sgd.optimizer.clip_norm == 1.0
+    for arm in ("wide", "dropout", "teacher_net", "jitter", "sgd2012", "epochs120", "T8"):
+        config = configs[f"{arm}/seed0"]
+        assert config.data.holdout_fraction == pytest.approx(1 / 6) and config.distill.methods == ("ce", "kd")
