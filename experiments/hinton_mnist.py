@@ -153,11 +153,16 @@ def predict_logits(run_dir, dataset, *image_sets: np.ndarray, batch: int = 1000)
     ]
 
 
-def dead_units(run_dir, dataset, images: np.ndarray) -> dict[str, float]:
-    """Per hidden layer of the finished run ``run_dir``, the share of its units never active on
-    ``images`` (inference mode): a ReLU whose input is negative for every image gets no gradient."""
+def forward(run_dir, dataset, images: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Logits and features (``hidden{i}``, ...) of the finished run ``run_dir`` on ``images``, in inference mode."""
     model = load_teacher(str(run_dir), dataset)
-    _, features = jax.jit(lambda x: teacher_forward(model.graphdef, model.variables, x))(images)
+    logits, features = jax.jit(lambda x: teacher_forward(model.graphdef, model.variables, x))(images)
+    return np.asarray(logits), features
+
+
+def dead_units(features: dict) -> dict[str, float]:
+    """Per hidden layer, the share of its units never active on the images ``features`` came from: a
+    ReLU whose input is negative for every image gets no gradient."""
     return {name: float((np.asarray(h).max(0) <= 0).mean()) for name, h in features.items()
             if name.startswith("hidden")}  # fmt: skip
 

@@ -109,7 +109,9 @@ def measure(run_dir, options) -> dict:
     measured = hinton.measure(run_dir, options) | {
         "disagreements": int((student != teacher).sum()),
         "teacher_right_student_wrong": int(((teacher == held.y_test) & (student != held.y_test)).sum()),
-        "dead": hinton.dead_units(run_dir, options.dataset, options.dataset.x_train[:PROBE_IMAGES]),
+        "dead": hinton.dead_units(
+            hinton.forward(run_dir, options.dataset, options.dataset.x_train[:PROBE_IMAGES])[1]
+        ),
     }
     distilled_from = RunDir(run_dir).config().distill.teacher
     return measured | ({"teacher_saw_held_out": saw_held_out(distilled_from)} if distilled_from else {})

@@ -59,10 +59,11 @@ def measure(run_dir, options) -> dict:
     logits' standard deviation there."""
     if RunDir(run_dir).config().distill.teacher is not None:  # a distilled student
         return hinton.measure(run_dir, options)
-    probe = options.dataset.x_train[:PROBE_IMAGES]
-    (logits,) = hinton.predict_logits(run_dir, options.dataset, probe)
-    dead = hinton.dead_units(run_dir, options.dataset, probe)
-    return hinton.measure(run_dir, options) | {"dead": dead, "logit_std": float(logits.std())}
+    logits, features = hinton.forward(run_dir, options.dataset, options.dataset.x_train[:PROBE_IMAGES])
+    return hinton.measure(run_dir, options) | {
+        "dead": hinton.dead_units(features),
+        "logit_std": float(logits.std()),
+    }
 
 
 def epochs(n: int) -> str:

@@ -27,7 +27,7 @@ def _numpy_forward(run_dir, dataset, images):
     (inference: no dropout)."""
     params = load_teacher(str(run_dir), dataset).variables[0]["model"]
     h, hidden = images.reshape(len(images), -1), []
-    for layer in params["hidden"].values() if isinstance(params["hidden"], dict) else params["hidden"]:
+    for layer in params["hidden"].values():
         h = np.maximum(h @ np.asarray(layer["kernel"]) + np.asarray(layer["bias"]), 0)
         hidden.append(h)
     return h @ np.asarray(params["head"]["kernel"]) + np.asarray(params["head"]["bias"]), hidden
@@ -187,7 +187,7 @@ def test_the_student_recipe_study_changes_only_its_arms_and_flags_a_teacher_that
     # how far a student is from a copy of its teacher, again from the checkpoints' arrays in NumPy
     dataset = load_mnist_dir(mnist_like_dir)
     held = dataset.holdout(1 / 6)
-    (teacher_logits, _), (student_logits, hidden) = (
+    (teacher_logits, _), (student_logits, _) = (
         _numpy_forward(out / run, dataset, images)
         for run, images in (("teacher", held.x_test), ("hard05/seed0", held.x_test))
     )
